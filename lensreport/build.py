@@ -1,0 +1,131 @@
+"""The build: manifest -> plan of runs -> (cached or computed) LensResults -> site.
+
+A model is loaded only when at least one of its runs is missing from the results cache, and
+then only once for all its prompts. Rendering reads results only, so a template change
+rebuilds the site without importing torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import models as model_refs
+from .errors import ManifestError
+from .manifest import Manifest, ModelSpec, PromptSpec
+from .results import ResultsCache, cache_key, restamp
+
+log = logging.getLogger("lensreport")
+
+
+@dataclass(frozen=True)
+class Run:
+    model: ModelSpec
+    prompt: PromptSpec
+    resolved: model_refs.ResolvedModel
+    key: str
+
+
+@dataclass
+class BuildSummary:
+    computed: list[tuple[str, str]] = field(default_factory=list)
+    cached: list[tuple[str, str]] = field(default_factory=list)
+    loaded_models: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    site_dir: Path | None = None
+    seconds: float = 0.0
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def plan(manifest: Manifest, only_models: tuple[str, ...] = (),
+         only_prompts: tuple[str, ...] = ()) -> list[Run]:
+    """One run per (model, prompt), each with the content key of what changes its numbers."""
+    for names, known, what in ((only_models, manifest.models, "model"),
+                               (only_prompts, manifest.prompts, "prompt")):
+        for name in names:
+            if name not in {item.name for item in known}:
+                raise ManifestError(manifest.path, None,
+                                    f"--only-{what} {name!r}: no such {what}; known: "
+                                    + ", ".join(item.name for item in known))
+    versions = {"torch": _version("torch"), "transformers": _version("transformers")}
+    runs = []
+    for model in manifest.models:
+        if only_models and model.name not in only_models:
+            continue
+        resolved = model_refs.resolve(model, manifest.path)
+        for prompt in manifest.prompts:
+            if only_prompts and prompt.name not in only_prompts:
+                continue
+            key = cache_key({
+                "model": resolved.identity, "revision": model.revision, "dtype": model.dtype,
+                "device": model.device, "lens_kind": model.lens.kind, "top_k": model.lens.top_k,
+                "final_norm": model.final_norm, "unembedding": model.unembedding,
+                "text": prompt.text, "target": prompt.target, "versions": versions})
+            runs.append(Run(model, prompt, resolved, key))
+    return runs
+
+
+def _progress(items: list[Any], description: str) -> Iterator[Any]:
+    """A progress bar on a terminal; silent in CI logs and pipes."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=description, unit="prompt", leave=False)
+    else:
+        yield from items
+
+
+def compute_results(manifest: Manifest, runs: list[Run], cache: ResultsCache, clean: bool,
+                    summary: BuildSummary) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every run's document: from the cache, or computed (one model load per model)."""
+    documents: dict[tuple[str, str], dict[str, Any]] = {}
+    missing: dict[str, list[Run]] = {}
+    for run in runs:
+        document = None if clean else cache.get(run.key)
+        if document is None:
+            missing.setdefault(run.model.name, []).append(run)
+        else:
+            documents[run.model.name, run.prompt.name] = document
+            summary.cached.append((run.model.name, run.prompt.name))
+    for model_name, model_runs in missing.items():
+        for run, document in _compute_model(manifest, model_runs, summary):
+            cache.put(run.key, document)
+            documents[run.model.name, run.prompt.name] = document
+            summary.computed.append((run.model.name, run.prompt.name))
+    for run in runs:
+        restamp(documents[run.model.name, run.prompt.name], run.model.name, run.model.slug,
+                run.prompt.name, run.prompt.slug)
+    return documents
+
+
+def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
+                   ) -> Iterator[tuple[Run, dict[str, Any]]]:
+    from .engine import ModelSession
+
+    spec = runs[0].model
+    started = time.perf_counter()
+    log.info("loading model '%s' (%s)", spec.name, spec.reference)
+    session = ModelSession.open(spec, runs[0].resolved)
+    summary.loaded_models.append(spec.name)
+    log.info("loaded '%s' in %.1f s: %s, %d layers, vocab %d", spec.name,
+             time.perf_counter() - started, session.facts["architecture"],
+             session.facts["num_layers"], session.facts["vocab_size"])
+    try:
+        prepared = [(run, session.prepare(run.prompt, manifest.path)) for run in runs]
+        for run, encoded in prepared:
+            summary.warnings.extend(encoded.warnings)
+        for run, encoded in _progress(prepared, f"lens {spec.name}"):
+            yield run, session.run(run.prompt, encoded, run.key)
+    finally:
+        session.close()

