@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import models as model_refs
-from .errors import ManifestError
+from .errors import LensReportError, ManifestError
 from .manifest import Manifest, ModelSpec, PromptSpec
 from .results import ResultsCache, cache_key, restamp
 
@@ -129,3 +129,67 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
             yield run, session.run(run.prompt, encoded, run.key)
     finally:
         session.close()
+
+
+class _WarningCounter(logging.Handler):
+    """Counts warnings during a build, as MkDocs does, so --strict can fail on any of them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def default_site_dir(manifest: Manifest) -> Path:
+    return manifest.site_dir or manifest.root / "site"
+
+
+def default_cache_dir(manifest: Manifest) -> Path:
+    return manifest.cache_dir or manifest.root / ".lensreport-cache"
+
+
+def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool = False,
+              strict: bool = False, only_models: tuple[str, ...] = (),
+              only_prompts: tuple[str, ...] = (), live_reload: bool = False) -> BuildSummary:
+    """Build the whole site. The previous site is replaced only if everything succeeded."""
+    from .site import publish, remove_stale_staging, render_site, staging_folder
+
+    started = time.perf_counter()
+    site_dir = site_dir or default_site_dir(manifest)
+    summary = BuildSummary(site_dir=site_dir)
+    counter = _WarningCounter()
+    log.addHandler(counter)
+    try:
+        cache = ResultsCache(default_cache_dir(manifest))
+        runs = plan(manifest)
+        selected = [run for run in runs
+                    if (not only_models or run.model.name in only_models)
+                    and (not only_prompts or run.prompt.name in only_prompts)]
+        plan(manifest, only_models, only_prompts)  # validates the --only-* names
+        documents = compute_results(manifest, selected, cache, clean, summary)
+        for run in runs:  # runs outside --only-*: shown if their results are cached
+            if run not in selected and (document := cache.get(run.key)) is not None:
+                documents[run.model.name, run.prompt.name] = restamp(
+                    document, run.model.name, run.model.slug, run.prompt.name, run.prompt.slug)
+        for message in summary.warnings:
+            log.warning(message)
+        summary.warnings = list(counter.messages)
+        if strict and summary.warnings:
+            raise LensReportError(f"--strict: the build had {len(summary.warnings)} warning(s); "
+                                  "the site was not written")
+        remove_stale_staging(site_dir)
+        staging = staging_folder(site_dir)
+        try:
+            render_site(manifest, documents, staging, live_reload=live_reload)
+            publish(staging, site_dir)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        log.removeHandler(counter)
+    summary.seconds = time.perf_counter() - started
+    return summary

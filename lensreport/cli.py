@@ -1,0 +1,264 @@
+"""The `lensreport` command: argument parsing and user-facing errors only.
+
+Exit codes: 0 ok, 1 build failed, 2 usage or manifest error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .errors import LensReportError
+
+log = logging.getLogger("lensreport")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = {"WARNING": "warning: ", "ERROR": "error: "}.get(record.levelname, "")
+        return prefix + record.getMessage()
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if quiet or not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def _run(debug: bool, action: Callable[[], Any]) -> Any:
+    """Run a command; turn every failure into one line and an exit code (no traceback)."""
+    try:
+        return action()
+    except LensReportError as exc:
+        if debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the previous site and the results cache are intact", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        click.echo(f"error: {type(exc).__name__}: {message} (run with --debug for details)",
+                   err=True)
+        sys.exit(1)
+
+
+def _common(function: Callable) -> Callable:
+    function = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(function)
+    function = click.option("-v", "--verbose", is_flag=True, help="Also debug messages.")(function)
+    function = click.option("--debug", is_flag=True, help="Show tracebacks on errors.")(function)
+    return function
+
+
+def _build_options(function: Callable) -> Callable:
+    decorators = [
+        click.option("--site-dir", "-d", type=click.Path(path_type=Path),
+                     help="Output folder (default: site/ next to the manifest)."),
+        click.option("--clean", is_flag=True, help="Ignore cached results; recompute everything."),
+        click.option("--strict", is_flag=True, help="Fail the build on any warning."),
+        click.option("--only-model", "only_models", multiple=True, metavar="NAME",
+                     help="Compute only this model (repeatable); others come from the cache."),
+        click.option("--only-prompt", "only_prompts", multiple=True, metavar="NAME",
+                     help="Compute only this prompt (repeatable); others come from the cache."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _load(manifest_path: str):
+    from .manifest import load_manifest
+
+    return load_manifest(manifest_path)
+
+
+def _report(summary: Any) -> None:
+    computed = len(summary.computed)
+    cached = len(summary.cached)
+    models = ", ".join(summary.loaded_models) or "none"
+    log.info("built %s in %.1f s: %d run(s) computed, %d from the cache; models loaded: %s",
+             summary.site_dir, summary.seconds, computed, cached, models)
+    for model, prompt in summary.computed:
+        log.debug("computed %s / %s", model, prompt)
+    if summary.warnings:
+        log.info("%d warning(s)", len(summary.warnings))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lensreport")
+def main() -> None:
+    """Logit-lens reports for Hugging Face causal language models, as a static site.
+
+    \b
+    lensreport new                       write a starter prompts.yaml
+    lensreport validate prompts.yaml     check it without loading weights
+    lensreport build prompts.yaml        run the lens, write site/
+    lensreport serve prompts.yaml        preview with live reload
+    lensreport gh-deploy prompts.yaml    publish to the gh-pages branch
+    """
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_build_options
+@_common
+def build(manifest: str, site_dir: Path | None, clean: bool, strict: bool,
+          only_models: tuple[str, ...], only_prompts: tuple[str, ...], quiet: bool,
+          verbose: bool, debug: bool) -> None:
+    """Run the logit lens for every (model, prompt) and write the static site.
+
+    Unchanged runs come from the results cache (.lensreport-cache/ next to the manifest), so
+    a rebuild only computes what the manifest change touches.
+
+    \b
+    Examples:
+      lensreport build prompts.yaml
+      lensreport build prompts.yaml --site-dir public --strict
+      lensreport build prompts.yaml --only-prompt fox --clean
+    """
+    _setup_logging(quiet, verbose)
+
+    def action() -> None:
+        from .build import run_build
+
+        summary = run_build(_load(manifest), site_dir, clean=clean, strict=strict,
+                            only_models=only_models, only_prompts=only_prompts)
+        _report(summary)
+
+    _run(debug, action)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@_common
+def validate(manifest: str, quiet: bool, verbose: bool, debug: bool) -> None:
+    """Check the manifest and that every model reference resolves, without loading weights.
+
+    \b
+    Example:
+      lensreport validate prompts.yaml
+    """
+    _setup_logging(quiet, verbose)
+
+    def action() -> None:
+        from .build import plan
+
+        loaded = _load(manifest)
+        runs = plan(loaded)
+        for model in loaded.models:
+            resolved = next(r.resolved for r in runs if r.model.name == model.name)
+            log.info("model %s: %s (%s)", model.name, model.reference, resolved.kind)
+        log.info("%s is valid: %d model(s) × %d prompt(s)", manifest, len(loaded.models),
+                 len(loaded.prompts))
+
+    _run(debug, action)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", "-p", default=8000, show_default=True, type=int,
+              help="Port (0 picks a free one).")
+@click.option("--no-watch", is_flag=True, help="Do not rebuild on changes.")
+@_common
+def serve(manifest: str, host: str, port: int, no_watch: bool, quiet: bool, verbose: bool,
+          debug: bool) -> None:
+    """Build, serve the site on localhost, rebuild on changes, reload open pages.
+
+    Watches the manifest, the built-in templates and the theme folder. The preview site is
+    built into a temporary folder; your site/ is not touched.
+
+    \b
+    Example:
+      lensreport serve prompts.yaml --port 8000
+    """
+    _setup_logging(quiet, verbose)
+
+    def action() -> None:
+        from .serve import serve as run_server
+
+        run_server(Path(manifest), host, port, watch=not no_watch)
+
+    _run(debug, action)
+
+
+@main.command("gh-deploy")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--remote", default="origin", show_default=True, help="Git remote to push to.")
+@click.option("--branch", default="gh-pages", show_default=True, help="Branch to publish to.")
+@click.option("--message", "-m", default=None, help="Commit message.")
+@click.option("--no-push", is_flag=True, help="Commit to the branch but do not push.")
+@_build_options
+@_common
+def gh_deploy(manifest: str, remote: str, branch: str, message: str | None, no_push: bool,
+              site_dir: Path | None, clean: bool, strict: bool, only_models: tuple[str, ...],
+              only_prompts: tuple[str, ...], quiet: bool, verbose: bool, debug: bool) -> None:
+    """Build, then publish the site to the gh-pages branch (as `mkdocs gh-deploy`).
+
+    Run it inside the git repository that GitHub Pages serves; enable Pages for the
+    gh-pages branch in the repository settings.
+
+    \b
+    Example:
+      lensreport gh-deploy prompts.yaml
+    """
+    _setup_logging(quiet, verbose)
+
+    def action() -> None:
+        from .build import run_build
+        from .deploy import deploy
+
+        loaded = _load(manifest)
+        summary = run_build(loaded, site_dir, clean=clean, strict=strict,
+                            only_models=only_models, only_prompts=only_prompts)
+        _report(summary)
+        deploy(summary.site_dir, loaded.root, remote=remote, branch=branch, message=message,
+               push=not no_push)
+
+    _run(debug, action)
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@_common
+def new(directory: Path, quiet: bool, verbose: bool, debug: bool) -> None:
+    """Write a starter manifest (DIRECTORY/prompts.yaml, commented) to edit.
+
+    \b
+    Example:
+      lensreport new my-report && lensreport build my-report/prompts.yaml
+    """
+    _setup_logging(quiet, verbose)
+
+    def action() -> None:
+        from .scaffold import write_starter
+
+        path = write_starter(directory)
+        log.info("wrote %s; edit it, then run: lensreport build %s", path, path)
+
+    _run(debug, action)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,95 @@
+"""`lensreport serve`: build into a temporary folder, serve it, rebuild on change.
+
+Open pages poll /__lensreport__/build-id and reload when a rebuild finishes (no extra
+server dependency, as pdoc does). A failed rebuild keeps serving the last good site.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .build import run_build
+from .errors import LensReportError
+from .manifest import load_manifest
+from .site import builtin_templates
+
+log = logging.getLogger("lensreport")
+
+
+def _watched_files(manifest_path: Path, theme_dir: Path | None) -> dict[Path, int]:
+    files = [manifest_path]
+    for folder in (builtin_templates(), theme_dir):
+        if folder is not None and folder.is_dir():
+            files.extend(p for p in folder.rglob("*") if p.is_file())
+    stamps = {}
+    for path in files:
+        try:
+            stamps[path] = path.stat().st_mtime_ns
+        except OSError:
+            continue
+    return stamps
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    build_id = "0"
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path.split("?")[0] == "/__lensreport__/build-id":
+            body = self.build_id.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("http: " + format, *args)
+
+
+def serve(manifest_path: Path, host: str, port: int, watch: bool = True,
+          stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    workspace = Path(tempfile.mkdtemp(prefix="lensreport-serve-"))
+    site_dir = workspace / "site"
+    manifest = load_manifest(manifest_path)
+    run_build(manifest, site_dir, live_reload=True)
+    handler = type("Handler", (_Handler,), {"build_id": str(time.time_ns())})
+    server = http.server.ThreadingHTTPServer(
+        (host, port), functools.partial(handler, directory=str(site_dir)))
+    address = f"http://{host}:{server.server_address[1]}/"
+    log.info("serving %s at %s (Ctrl-C to stop)", manifest_path, address)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        stamps = _watched_files(manifest_path, manifest.site.theme_dir)
+        while not stop.wait(0.5):
+            if not watch:
+                continue
+            current = _watched_files(manifest_path, manifest.site.theme_dir)
+            if current == stamps:
+                continue
+            stamps = current
+            log.info("change detected; rebuilding")
+            try:
+                manifest = load_manifest(manifest_path)
+                run_build(manifest, site_dir, live_reload=True)
+                handler.build_id = str(time.time_ns())
+                log.info("rebuilt; open pages reload")
+            except LensReportError as exc:
+                for line in str(exc).splitlines():
+                    log.error("%s", line)
+                log.error("still serving the last good build")
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(workspace, ignore_errors=True)

@@ -1,0 +1,203 @@
+"""The static site: page tree, Jinja2 environment, assets, and the atomic swap into place.
+
+Reads LensResult documents only (never torch). Every link is relative, so the site works
+from file://, any static host, and GitHub Pages under a sub-path. Output is deterministic:
+the same manifest and results give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.resources
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+from markdown_it import MarkdownIt
+
+from . import __version__
+from .figures import payload, script_json, summary
+from .manifest import Manifest
+from .results import dumps
+
+TEMPLATES = ("base.html", "index.html", "prompt.html", "model.html", "embed.html",
+             "_figure.html")
+
+
+def builtin_templates() -> Path:
+    """templates/ in a source checkout, or the copy packaged into the wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if (checkout / "base.html").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("lensreport.templates")))
+
+
+def plotly_js() -> Path:
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.min.js not found in the plotly package ({path})")
+    return path
+
+
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+
+
+def markdown(text: str | None) -> Markup:
+    """Markdown notes; raw HTML in them is escaped (html=False), never passed through."""
+    return Markup(_markdown.render(text or ""))
+
+
+def environment(theme_dir: Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if theme_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(theme_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["markdown"] = markdown
+    env.filters["script_json"] = lambda value: Markup(script_json(value))
+    env.filters["percent"] = lambda p: "–" if p is None else f"{100 * p:.1f}%"
+    return env
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One (model, prompt) figure and where its files live, relative to the site root."""
+
+    model: Any
+    prompt: Any
+    document: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"fig-{self.model.slug}--{self.prompt.slug}"
+
+    @property
+    def data_path(self) -> str:
+        return f"data/{self.model.slug}/{self.prompt.slug}.json"
+
+    @property
+    def embed_path(self) -> str:
+        return f"embed/{self.model.slug}/{self.prompt.slug}.html"
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return summary(self.document)
+
+    def payload(self, with_tracks: bool = True) -> dict[str, Any]:
+        return payload(self.document, self.id, with_tracks)
+
+    def embed_snippet(self, site_url: str | None) -> str:
+        base = site_url.rstrip("/") + "/" if site_url else "https://YOUR-SITE/"
+        layers = len(self.document["layers"])
+        height = min(900, 140 + 22 * layers)
+        return (f'<iframe src="{base}{self.embed_path}" width="100%" height="{height}" '
+                f'style="border:0" loading="lazy" '
+                f'title="Logit lens: {_attr(self.model.name)} on {_attr(self.prompt.name)}">'
+                f'</iframe>')
+
+
+def _attr(text: str) -> str:
+    return (text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def render_site(manifest: Manifest, documents: dict[tuple[str, str], dict[str, Any]],
+                out: Path, live_reload: bool = False) -> None:
+    """Write every page, data file and asset under ``out`` (an empty folder)."""
+    env = environment(manifest.site.theme_dir)
+    figures = {(m.name, p.name): Figure(m, p, documents[m.name, p.name])
+               for m in manifest.models for p in manifest.prompts
+               if (m.name, p.name) in documents}
+    models = [m for m in manifest.models if any(k[0] == m.name for k in figures)]
+    prompts = [p for p in manifest.prompts if any(k[1] == p.name for k in figures)]
+    common = {"site": manifest.site, "models": models, "prompts": prompts, "figures": figures,
+              "version": __version__, "live_reload": live_reload}
+
+    def page(template: str, path: str, **context: Any) -> None:
+        depth = path.count("/")
+        html = env.get_template(template).render(root="../" * depth, path=path, **common,
+                                                 **context)
+        _write(out / path, html)
+
+    page("index.html", "index.html")
+    for prompt in prompts:
+        page("prompt.html", f"prompts/{prompt.slug}/index.html", prompt=prompt,
+             row=[figures[m.name, prompt.name] for m in models
+                  if (m.name, prompt.name) in figures])
+    for model in models:
+        row = [figures[model.name, p.name] for p in prompts if (model.name, p.name) in figures]
+        page("model.html", f"models/{model.slug}/index.html", model=model, row=row,
+             facts=row[0].document["model"] if row else {})
+    for figure in figures.values():
+        page("embed.html", figure.embed_path, figure=figure)
+        _write(out / figure.data_path, dumps(figure.document))
+    _copy_assets(manifest.site.theme_dir, out / "assets")
+    (out / ".nojekyll").write_bytes(b"")
+
+
+def _copy_assets(theme_dir: Path | None, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plotly_js(), target / "plotly.min.js")
+    for folder in (builtin_templates() / "assets", theme_dir / "assets" if theme_dir else None):
+        if folder is not None and folder.is_dir():
+            for asset in sorted(folder.iterdir()):
+                if asset.is_file():
+                    shutil.copyfile(asset, target / asset.name)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second),
+                       rename_exchange)
+    return result == 0
+
+
+def publish(staging: Path, site_dir: Path) -> None:
+    """Swap a finished build into place. With an atomic exchange there is no moment without a
+    site; a build killed before this point leaves the old site untouched."""
+    site_dir = site_dir.resolve()
+    if not site_dir.exists():
+        os.replace(staging, site_dir)
+        return
+    if _exchange(staging, site_dir):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the previous site
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{site_dir.name}.old-", dir=site_dir.parent))
+    os.replace(site_dir, old / "site")
+    os.replace(staging, site_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_staging(site_dir: Path) -> None:
+    """Folders left by a build that was killed (SIGKILL gives no chance to clean up)."""
+    site_dir = site_dir.resolve()
+    if site_dir.parent.is_dir():
+        for leftover in site_dir.parent.glob(f".{site_dir.name}.building-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def staging_folder(site_dir: Path) -> Path:
+    """An empty folder next to the target (same file system, so the swap is a rename)."""
+    site_dir = site_dir.resolve()
+    site_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{site_dir.name}.building-", dir=site_dir.parent))

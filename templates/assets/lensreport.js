@@ -1,0 +1,264 @@
+/* lensreport: turns the compact figure data on each page into Plotly figures.
+ *
+ * Data layout (see lensreport/figures.py): flat integer arrays indexed [layer][position]
+ * (or [layer][position][k]); probabilities in units of 1e-4, nats in units of 1e-3.
+ * Every string shown by Plotly goes through plotlyText(): Plotly renders tags such as
+ * <b>, <br> or <a href> in text, so '&', '<' and '>' are written as entities.
+ */
+(function () {
+  'use strict';
+  var PROB = 1e4, NATS = 1e3;
+
+  function plotlyText(s) {
+    return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  }
+  function shortText(s, n) {
+    var chars = Array.from(String(s));
+    return chars.length > n ? chars.slice(0, n - 1).join('') + '…' : chars.join('');
+  }
+  function pct(p) { return p === null || p === undefined ? '–' : (100 * p).toFixed(p < 0.001 ? 3 : 1) + '%'; }
+  function css(name, fallback) {
+    var v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return v || fallback;
+  }
+  function theme() {
+    return {
+      paper_bgcolor: css('--bg', '#fff'), plot_bgcolor: css('--bg', '#fff'),
+      font: { color: css('--fg', '#222'), family: 'system-ui, sans-serif', size: 12 },
+      gridcolor: css('--grid', '#ddd')
+    };
+  }
+
+  function Figure(root, data) {
+    this.root = root; this.d = data;
+    this.L = data.layers; this.T = data.length; this.k = data.k;
+  }
+  Figure.prototype.at = function (array, layer, pos, scale) {
+    var v = array[layer * this.T + pos];
+    return v === null || v === undefined ? null : v / scale;
+  };
+  Figure.prototype.token = function (id) {
+    var s = this.d.vocab[String(id)];
+    return s === undefined ? '#' + id : s;
+  };
+  Figure.prototype.topk = function (layer, pos) {
+    var out = [], base = (layer * this.T + pos) * this.k;
+    for (var j = 0; j < this.k; j++) {
+      out.push({ id: this.d.topk_ids[base + j], p: this.d.topk_probs[base + j] / PROB });
+    }
+    return out;
+  };
+  Figure.prototype.metrics = function () {
+    var d = this.d, self = this, list = [
+      { key: 'entropy', label: 'Entropy (nats)', get: function (l, t) { return self.at(d.entropy, l, t, NATS); }, colorscale: 'Viridis', zmin: 0 },
+      { key: 'top1', label: 'Top-1 probability', get: function (l, t) { return d.topk_probs[(l * self.T + t) * self.k] / PROB; }, colorscale: 'Blues', zmin: 0, zmax: 1 },
+      { key: 'kl', label: 'KL(final ‖ layer) (nats)', get: function (l, t) { return self.at(d.kl_to_final, l, t, NATS); }, colorscale: 'Magma', zmin: 0 },
+      { key: 'next', label: 'P(actual next token)', get: function (l, t) { return self.at(d.next_token_prob, l, t, PROB); }, colorscale: 'Greens', zmin: 0, zmax: 1 }
+    ];
+    if (d.target_prob) {
+      list.push({ key: 'target', label: 'P(target ' + JSON.stringify(d.target) + ')', get: function (l, t) { return self.at(d.target_prob, l, t, PROB); }, colorscale: 'Oranges', zmin: 0, zmax: 1 });
+    }
+    return list;
+  };
+  Figure.prototype.matrix = function (metric) {
+    var z = [];
+    for (var l = 0; l < this.L; l++) {
+      var row = [];
+      for (var t = 0; t < this.T; t++) row.push(metric.get(l, t));
+      z.push(row);
+    }
+    return z;
+  };
+  Figure.prototype.hover = function () {
+    var d = this.d, rows = [];
+    for (var l = 0; l < this.L; l++) {
+      var row = [];
+      for (var t = 0; t < this.T; t++) {
+        var lines = ['<b>layer ' + l + (l === this.L - 1 ? ' (output)' : '') + ' · position ' + t + '</b>',
+          'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t]))),
+          'entropy ' + this.at(d.entropy, l, t, NATS).toFixed(2) + ' nats · KL ' + this.at(d.kl_to_final, l, t, NATS).toFixed(2)];
+        if (t < this.T - 1) {
+          lines.push('next ' + plotlyText(JSON.stringify(this.token(d.input_ids[t + 1]))) + ': ' +
+            pct(this.at(d.next_token_prob, l, t, PROB)) + ' (rank ' + d.next_token_rank[l * this.T + t] + ')');
+        }
+        this.topk(l, t).forEach(function (c, j) {
+          lines.push((j + 1) + '. ' + plotlyText(JSON.stringify(this.token(c.id))) + '  ' + pct(c.p));
+        }, this);
+        row.push(lines.join('<br>'));
+      }
+      rows.push(row);
+    }
+    return rows;
+  };
+  Figure.prototype.cellText = function () {
+    var rows = [];
+    for (var l = 0; l < this.L; l++) {
+      var row = [];
+      for (var t = 0; t < this.T; t++) {
+        row.push(plotlyText(shortText(this.token(this.d.topk_ids[(l * this.T + t) * this.k]), 10)));
+      }
+      rows.push(row);
+    }
+    return rows;
+  };
+  Figure.prototype.layerTicks = function () {
+    var stride = Math.max(1, Math.ceil(this.L / 24)), ticks = [];
+    for (var l = 0; l < this.L; l += stride) ticks.push(l);
+    if (ticks[ticks.length - 1] !== this.L - 1) ticks.push(this.L - 1);  // always the last layer
+    return ticks;
+  };
+  Figure.prototype.draw = function () {
+    var el = this.root.querySelector('.heatmap'), th = theme(), self = this;
+    var positions = [], ticktext = [];
+    for (var t = 0; t < this.T; t++) { positions.push(t); ticktext.push(plotlyText(shortText(this.token(this.d.input_ids[t]), 12))); }
+    this.metricList = this.metrics();
+    this.metric = this.metric || this.metricList[0];
+    var width = Math.max(el.parentNode.clientWidth || 600, 90 + 62 * this.T);
+    var height = Math.max(260, 110 + 21 * this.L);
+    var trace = {
+      type: 'heatmap', z: this.matrix(this.metric), x: positions, y: Array.from({ length: this.L }, function (_, i) { return i; }),
+      text: this.cellText(), texttemplate: '%{text}', textfont: { size: 10 },
+      customdata: this.hover(), hovertemplate: '%{customdata}<extra></extra>',
+      colorscale: this.metric.colorscale, zmin: this.metric.zmin, zmax: this.metric.zmax,
+      colorbar: { title: { text: this.metric.label, side: 'right' }, thickness: 12 }, xgap: 1, ygap: 1
+    };
+    var layout = {
+      width: width, height: height, margin: { l: 60, r: 20, t: 10, b: 90 },
+      paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
+      xaxis: { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false },
+      yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false },
+      hoverlabel: { align: 'left', font: { family: 'ui-monospace, monospace', size: 12 } }
+    };
+    el.style.width = width + 'px';
+    return Plotly.react(el, [trace], layout, { displaylogo: false, responsive: false }).then(function () {
+      if (!self.bound) {
+        self.bound = true;
+        el.on('plotly_click', function (ev) { if (ev.points && ev.points[0]) self.pick(ev.points[0].y, ev.points[0].x); });
+      }
+    });
+  };
+  Figure.prototype.setupSelect = function () {
+    var select = this.root.querySelector('.metric-select'), self = this;
+    if (!select) return;
+    select.textContent = '';
+    this.metrics().forEach(function (m) {
+      var o = document.createElement('option'); o.value = m.key; o.textContent = m.label; select.appendChild(o);
+    });
+    select.addEventListener('change', function () {
+      self.metric = self.metricList.filter(function (m) { return m.key === select.value; })[0];
+      Plotly.restyle(self.root.querySelector('.heatmap'), {
+        z: [self.matrix(self.metric)], colorscale: [self.metric.colorscale],
+        zmin: [self.metric.zmin], zmax: [self.metric.zmax === undefined ? null : self.metric.zmax],
+        zauto: [self.metric.zmax === undefined], 'colorbar.title.text': [self.metric.label]
+      });
+    });
+  };
+  /* Token trajectories: probability of one token at one position, layer by layer. */
+  Figure.prototype.track = function (pos, id) {
+    var d = this.d, ys = [];
+    if (d.tracked_ids) {
+      var j = d.tracked_ids[pos].indexOf(id);
+      if (j < 0) return null;
+      var n = d.tracked_ids[pos].length;
+      for (var l = 0; l < this.L; l++) ys.push(d.tracked_probs[pos][l * n + j] / PROB);
+      return ys;
+    }
+    return null;
+  };
+  Figure.prototype.addTrajectory = function (pos, id, probs) {
+    var el = this.root.querySelector('.trajectory');
+    if (!el) return;
+    var th = theme(), key = pos + ':' + id;
+    this.tracks = this.tracks || [];
+    if (this.tracks.indexOf(key) >= 0) return;
+    this.tracks.push(key);
+    var trace = {
+      type: 'scatter', mode: 'lines+markers', x: Array.from({ length: this.L }, function (_, i) { return i; }), y: probs,
+      name: plotlyText(JSON.stringify(this.token(id))) + ' @ ' + plotlyText(shortText(this.token(this.d.input_ids[pos]), 12)) + ' (pos ' + pos + ')',
+      hovertemplate: 'layer %{x}: %{y:.2%}<extra>%{fullData.name}</extra>'
+    };
+    if (!this.trajectoryDrawn) {
+      this.trajectoryDrawn = true;
+      return Plotly.newPlot(el, [trace], {
+        height: 260, margin: { l: 50, r: 10, t: 10, b: 40 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
+        xaxis: { title: { text: 'layer' } }, yaxis: { title: { text: 'probability' }, range: [0, 1] }, legend: { orientation: 'h', y: -0.25 }
+      }, { displaylogo: false });
+    }
+    return Plotly.addTraces(el, [trace]);
+  };
+  Figure.prototype.pick = function (layer, pos) {
+    var picker = this.root.querySelector('.token-picker'), self = this;
+    if (!picker) return;
+    picker.textContent = '';
+    var label = document.createElement('span');
+    label.className = 'hint';
+    label.textContent = 'Layer ' + layer + ', position ' + pos + ' — follow: ';
+    picker.appendChild(label);
+    this.topk(layer, pos).forEach(function (c) {
+      var b = document.createElement('button');
+      b.type = 'button'; b.className = 'token';
+      b.textContent = self.token(c.id);
+      b.title = JSON.stringify(self.token(c.id)) + ' ' + pct(c.p);
+      b.addEventListener('click', function () { var ys = self.track(pos, c.id); if (ys) self.addTrajectory(pos, c.id, ys); });
+      picker.appendChild(b);
+    });
+  };
+  Figure.prototype.defaultTrajectory = function () {
+    var d = this.d, last = this.T - 1;
+    if (!this.root.querySelector('.trajectory')) return;
+    if (d.target_prob) {
+      var ys = [];
+      for (var l = 0; l < this.L; l++) ys.push(this.at(d.target_prob, l, last, PROB));
+      this.addTrajectory(last, d.target_id, ys);
+    } else {
+      var answer = this.topk(this.L - 1, last)[0].id, track = this.track(last, answer);
+      if (track) this.addTrajectory(last, answer, track);
+    }
+  };
+  Figure.prototype.answerCurve = function () {
+    var last = this.T - 1, answer = this.topk(this.L - 1, last)[0].id;
+    var ys = this.track(last, answer);
+    if (!ys) return null;
+    var L = this.L - 1;
+    return { x: ys.map(function (_, l) { return L ? l / L : 0; }), y: ys, answer: this.token(answer) };
+  };
+
+  function drawComparison(figures) {
+    var el = document.querySelector('.comparison-chart');
+    if (!el) return;
+    var th = theme(), traces = [];
+    figures.forEach(function (f) {
+      var c = f.answerCurve();
+      if (c) traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y,
+        name: plotlyText(f.d.model) + ': ' + plotlyText(JSON.stringify(c.answer)),
+        hovertemplate: 'depth %{x:.2f}: %{y:.2%}<extra>%{fullData.name}</extra>' });
+    });
+    Plotly.react(el, traces, {
+      height: 300, margin: { l: 50, r: 10, t: 10, b: 40 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
+      xaxis: { title: { text: 'normalised depth (layer / layers)' }, range: [0, 1] }, yaxis: { title: { text: 'probability' }, range: [0, 1] },
+      legend: { orientation: 'h', y: -0.25 }
+    }, { displaylogo: false });
+  }
+
+  function init() {
+    var figures = [];
+    document.querySelectorAll('section.figure').forEach(function (root) {
+      var script = root.querySelector('script.figure-data');
+      if (!script) return;
+      var f = new Figure(root, JSON.parse(script.textContent));
+      f.setupSelect();
+      figures.push(f);
+    });
+    var all = figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });
+    drawComparison(figures);
+    Promise.all(all).then(function () { document.documentElement.setAttribute('data-figures-ready', String(figures.length)); });
+    if (window.matchMedia) {
+      window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', function () {
+        figures.forEach(function (f) { f.draw(); });
+        drawComparison(figures);
+      });
+    }
+    window.lensreport = { figures: figures, plotlyText: plotlyText };
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
+})();
