@@ -19,21 +19,18 @@ from torch import nn
 
 from .errors import LensReportError
 
-_MODEL_NORM = ("model.norm",)
+_LN_F = ("transformer.ln_f",)
 
-# model_type -> (final-norm module paths applied in order, unembedding module path)
-FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
-    "gpt2": (("transformer.ln_f",), "lm_head"),
-    "gpt_bigcode": (("transformer.ln_f",), "lm_head"),
-    "gptj": (("transformer.ln_f",), "lm_head"),
-    "bloom": (("transformer.ln_f",), "lm_head"),
-    "falcon": (("transformer.ln_f",), "lm_head"),
-    "gpt_neox": (("gpt_neox.final_layer_norm",), "embed_out"),
+# model_type -> final-norm module paths, applied in order. The unembedding is whatever
+# model.get_output_embeddings() returns (lm_head, or embed_out in older GPT-NeoX).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "gpt2": _LN_F, "gpt_bigcode": _LN_F, "gptj": _LN_F, "bloom": _LN_F, "falcon": _LN_F,
+    "gpt_neox": ("gpt_neox.final_layer_norm",),
     # OPT: final_layer_norm (absent in opt-350m) then project_out (present in opt-350m).
-    "opt": (("model.decoder.final_layer_norm", "model.decoder.project_out"), "lm_head"),
-    "phi": (("model.final_layernorm",), "lm_head"),
-    "gemma3": (("model.language_model.norm",), "lm_head"),
-    **{family: (_MODEL_NORM, "lm_head") for family in (
+    "opt": ("model.decoder.final_layer_norm", "model.decoder.project_out"),
+    "phi": ("model.final_layernorm",),
+    "gemma3": ("model.language_model.norm",),
+    **{family: ("model.norm",) for family in (
         "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3",
         "gemma", "gemma2", "gemma3_text", "stablelm", "starcoder2", "olmo", "olmo2", "cohere",
         "granite", "smollm3", "glm", "helium", "exaone4")},
@@ -101,18 +98,27 @@ class LensHead:
         return self.postprocess(nn.functional.linear(normalized, self.weight, self.bias)).float()
 
 
+def _output_embeddings_path(model: nn.Module) -> str:
+    output = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is output and output is not None:
+            return name
+    raise LensReportError(f"{type(model).__name__} has no output embeddings (unembedding); "
+                          f"{OVERRIDE_HINT}")
+
+
 def find_head(model: nn.Module, final_norm: str | None = None, unembedding: str | None = None
               ) -> LensHead:
     """Locate final norm and unembedding: manifest overrides, else the family table."""
     config = model.config
     model_type = getattr(config, "model_type", "unknown")
     family = FAMILIES.get(model_type)
-    if family is None and (final_norm is None or unembedding is None):
+    if family is None and final_norm is None:
         raise LensReportError(f"architecture '{model_type}' ({type(model).__name__}) is not "
-                              f"known to lensreport: could not find its final norm and "
-                              f"unembedding; {OVERRIDE_HINT}")
-    norm_paths = tuple(p.strip() for p in final_norm.split(",")) if final_norm else family[0]
-    unembedding_path = unembedding or family[1]
+                              f"known to lensreport: could not find its final norm; "
+                              f"{OVERRIDE_HINT}")
+    norm_paths = tuple(p.strip() for p in final_norm.split(",")) if final_norm else family
+    unembedding_path = unembedding or _output_embeddings_path(model)
     norms = []
     for path in norm_paths:
         try:

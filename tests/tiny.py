@@ -1,0 +1,124 @@
+"""Tiny random models of many architectures, saved with save_pretrained like a user's checkpoint.
+
+Norm weights and biases are moved off their defaults and the unembedding is scaled, so a
+second normalisation is never a no-op and distributions are peaked: with default init such
+bugs would hide behind near-uniform outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "The capital of France is Paris, and the capital of Italy is Rome.",
+    "one two three four five six seven eight nine ten",
+    "def add(a, b):\n    return a + b\n",
+    "Hello world! true True TRUE false\tTabs and\nnewlines.",
+    "Les élèves étudient à l'école. Ünïcödé, 日本語, emoji 🦊.",
+] * 20
+
+SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=128)
+
+ARCHITECTURES: dict[str, dict] = {
+    "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_positions=128),
+    "gptj": dict(n_embd=32, n_layer=3, n_head=4, n_positions=128, rotary_dim=4),
+    "gpt_neox": dict(SMALL),
+    "opt": dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, ffn_dim=64,
+                max_position_embeddings=128, word_embed_proj_dim=32),
+    "opt-project-out": dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, ffn_dim=64,
+                            max_position_embeddings=128, word_embed_proj_dim=16,
+                            do_layer_norm_before=False),
+    "bloom": dict(hidden_size=32, n_layer=3, n_head=4),
+    "falcon": dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                   new_decoder_architecture=True, num_kv_heads=2),
+    "llama": dict(SMALL, num_key_value_heads=2),
+    "mistral": dict(SMALL, num_key_value_heads=2),
+    "qwen2": dict(SMALL, num_key_value_heads=2),
+    "qwen3": dict(SMALL, num_key_value_heads=2, head_dim=8),
+    "phi": dict(SMALL),
+    "phi3": dict(SMALL, pad_token_id=0),
+    "gemma": dict(SMALL, num_key_value_heads=1, head_dim=8),
+    "gemma2": dict(SMALL, num_key_value_heads=1, head_dim=8, final_logit_softcapping=3.0,
+                   query_pre_attn_scalar=8),
+    "gemma3_text": dict(SMALL, num_key_value_heads=1, head_dim=8, final_logit_softcapping=4.0,
+                        query_pre_attn_scalar=8),
+    "stablelm": dict(SMALL, num_key_value_heads=4),
+    "starcoder2": dict(SMALL, num_key_value_heads=2),
+}
+
+
+def _train(pre_tokenizer, decoder, special: list[str], vocab_size: int = 400,
+           byte_fallback: bool = False) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(byte_fallback=byte_fallback,
+                                     unk_token=None if not byte_fallback else "<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoder
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if not byte_fallback else []
+    if byte_fallback:
+        special = special + [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + (256 if byte_fallback else 0),
+                                  special_tokens=special, initial_alphabet=alphabet,
+                                  show_progress=False)
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    return tokenizer
+
+
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    """GPT-2 style: 'Ġ' for a leading space, every byte representable."""
+    raw = _train(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel(),
+                 ["<|endoftext|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+
+def sentencepiece_tokenizer() -> PreTrainedTokenizerFast:
+    """Llama/Gemma style: '▁' for a space, <0xNN> byte fallback, a <bos> token."""
+    raw = _train(pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+                 decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+                 ["<unk>", "<bos>", "<eos>"], byte_fallback=True)
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>")
+
+
+def _model_type(name: str) -> str:
+    return name.split("-")[0]
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> None:
+    """Move norms off identity and sharpen the head, so lens bugs change the numbers."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module_name, module in model.named_modules():
+            lowered = type(module).__name__.lower()
+            if "norm" in lowered or "ln" in module_name.split(".")[-1]:
+                for param_name, param in module.named_parameters(recurse=False):
+                    noise = torch.rand(param.shape, generator=generator)
+                    if param_name == "weight":
+                        param.copy_(0.5 + 1.5 * noise)
+                    else:
+                        param.copy_(noise - 0.5)
+        head = model.get_output_embeddings()
+        head.weight.mul_(8.0)
+        if getattr(head, "bias", None) is not None:
+            head.bias.copy_(torch.rand(head.bias.shape, generator=generator) - 0.5)
+
+
+def save_tiny_model(name: str, folder: Path, tokenizer: PreTrainedTokenizerFast,
+                    seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    kwargs = dict(ARCHITECTURES[name])
+    kwargs.setdefault("vocab_size", len(tokenizer))
+    config = AutoConfig.for_model(_model_type(name), **kwargs)
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    model = AutoModelForCausalLM.from_config(config)
+    perturb(model, seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
