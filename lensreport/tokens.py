@@ -11,12 +11,14 @@ two different ids never look the same.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 from typing import Any
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
 _SENTENCEPIECE_SPACE = "▁"
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 
 @lru_cache(maxsize=1)
@@ -72,9 +74,13 @@ def _from_byte_level(piece: str) -> str | None:
 
 
 def _from_sentencepiece(piece: str) -> str:
-    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+    if _BYTE_PIECE.match(piece):
+        # Byte fallback: whitespace and control bytes become visible glyphs below; printable
+        # ASCII keeps its <0xNN> spelling (the plain token for that letter exists too).
         value = int(piece[3:5], 16)
-        return chr(value) if value < 0x80 else f"\\x{value:02x}"
+        if value < 0x20 or value == 0x7F:
+            return chr(value)
+        return piece if value < 0x80 else f"\\x{value:02x}"
     return piece.replace(_SENTENCEPIECE_SPACE, " ")
 
 
@@ -96,6 +102,9 @@ def display_vocab(tokenizer: Any, vocab_size: int) -> list[str]:
     for token_id, piece in enumerate(pieces):
         if piece is None:
             shown.append(f"⟨id {token_id}⟩")
+            continue
+        if kind == "sentencepiece" and _BYTE_PIECE.match(piece):
+            shown.append(_make_visible(_from_sentencepiece(piece)))
             continue
         if token_id in specials:
             shown.append(piece)
