@@ -123,8 +123,6 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
              session.facts["num_layers"], session.facts["vocab_size"])
     try:
         prepared = [(run, session.prepare(run.prompt, manifest.path)) for run in runs]
-        for run, encoded in prepared:
-            summary.warnings.extend(encoded.warnings)
         for run, encoded in _progress(prepared, f"lens {spec.name}"):
             yield run, session.run(run.prompt, encoded, run.key)
     finally:
@@ -173,8 +171,10 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
             if run not in selected and (document := cache.get(run.key)) is not None:
                 documents[run.model.name, run.prompt.name] = restamp(
                     document, run.model.name, run.model.slug, run.prompt.name, run.prompt.slug)
-        for message in summary.warnings:
-            log.warning(message)
+        for run in runs:
+            for message in documents.get((run.model.name, run.prompt.name), {}).get(
+                    "warnings", []):
+                log.warning("%s", message)
         summary.warnings = list(counter.messages)
         if strict and summary.warnings:
             raise LensReportError(f"--strict: the build had {len(summary.warnings)} warning(s); "

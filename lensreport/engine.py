@@ -130,10 +130,12 @@ class ModelSession:
         except MemoryError as exc:
             raise LensReportError(f"model '{spec.name}', prompt '{prompt.name}': out of memory; "
                                   "shorten the prompt") from exc
-        return make_document(
+        document = make_document(
             key=key, model_facts=dict(self.facts), tokenizer=self.tokenizer_info,
             prompt={"name": prompt.name, "slug": prompt.slug, "text": prompt.text,
                     "target": prompt.target, "target_id": encoded.target_id,
                     "target_token": encoded.target_token},
             lens={"kind": spec.lens.kind, "top_k": spec.lens.top_k, **self.head.description},
             input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
+        document["warnings"] = encoded.warnings  # kept, so a cached run warns again
+        return document

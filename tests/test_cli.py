@@ -1,0 +1,226 @@
+"""Every command, run as a user runs it: the installed console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import lensreport_command, run_cli, write_manifest
+
+
+def tiny_manifest(folder: Path, model: Path, prompts: str = "", extra: str = "") -> Path:
+    """A one-model manifest; ``prompts`` adds prompt items, ``extra`` adds site keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "prompts.yaml"
+    path.write_text("site:\n  title: Tiny report\n" + extra
+                    + f"models:\n  - name: tiny\n    model: {model}\n"
+                    + "prompts:\n  - name: fox\n"
+                    + '    text: "The quick brown fox jumps over the lazy"\n'
+                    + '    target: " dog"\n' + prompts, encoding="utf-8")
+    return path
+
+
+def summary_counts(stderr: str) -> tuple[int, int, str]:
+    match = re.search(r"(\d+) run\(s\) computed, (\d+) from the cache; models loaded: (.*)",
+                      stderr)
+    assert match, stderr
+    return int(match.group(1)), int(match.group(2)), match.group(3).strip()
+
+
+@pytest.fixture
+def tiny_llama(tiny_models, weights_cache):
+    return tiny_models("llama", "sentencepiece")
+
+
+def test_version_and_help():
+    result = run_cli("--version")
+    assert result.returncode == 0 and "lensreport" in result.stdout
+    for command in ("build", "serve", "gh-deploy", "new", "validate"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0
+        assert "Example" in result.stdout, command
+
+
+def test_build_writes_results_and_reuses_the_cache(tmp_path, tiny_llama):
+    manifest = tiny_manifest(tmp_path, tiny_llama)
+    first = run_cli("build", manifest)
+    assert first.returncode == 0, first.stderr
+    assert summary_counts(first.stderr) == (1, 0, "tiny")
+    document = json.loads((tmp_path / "site/data/tiny/fox.json").read_text())
+    assert document["prompt"]["text"] == "The quick brown fox jumps over the lazy"
+    second = run_cli("build", manifest)
+    assert summary_counts(second.stderr) == (0, 1, "none")
+    # Add a prompt: only that prompt runs.
+    tiny_manifest(tmp_path, tiny_llama,
+                  prompts="  - name: capital\n    text: The capital of France is\n")
+    third = run_cli("build", manifest, "-v")
+    assert summary_counts(third.stderr) == (1, 1, "tiny")
+    assert "computed tiny / capital" in third.stderr
+    assert (tmp_path / "site/prompts/capital/index.html").is_file()
+    clean = run_cli("build", manifest, "--clean")
+    assert summary_counts(clean.stderr) == (2, 0, "tiny")
+
+
+def test_changing_dtype_reruns_only_that_model(tmp_path, tiny_models, weights_cache):
+    a, b = tiny_models("llama", "sentencepiece"), tiny_models("gpt2")
+    body = f"""
+        models:
+          - name: a
+            model: {a}
+          - name: b
+            model: {b}
+            dtype: DTYPE
+        prompts:
+          - name: p
+            text: hello world
+    """
+    manifest = write_manifest(tmp_path, body.replace("DTYPE", "float32"))
+    assert run_cli("build", manifest).returncode == 0
+    write_manifest(tmp_path, body.replace("DTYPE", "bfloat16"))
+    result = run_cli("build", manifest)
+    assert summary_counts(result.stderr) == (1, 1, "b")
+
+
+def test_template_only_change_loads_no_model(tmp_path, tiny_llama):
+    theme = tmp_path / "theme"
+    theme.mkdir()
+    manifest = tiny_manifest(tmp_path, tiny_llama, extra="  theme_dir: theme\n")
+    assert run_cli("build", manifest).returncode == 0
+    (theme / "assets").mkdir()
+    (theme / "assets" / "style.css").write_text("body { color: rebeccapurple; }")
+    base = (Path(__file__).parent.parent / "templates" / "index.html").read_text()
+    (theme / "index.html").write_text(base.replace("{% block content %}",
+                                                   "{% block content %}<p>THEMED</p>"))
+    result = run_cli("build", manifest)
+    assert summary_counts(result.stderr) == (0, 1, "none")
+    assert "THEMED" in (tmp_path / "site/index.html").read_text()
+    assert "rebeccapurple" in (tmp_path / "site/assets/style.css").read_text()
+
+
+def test_output_is_deterministic(tmp_path, tiny_llama):
+    manifest = tiny_manifest(tmp_path, tiny_llama)
+    run_cli("build", manifest, "--site-dir", tmp_path / "one")
+    run_cli("build", manifest, "--site-dir", tmp_path / "two")
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*")
+                   if p.is_file())
+    assert files
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_validate(tmp_path, tiny_llama):
+    manifest = tiny_manifest(tmp_path, tiny_llama)
+    result = run_cli("validate", manifest)
+    assert result.returncode == 0 and "is valid" in result.stderr
+    bad = write_manifest(tmp_path, "models:\n  - name: x\n    model: ./missing\nprompts: []\n",
+                         "bad.yaml")
+    result = run_cli("validate", bad)
+    assert result.returncode == 2
+    assert f"{bad}:5: prompts: expected a non-empty list" in result.stderr or \
+        f"{bad}:4:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_new_writes_a_valid_starter(tmp_path):
+    result = run_cli("new", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    starter = tmp_path / "report" / "prompts.yaml"
+    assert "# lensreport manifest" in starter.read_text()
+    assert run_cli("validate", starter).returncode == 0
+    again = run_cli("new", tmp_path / "report")
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_hub_failure_is_one_clear_line(tmp_path, weights_cache):
+    manifest = write_manifest(tmp_path, """
+        models:
+          - name: phi
+            model: microsoft/phi-1_5
+        prompts:
+          - name: p
+            text: hi
+    """)
+    result = run_cli("build", manifest, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot load from the Hugging Face Hub" in errors[0]
+    assert "model 'phi'" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_strict_fails_on_warnings_and_keeps_the_site(tmp_path, tiny_llama):
+    manifest = tiny_manifest(tmp_path, tiny_llama)
+    assert run_cli("build", manifest).returncode == 0
+    before = (tmp_path / "site/index.html").read_bytes()
+    manifest.write_text(manifest.read_text().replace('target: " dog"',
+                                                     'target: " dog barks loudly"'))
+    lenient = run_cli("build", manifest, "--site-dir", tmp_path / "other")
+    assert lenient.returncode == 0 and "warning: prompt 'fox': target" in lenient.stderr
+    strict = run_cli("build", manifest, "--strict")
+    assert strict.returncode == 1 and "--strict" in strict.stderr
+    assert (tmp_path / "site/index.html").read_bytes() == before
+
+
+def test_gh_deploy_to_a_local_bare_remote(tmp_path, tiny_llama):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    manifest = tiny_manifest(repo, tiny_llama)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "report"], check=True)
+    subprocess.run(git + ["remote", "add", "origin", str(remote)], check=True)
+    result = run_cli("gh-deploy", manifest, cwd=repo,
+                     env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                          "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    assert result.returncode == 0, result.stderr
+    files = subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert {"index.html", ".nojekyll", "assets/plotly.min.js", "data/tiny/fox.json",
+            "prompts/fox/index.html", "embed/tiny/fox.html"} <= set(files)
+
+
+def test_gh_deploy_outside_git_is_a_clear_error(tmp_path, tiny_llama):
+    manifest = tiny_manifest(tmp_path, tiny_llama)
+    result = run_cli("gh-deploy", manifest, cwd=tmp_path, env={"GIT_CEILING_DIRECTORIES": str(tmp_path)})
+    assert result.returncode == 1 and "not inside a git repository" in result.stderr
+
+
+def test_serve_rebuilds_on_change(tmp_path, tiny_llama):
+    theme = tmp_path / "theme"
+    theme.mkdir()
+    manifest = tiny_manifest(tmp_path, tiny_llama, extra="  theme_dir: theme\n")
+    process = subprocess.Popen(lensreport_command() + ["serve", str(manifest), "--port", "0"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        address = None
+        deadline = time.time() + 120
+        while address is None and time.time() < deadline:
+            line = process.stderr.readline()
+            match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+            address = match.group(1) if match else None
+        assert address, "serve did not report its address"
+        page = urllib.request.urlopen(address + "index.html", timeout=10).read().decode()
+        assert "Tiny report" in page and "livereload.js" in page
+        build_id = urllib.request.urlopen(address + "__lensreport__/build-id").read()
+        base = (Path(__file__).parent.parent / "templates" / "index.html").read_text()
+        (theme / "index.html").write_text(base.replace("{% block content %}",
+                                                       "{% block content %}<p>EDITED</p>"))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if urllib.request.urlopen(address + "__lensreport__/build-id").read() != build_id:
+                break
+            time.sleep(0.3)
+        page = urllib.request.urlopen(address + "index.html", timeout=10).read().decode()
+        assert "EDITED" in page
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
