@@ -1,0 +1,167 @@
+"""The demo site on both packaged real models: results, links, and real Chromium."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("smollm2-135m", "gemma-3-270m")
+
+
+def test_lens_on_real_models_predicts_dog(demo_site):
+    for model in MODELS:
+        document = json.loads((demo_site / "data" / model / "fox.json").read_text())
+        last = document["layers"][-1]
+        top1 = document["topk_ids"][last][-1][0]
+        assert document["vocab"][str(top1)] == " dog", model
+        assert document["prompt"]["target_token"] == " dog"
+        assert document["target_rank"][last][-1] == 1
+        assert document["kl_to_final"][last][-1] == 0.0
+        assert document["model"]["head_check_max_abs_diff"] <= 1e-3
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.links.append((tag, name, value))
+
+
+def test_every_internal_link_resolves_and_nothing_is_external(demo_site):
+    pages = list(demo_site.rglob("*.html"))
+    assert len(pages) >= 1 + 5 + 2 + 10
+    for page in pages:
+        parser = _Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for tag, _, value in parser.links:
+            url = urlparse(value)
+            if tag in ("script", "link"):
+                assert not url.scheme and not value.startswith("//"), (page, value)
+            if url.scheme or value.startswith("#"):
+                continue
+            target = (page.parent / url.path).resolve()
+            assert target.is_file(), f"{page}: broken link {value}"
+    assert (demo_site / ".nojekyll").is_file()
+    assert (demo_site / "assets" / "plotly.min.js").stat().st_size > 1_000_000
+
+
+@pytest.fixture(scope="module")
+def http_site(demo_site):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(demo_site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def open_page(page, url):
+    page.goto(url)
+    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("origin", ["file", "http"])
+def test_pages_render_without_errors(page, demo_site, http_site, origin):
+    base = demo_site.as_uri() + "/" if origin == "file" else http_site
+    for path in ("index.html", "prompts/fox/index.html", "models/gemma-3-270m/index.html",
+                 "embed/smollm2-135m/fox.html"):
+        page.goto(base + path)
+        if path != "index.html":
+            page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+            expected = page.locator("section.figure").count()
+            assert page.locator(".heatmap .main-svg").count() >= expected > 0, path
+        assert page.errors == [], (path, page.errors)
+
+
+@pytest.mark.browser
+def test_fox_heatmaps_show_dog_on_the_last_layer(page, demo_site):
+    open_page(page, demo_site.as_uri() + "/prompts/fox/index.html")
+    for model in MODELS:
+        texts = page.evaluate("""id => {
+            const el = document.querySelector(`section[id="${id}"] .heatmap`);
+            const rows = el.data[0].text; return rows[rows.length - 1];
+        }""", f"fig-{model}--fox")
+        assert texts[-1] == " dog", model
+        rendered = page.locator(f'section[id="fig-{model}--fox"] .heatmap text.textpoint, '
+                                f'section[id="fig-{model}--fox"] .heatmap g.textpoint text')
+        if rendered.count():
+            assert " dog" in [t.replace("\u00a0", " ") for t in rendered.all_text_contents()]
+
+
+@pytest.mark.browser
+def test_switching_the_metric_changes_the_colours(page, demo_site):
+    open_page(page, demo_site.as_uri() + "/embed/gemma-3-270m/fox.html")
+    heatmap = page.locator(".heatmap")
+    before = heatmap.screenshot()
+    z_before = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
+    options = page.locator(".metric-select option").all_inner_texts()
+    assert {"Entropy (nats)", "Top-1 probability", "P(actual next token)"} <= set(options)
+    assert any(o.startswith("P(target") for o in options)
+    page.select_option(".metric-select", "top1")
+    page.wait_for_timeout(300)
+    z_after = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
+    assert z_after != z_before
+    assert heatmap.screenshot() != before
+
+
+@pytest.mark.browser
+def test_clicking_a_cell_lists_tokens_to_follow(page, demo_site):
+    open_page(page, demo_site.as_uri() + "/prompts/fox/index.html")
+    section = page.locator('section[id="fig-smollm2-135m--fox"]')
+    assert section.locator(".trajectory .main-svg").count() >= 1  # the target, by default
+    page.evaluate("""() => {
+        const f = window.lensreport.figures[0]; f.pick(f.L - 1, f.T - 1);
+    }""")
+    buttons = page.locator("section.figure").first.locator(".token-picker button")
+    assert buttons.count() == 5
+    buttons.nth(1).click()
+    traces = page.evaluate("() => document.querySelectorAll('section.figure')[0]"
+                           ".querySelector('.trajectory').data.length")
+    assert traces == 2
+
+
+@pytest.mark.browser
+def test_embed_page_renders_alone_in_an_iframe(page, demo_site, tmp_path):
+    host = tmp_path / "post.html"
+    embed = (demo_site / "embed" / "smollm2-135m" / "fox.html").as_uri()
+    host.write_text(f'<!doctype html><h1>My post</h1><iframe src="{embed}" width="900" '
+                    f'height="800"></iframe>')
+    page.goto(host.as_uri())
+    frame = page.frame_locator("iframe")
+    frame.locator("html[data-figures-ready]").wait_for(timeout=30_000)
+    assert frame.locator(".heatmap .main-svg").count() >= 1
+    assert frame.locator("header.site-header").count() == 0
+    assert page.errors == []
+
+
+@pytest.mark.browser
+def test_dark_mode_follows_the_system(browser, demo_site):
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    open_page(page, demo_site.as_uri() + "/embed/smollm2-135m/fox.html")
+    background = page.evaluate("() => document.querySelector('.heatmap').layout.paper_bgcolor")
+    assert re.match(r"#1|rgb\(2", background), background
+    context.close()
+
+
+def test_readme_screenshot_exists():
+    assert (Path(__file__).parent.parent / "docs" / "prompt-page.png").is_file()
