@@ -48,9 +48,9 @@ def _version(package: str) -> str:
         return "missing"
 
 
-def plan(manifest: Manifest, only_models: tuple[str, ...] = (),
-         only_prompts: tuple[str, ...] = ()) -> list[Run]:
-    """One run per (model, prompt), each with the content key of what changes its numbers."""
+def check_selection(manifest: Manifest, only_models: tuple[str, ...],
+                    only_prompts: tuple[str, ...]) -> None:
+    """--only-model / --only-prompt must name things in the manifest."""
     for names, known, what in ((only_models, manifest.models, "model"),
                                (only_prompts, manifest.prompts, "prompt")):
         for name in names:
@@ -58,15 +58,15 @@ def plan(manifest: Manifest, only_models: tuple[str, ...] = (),
                 raise ManifestError(manifest.path, None,
                                     f"--only-{what} {name!r}: no such {what}; known: "
                                     + ", ".join(item.name for item in known))
+
+
+def plan(manifest: Manifest) -> list[Run]:
+    """One run per (model, prompt), each with the content key of what changes its numbers."""
     versions = {"torch": _version("torch"), "transformers": _version("transformers")}
     runs = []
     for model in manifest.models:
-        if only_models and model.name not in only_models:
-            continue
         resolved = model_refs.resolve(model, manifest.path)
         for prompt in manifest.prompts:
-            if only_prompts and prompt.name not in only_prompts:
-                continue
             key = cache_key({
                 "model": resolved.identity, "revision": model.revision, "dtype": model.dtype,
                 "device": model.device, "lens_kind": model.lens.kind, "top_k": model.lens.top_k,
@@ -160,12 +160,12 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
     counter = _WarningCounter()
     log.addHandler(counter)
     try:
+        check_selection(manifest, only_models, only_prompts)
         cache = ResultsCache(default_cache_dir(manifest))
         runs = plan(manifest)
         selected = [run for run in runs
                     if (not only_models or run.model.name in only_models)
                     and (not only_prompts or run.prompt.name in only_prompts)]
-        plan(manifest, only_models, only_prompts)  # validates the --only-* names
         documents = compute_results(manifest, selected, cache, clean, summary)
         for run in runs:  # runs outside --only-*: shown if their results are cached
             if run not in selected and (document := cache.get(run.key)) is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -153,7 +152,3 @@ class ResultsCache:
 
     def put(self, key: str, document: dict[str, Any]) -> None:
         atomic_write(self._path(key), dumps(document).encode("utf-8"))
-
-
-def finite(value: float) -> bool:
-    return value is not None and math.isfinite(value)

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -244,7 +245,7 @@ def test_corrupt_cache_entry_is_recomputed_with_a_warning(tmp_path, tiny_models,
 
 def test_templates_reach_an_installed_wheel(tmp_path):
     """templates/ and prompts/ are packaged into the wheel (not only the checkout)."""
-    result = subprocess.run(["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                              str(tmp_path), str(REPO)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     import zipfile
