@@ -8,6 +8,7 @@ rebuilds the site without importing torch.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -185,8 +186,6 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
             render_site(manifest, documents, staging, live_reload=live_reload)
             publish(staging, site_dir)
         except BaseException:
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
             raise
     finally:

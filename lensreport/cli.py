@@ -53,8 +53,6 @@ def _run(debug: bool, action: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted: the previous site and the results cache are intact", err=True)
         sys.exit(130)
-    except click.exceptions.Exit:
-        raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             traceback.print_exc()

@@ -14,7 +14,7 @@ def _git(folder: Path, *args: str) -> str:
     result = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True)
     if result.returncode != 0:
         raise LensReportError(f"git {' '.join(args)} failed: "
-                              f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+                              f"{((result.stderr or result.stdout).strip().splitlines() or ['no output'])[-1]}")
     return result.stdout.strip()
 
 

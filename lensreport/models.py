@@ -251,7 +251,7 @@ def load(spec: ModelSpec, resolved: ResolvedModel) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
     except LensReportError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError, ImportError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise LensReportError(_load_failure(spec, resolved, exc)) from exc
     model.eval().requires_grad_(False)
     try:

@@ -35,8 +35,6 @@ def _sig(value: float, digits: int = 4) -> float | None:
 
 
 def _probs(array: np.ndarray) -> Any:
-    if array.ndim == 0:
-        return _sig(float(array))
     return [_probs(row) for row in array] if array.ndim > 1 else [_sig(v) for v in array.tolist()]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from markdown_it import MarkdownIt
 
 from . import __version__
@@ -101,13 +101,8 @@ class Figure:
         height = min(900, 140 + 22 * layers)
         return (f'<iframe src="{base}{self.embed_path}" width="100%" height="{height}" '
                 f'style="border:0" loading="lazy" '
-                f'title="Logit lens: {_attr(self.model.name)} on {_attr(self.prompt.name)}">'
+                f'title="Logit lens: {escape(self.model.name)} on {escape(self.prompt.name)}">'
                 f'</iframe>')
-
-
-def _attr(text: str) -> str:
-    return (text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-            .replace(">", "&gt;"))
 
 
 def _write(path: Path, text: str) -> None:

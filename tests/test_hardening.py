@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from markupsafe import escape
 
 from conftest import REPO, lensreport_command, run_cli, write_manifest
 
@@ -101,10 +102,13 @@ def test_property_random_text_builds_and_escapes(tmp_path_factory, tiny_models, 
     for i, text in enumerate(texts):
         data = next((folder / "site" / "data").glob(f"*/p{i}*.json"))
         assert json.loads(data.read_text())["prompt"]["text"] == text
+    index = (folder / "site" / "index.html").read_text()
+    for text in texts:
+        assert str(escape(text)) in index, text
     for html in (folder / "site").rglob("*.html"):
         content = html.read_text()
-        assert "<script>alert" not in content and "onerror=" not in content.replace(
-            "onerror=alert", "") or "&lt;" in content
+        figures = content.count('<script type="application/json" class="figure-data">')
+        assert content.count("<script") == 2 + figures, html  # plotly.min.js, lensreport.js
 
 
 # --- The bad input matrix --------------------------------------------------------------
