@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from . import models as model_refs
 from .errors import LensReportError, ManifestError
@@ -77,12 +77,12 @@ def plan(manifest: Manifest) -> list[Run]:
     return runs
 
 
-def _progress(items: list[Any], description: str) -> Iterator[Any]:
+def _progress(items: Iterable[Any], description: str, total: int) -> Iterator[Any]:
     """A progress bar on a terminal; silent in CI logs and pipes."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        yield from tqdm(items, desc=description, unit="prompt", leave=False)
+        yield from tqdm(items, desc=description, unit="prompt", total=total, leave=False)
     else:
         yield from items
 
@@ -123,9 +123,11 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
              time.perf_counter() - started, session.facts["architecture"],
              session.facts["num_layers"], session.facts["vocab_size"])
     try:
-        prepared = [(run, session.prepare(run.prompt, manifest.path)) for run in runs]
-        for run, encoded in _progress(prepared, f"lens {spec.name}"):
-            yield run, session.run(run.prompt, encoded, run.key)
+        encoded = [session.prepare(run.prompt, manifest.path) for run in runs]
+        batches = session.hidden_states(encoded)
+        for index, hidden, last_hidden in _progress(batches, f"lens {spec.name}", len(runs)):
+            run = runs[index]
+            yield run, session.run(run.prompt, encoded[index], run.key, hidden, last_hidden)
     finally:
         session.close()
 

@@ -6,9 +6,10 @@ Kept apart from build.py so that a build served entirely from the cache never im
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -25,10 +26,17 @@ log = logging.getLogger("lensreport")
 VERIFY_TEXT = "The quick brown fox"
 # The hidden states of all layers, and a few working copies, must fit well within memory.
 MEMORY_FRACTION = 0.25
+# Padded tokens per batched forward pass.
+BATCH_TOKENS = 4096
+
+
+def _names(batch: list[int], encoded: list["EncodedPrompt"]) -> str:
+    return ", ".join(repr(encoded[i].name) for i in batch)
 
 
 @dataclass
 class EncodedPrompt:
+    name: str
     input_ids: list[int]
     target_id: int | None
     target_token: str | None
@@ -96,7 +104,7 @@ class ModelSession:
                                 f"prompt '{prompt.name}': {len(ids)} tokens for model '{name}', "
                                 f"which accepts at most {limit} here (context length and "
                                 "memory); shorten the prompt")
-        encoded = EncodedPrompt(ids, None, None)
+        encoded = EncodedPrompt(prompt.name, ids, None, None)
         if prompt.target is not None:
             target_ids = tokenizer.encode(prompt.target, add_special_tokens=False)
             if not target_ids:
@@ -112,24 +120,63 @@ class ModelSession:
             encoded.target_token = self.vocab[target_ids[0]]
         return encoded
 
-    def run(self, prompt: PromptSpec, encoded: EncodedPrompt, key: str) -> dict[str, Any]:
-        spec = self.loaded.spec
-        model = self.loaded.model
-        input_ids = torch.tensor([encoded.input_ids], device=self.loaded.device)
+    def hidden_states(self, encoded: list[EncodedPrompt]
+                      ) -> Iterator[tuple[int, tuple[torch.Tensor, ...], torch.Tensor]]:
+        """Forward passes in padded batches of prompts of similar length.
+
+        Yields (index into ``encoded``, that prompt's hidden states, its last hidden state),
+        unpadded. Batches are right-padded whatever the tokenizer's padding side: with causal
+        attention no real token sees the padding after it, and positions stay 0..n-1 (left
+        padding would shift them), so a batched prompt gets the numbers it gets alone.
+        """
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        batches: list[list[int]] = []
+        for index in order:
+            length = len(encoded[index].input_ids)
+            if batches and (len(batches[-1]) + 1) * length <= BATCH_TOKENS:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+        tokenizer, device = self.loaded.tokenizer, self.loaded.device
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        for batch in batches:
+            longest = max(len(encoded[i].input_ids) for i in batch)
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            for row, index in enumerate(batch):
+                tokens = encoded[index].input_ids
+                ids[row, :len(tokens)] = torch.tensor(tokens)
+                mask[row, :len(tokens)] = 1
+            with torch.no_grad(), self._memory_errors(batch, encoded):
+                output = self.loaded.model.base_model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device),
+                    output_hidden_states=True)
+            for row, index in enumerate(batch):
+                length = len(encoded[index].input_ids)
+                yield (index, tuple(h[row, :length] for h in output.hidden_states),
+                       output.last_hidden_state[row, :length])
+            del output
+
+    @contextmanager
+    def _memory_errors(self, batch: list[int], encoded: list[EncodedPrompt]) -> Iterator[None]:
+        name = self.loaded.spec.name
         try:
-            with torch.no_grad():
-                output = model.base_model(input_ids=input_ids, output_hidden_states=True)
-                inputs = lens_inputs(tuple(h[0] for h in output.hidden_states),
-                                     output.last_hidden_state[0], self.head, spec.lens.kind)
-                del output
-                stats = run_lens(inputs, self.head, input_ids[0], spec.lens.top_k,
-                                 encoded.target_id)
+            yield
         except torch.cuda.OutOfMemoryError as exc:
-            raise LensReportError(f"model '{spec.name}', prompt '{prompt.name}': out of GPU "
-                                  "memory; shorten the prompt or use device: cpu") from exc
+            raise LensReportError(f"model '{name}', prompt(s) {_names(batch, encoded)}: out of "
+                                  "GPU memory; shorten the prompt or use device: cpu") from exc
         except MemoryError as exc:
-            raise LensReportError(f"model '{spec.name}', prompt '{prompt.name}': out of memory; "
-                                  "shorten the prompt") from exc
+            raise LensReportError(f"model '{name}', prompt(s) {_names(batch, encoded)}: out of "
+                                  "memory; shorten the prompt") from exc
+
+    def run(self, prompt: PromptSpec, encoded: EncodedPrompt, key: str,
+            hidden: tuple[torch.Tensor, ...], last_hidden: torch.Tensor) -> dict[str, Any]:
+        """The lens on one prompt's hidden states, as a results document."""
+        spec = self.loaded.spec
+        input_ids = torch.tensor(encoded.input_ids, device=self.loaded.device)
+        with torch.no_grad(), self._memory_errors([0], [encoded]):
+            inputs = lens_inputs(hidden, last_hidden, self.head, spec.lens.kind)
+            stats = run_lens(inputs, self.head, input_ids, spec.lens.top_k, encoded.target_id)
         document = make_document(
             key=key, model_facts=dict(self.facts), tokenizer=self.tokenizer_info,
             prompt={"name": prompt.name, "slug": prompt.slug, "text": prompt.text,

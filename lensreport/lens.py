@@ -1,9 +1,14 @@
-"""The logit lens: hidden states -> per-(layer, position) statistics, streamed.
+"""The logit lens: hidden states -> per-(layer, position) statistics, in one streamed pass.
 
-Only one chunk of positions × vocabulary logits exists at a time (for the layer at hand and
-the final layer it is compared with), so memory is bounded by the chunk, never by all
-layers' full logits. All statistics are float32 and computed from log-probabilities with
-elementwise products and cascade sums (a BLAS dot product here loses ~1e-3 nats).
+The unembedding is applied tile by tile: a vocabulary block (outer loop, so each block of
+the unembedding matrix is read from memory once) times a few positions with all their layers
+(inner loop, so a tile of logits stays in the CPU cache). Each tile updates running
+per-(layer, position) statistics, as online softmax does: the running maximum ``m``, the sum
+``s`` of exp(z - m), the sum ``t`` of exp(z - m)·(z - m) (entropy), the sum ``u`` of
+exp(z_final - m_final)·(z_final - z) (KL to the final layer), top-k candidates and rank
+counts. No full row of logits, let alone a layer of them, is ever held, so memory is bounded
+by a tile and the statistics cost a few in-cache passes next to the matmul. Everything is
+float32 with cascade sums (a BLAS dot product here loses ~1e-3 nats).
 
 Conventions: row 0 is the embedding output, row i the output of block i, row L the model's
 own logits. Ranks are 1-based and count the tokens with a strictly higher probability, so
@@ -19,7 +24,10 @@ import torch
 
 from .heads import LensHead
 
-DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+# About 1 MB of float32 logits per tile on CPU (fits the cache); GPUs like bigger tiles.
+CPU_TILE_ELEMENTS = 256 * 1024
+GPU_TILE_ELEMENTS = 64 * 1024 * 1024
+TILE_ROWS = 128
 
 
 @dataclass
@@ -53,77 +61,164 @@ def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tens
     return torch.stack(rows)
 
 
-def chunk_rows(vocab_size: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Positions per chunk so that the ~4 float32 (rows × vocab) buffers fit the budget."""
-    return max(1, budget_bytes // (4 * 4 * vocab_size))
+def tile_shape(layers: int, vocab: int, device: torch.device) -> tuple[int, int]:
+    """(positions, vocabulary entries) per tile, from the problem and the device."""
+    elements = GPU_TILE_ELEMENTS if device.type == "cuda" else CPU_TILE_ELEMENTS
+    positions = max(1, TILE_ROWS // layers)
+    block = max(256, elements // (positions * layers))
+    return positions, min(vocab, block)
+
+
+class _Running:
+    """Online statistics for a set of rows (one row = one layer at one position)."""
+
+    def __init__(self, rows: int, top_k: int, device: torch.device) -> None:
+        self.max = torch.full((rows,), float("-inf"), device=device)
+        self.sum = torch.zeros(rows, device=device)  # Σ exp(z - max)
+        self.centred = torch.zeros(rows, device=device)  # Σ exp(z - max)·(z - max)
+        self.kl = torch.zeros(rows, device=device)  # Σ exp(z_f - max_f)·(z_f - z)
+        self.top_values = torch.full((rows, top_k), float("-inf"), device=device)
+        self.top_ids = torch.zeros((rows, top_k), dtype=torch.int64, device=device)
+        self.above_next = torch.zeros(rows, dtype=torch.int64, device=device)
+        self.above_target = torch.zeros(rows, dtype=torch.int64, device=device)
+        # The tiles' own logit of the next/target token: the dot product used as the rank
+        # threshold may differ from it in the last bit, and must not count the token itself.
+        self.own_next = torch.zeros(rows, device=device)
+        self.own_target = torch.zeros(rows, device=device)
 
 
 def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_k: int,
-             target_id: int | None = None, chunk: int | None = None) -> LensStats:
-    """Statistics for one sequence. ``inputs`` is (layers, T, d) from :func:`lens_inputs`."""
-    layers, length, _ = inputs.shape
+             target_id: int | None = None, chunk: int | None = None,
+             block: int | None = None) -> LensStats:
+    """Statistics for one sequence. ``inputs`` is (layers, T, d) from :func:`lens_inputs`.
+
+    ``chunk`` (positions) and ``block`` (vocabulary entries) override the tile shape.
+    """
+    layers, length, width = inputs.shape
+    device = inputs.device
     vocab = head.weight.shape[0]
     top_k = min(top_k, vocab)
-    chunk = chunk or chunk_rows(vocab)
-    ids = input_ids.to(inputs.device)
-    next_ids = torch.cat([ids[1:], ids.new_zeros(1)])  # last position: placeholder, masked later
-
-    topk_ids = torch.empty(layers, length, top_k, dtype=torch.int64)
-    topk_probs = torch.empty(layers, length, top_k)
-    entropy = torch.empty(layers, length)
-    kl = torch.empty(layers, length)
-    lse_all = torch.empty(layers, length)
-    next_prob = torch.empty(layers, length)
-    next_rank = torch.empty(layers, length, dtype=torch.int64)
-    target_prob = torch.empty(layers, length) if target_id is not None else None
-    target_rank = torch.empty(layers, length, dtype=torch.int64) if target_id is not None else None
-
+    auto_chunk, auto_block = tile_shape(layers, vocab, device)
+    chunk, block = chunk or auto_chunk, block or auto_block
+    ids = input_ids.to(device)
+    next_ids = torch.cat([ids[1:], ids[-1:]])  # last position: placeholder, masked below
+    # Positions-major rows: row (t, l) = layer l at position t, so a chunk of positions is a
+    # contiguous run of rows with every layer (the final layer included, for KL).
+    rows = inputs.transpose(0, 1).reshape(length * layers, width)
+    row_next = next_ids.repeat_interleave(layers)
+    state = _Running(length * layers, top_k, device)
+    next_logit = _token_logits(rows, head, row_next)
+    target_logit = (_token_logits(rows, head, torch.full_like(row_next, target_id))
+                    if target_id is not None else None)
     with torch.no_grad():
-        for start in range(0, length, chunk):
-            stop = min(length, start + chunk)
-            rows = slice(start, stop)
-            final_logp, final_p, final_neg_entropy = None, None, None
-            # The final layer first: every other layer's KL needs its distribution.
-            for layer in [layers - 1, *range(layers - 1)]:
-                logp = head.logits(inputs[layer, rows])
-                values, indices = torch.topk(logp, top_k, dim=-1)
-                lse = torch.logsumexp(logp, dim=-1, keepdim=True)
-                logp.sub_(lse)
-                p = torch.exp(logp)
-                neg_entropy = (p * logp).sum(-1)
-                topk_ids[layer, rows] = indices.cpu()
-                topk_probs[layer, rows] = torch.exp(values - lse).cpu()
-                entropy[layer, rows] = (-neg_entropy).clamp_min(0).cpu()
-                lse_all[layer, rows] = lse[:, 0].cpu()
-                if final_logp is None:
-                    final_logp, final_p, final_neg_entropy = logp, p, neg_entropy
-                    kl[layer, rows] = 0.0
-                else:
-                    del p
-                    cross = (final_p * logp).sum(-1)
-                    kl[layer, rows] = (final_neg_entropy - cross).clamp_min(0).cpu()
-                _probability_and_rank(logp, next_ids[rows], next_prob, next_rank, layer, rows)
-                if target_prob is not None:
-                    target = torch.full((stop - start,), target_id, device=logp.device)
-                    _probability_and_rank(logp, target, target_prob, target_rank, layer, rows)
-            del final_logp, final_p
+        for start in range(0, vocab, block):
+            stop = min(vocab, start + block)
+            weight = head.weight[start:stop]
+            bias = None if head.bias is None else head.bias[start:stop]
+            for first in range(0, length, chunk):
+                span = slice(first * layers, min(length, first + chunk) * layers)
+                logits = head.postprocess(torch.nn.functional.linear(rows[span], weight, bias))
+                _update(state, span, logits.float(), start, layers, row_next[span],
+                        next_logit[span], target_id,
+                        None if target_logit is None else target_logit[span])
+    return _finish(state, inputs, head, layers, length, next_logit, target_logit)
+
+
+def _token_logits(rows: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -> torch.Tensor:
+    """Logit of one given token per row (for ranks: how many tokens score higher).
+
+    Accumulated in float32 and rounded to the model's dtype, as the tiles' matmul is.
+    """
+    with torch.no_grad():
+        weight = head.weight[token_ids]
+        logits = (rows.float() * weight.float()).sum(-1, keepdim=True)
+        if head.bias is not None:
+            logits = logits + head.bias[token_ids][:, None].float()
+        return head.postprocess(logits.to(rows.dtype)).float()[:, 0]
+
+
+def _own_logit(own: torch.Tensor, logits: torch.Tensor, token_ids: torch.Tensor,
+               offset: int) -> None:
+    """Remember each row's tile logit of its token, where the token falls in this tile."""
+    inside = (token_ids >= offset) & (token_ids < offset + logits.shape[1])
+    if bool(inside.any()):
+        columns = (token_ids - offset).clamp(0, logits.shape[1] - 1)
+        found = logits.gather(1, columns[:, None])[:, 0]
+        own.copy_(torch.where(inside, found, own))
+
+
+def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, layers: int,
+            next_ids: torch.Tensor, next_logit: torch.Tensor, target_id: int | None,
+            target_logit: torch.Tensor | None) -> None:
+    """Fold one tile of float32 logits (rows × block) into the running statistics."""
+    values, indices = torch.topk(logits, min(state.top_values.shape[1], logits.shape[1]), -1)
+    merged_values = torch.cat([state.top_values[span], values], -1)
+    merged_ids = torch.cat([state.top_ids[span], indices + offset], -1)
+    best, order = torch.topk(merged_values, state.top_values.shape[1], -1)
+    state.top_values[span] = best
+    state.top_ids[span] = merged_ids.gather(1, order)
+    state.above_next[span] += (logits > next_logit[:, None]).sum(-1)
+    _own_logit(state.own_next[span], logits, next_ids, offset)
+    if target_logit is not None:
+        state.above_target[span] += (logits > target_logit[:, None]).sum(-1)
+        _own_logit(state.own_target[span], logits, torch.full_like(next_ids, target_id), offset)
+
+    old_max = state.max[span]
+    new_max = torch.maximum(old_max, logits.amax(-1))
+    # exp(-inf - finite) = 0 on the first tile; nan_to_num covers (-inf) - (-inf) there too.
+    rescale = torch.exp(old_max - new_max)
+    shift = torch.nan_to_num(old_max - new_max, neginf=0.0)
+    logits.sub_(new_max[:, None])  # now z - max (≤ 0)
+    exps = torch.exp(logits)
+    old_sum = state.sum[span].clone()  # a view would see the update below
+    state.sum[span] = old_sum * rescale + exps.sum(-1)
+    state.centred[span] = rescale * (state.centred[span] + old_sum * shift) + \
+        (exps * logits).sum(-1)
+    state.max[span] = new_max
+
+    # KL(final || layer): Σ p_f (z_f - z) with the final layer's weights exp(z_f - max_f).
+    grid = logits.view(-1, layers, logits.shape[1])
+    final = grid[:, -1:]
+    final_exps = exps.view_as(grid)[:, -1:]
+    maxima = new_max.view(-1, layers)
+    difference = (final - grid).mul_(final_exps).sum(-1)  # Σ e_f·((z_f-m_f) - (z-m))
+    difference += (maxima[:, -1:] - maxima) * final_exps.sum(-1)  # + (m_f - m)·Σ e_f
+    final_rescale = rescale.view(-1, layers)[:, -1:]
+    kl = state.kl[span].view(-1, layers)
+    state.kl[span] = (kl * final_rescale + difference).reshape(-1)
+
+
+def _finish(state: _Running, inputs: torch.Tensor, head: LensHead, layers: int, length: int,
+            next_logit: torch.Tensor, target_logit: torch.Tensor | None) -> LensStats:
+    def grid(values: torch.Tensor) -> torch.Tensor:
+        """Rows (t, l) -> [layer, position, ...] on the CPU."""
+        return values.reshape(length, layers, *values.shape[1:]).transpose(0, 1).cpu()
+
+    lse = state.max + torch.log(state.sum)
+    entropy = (torch.log(state.sum) - state.centred / state.sum).clamp_min(0)
+    final_lse = lse.view(length, layers)[:, -1:]
+    final_sum = state.sum.view(length, layers)[:, -1:]
+    kl = (state.kl.view(length, layers) / final_sum + lse.view(length, layers) - final_lse)
+    kl = kl.clamp_min(0)
+    kl[:, -1] = 0.0  # exactly zero for the final layer itself
+    top_probs = torch.exp(state.top_values - lse[:, None])
+    next_prob = grid(torch.exp(state.own_next - lse))
+    next_rank = grid(state.above_next - (state.own_next > next_logit).long() + 1)
     next_prob[:, -1] = float("nan")
     next_rank[:, -1] = 0
-    tracked_ids, tracked_probs = _tracked(inputs, head, topk_ids, lse_all)
+    target_prob = target_rank = None
+    if target_logit is not None:
+        target_prob = grid(torch.exp(state.own_target - lse)).numpy()
+        target_rank = grid(state.above_target - (state.own_target > target_logit).long()
+                           + 1).numpy()
+    topk_ids = grid(state.top_ids)
+    tracked_ids, tracked_probs = _tracked(inputs, head, topk_ids, grid(lse))
     return LensStats(
-        topk_ids=topk_ids.numpy(), topk_probs=topk_probs.numpy(), entropy=entropy.numpy(),
-        kl_to_final=kl.numpy(), next_token_prob=next_prob.numpy(),
-        next_token_rank=next_rank.numpy(),
-        target_prob=None if target_prob is None else target_prob.numpy(),
-        target_rank=None if target_rank is None else target_rank.numpy(),
+        topk_ids=topk_ids.numpy(), topk_probs=grid(top_probs).numpy(),
+        entropy=grid(entropy).numpy(), kl_to_final=kl.transpose(0, 1).cpu().numpy(),
+        next_token_prob=next_prob.numpy(), next_token_rank=next_rank.numpy(),
+        target_prob=target_prob, target_rank=target_rank,
         tracked_ids=tracked_ids, tracked_probs=tracked_probs)
-
-
-def _probability_and_rank(logp: torch.Tensor, token_ids: torch.Tensor, probs: torch.Tensor,
-                          ranks: torch.Tensor, layer: int, rows: slice) -> None:
-    chosen = logp.gather(1, token_ids[:, None])
-    probs[layer, rows] = torch.exp(chosen[:, 0]).cpu()
-    ranks[layer, rows] = ((logp > chosen).sum(-1) + 1).cpu()
 
 
 def _tracked(inputs: torch.Tensor, head: LensHead, topk_ids: torch.Tensor, lse: torch.Tensor

@@ -14,6 +14,7 @@ import torch
 from conftest import write_manifest
 from lensreport import models as model_refs
 from lensreport.engine import ModelSession
+from lensreport.lens import lens_inputs, run_lens
 from lensreport.manifest import load_manifest
 
 EXPECTED_NORM = {
@@ -34,12 +35,13 @@ def _module(model, path):
     return model
 
 
-def open_session(tmp_path, folder, kind="logit"):
+def open_session(tmp_path, folder, kind="logit", dtype="auto"):
     manifest = load_manifest(write_manifest(tmp_path, f"""
         lens: {{kind: {kind}, top_k: 4}}
         models:
           - name: tiny
             model: {folder}
+            dtype: {dtype}
         prompts:
           - name: p
             text: "{TEXT}"
@@ -48,7 +50,8 @@ def open_session(tmp_path, folder, kind="logit"):
     spec = manifest.models[0]
     session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
     encoded = session.prepare(manifest.prompts[0], manifest.path)
-    return session, session.run(manifest.prompts[0], encoded, "key"), encoded
+    [(_, hidden, last)] = session.hidden_states([encoded])
+    return session, session.run(manifest.prompts[0], encoded, "key", hidden, last), encoded
 
 
 def reference_logits(model, name, input_ids, kind="logit"):
@@ -163,3 +166,53 @@ def test_results_schema_fields(tiny_models, tmp_path):
     used = {i for row in document["topk_ids"] for pos in row for i in pos}
     assert used | set(document["input_ids"]) <= {int(k) for k in document["vocab"]}
     assert all(math.isfinite(v) for row in document["entropy"] for v in row)
+
+
+def test_bfloat16_model_gets_float32_statistics(tiny_models, tmp_path):
+    """bf16 weights: logits as the model computes them, statistics upcast before softmax."""
+    session, document, encoded = open_session(tmp_path, tiny_models("llama", "sentencepiece"),
+                                              dtype="bfloat16")
+    model = session.loaded.model
+    assert next(model.parameters()).dtype == torch.bfloat16
+    rows, _ = reference_logits(model, "llama", torch.tensor([encoded.input_ids]))
+    for layer, logits in enumerate(rows):
+        logp = torch.log_softmax(logits.float().double(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        for t in range(len(encoded.input_ids)):
+            assert document["entropy"][layer][t] == pytest.approx(float(entropy[t]), abs=1e-3)
+            top = torch.topk(logp[t].exp(), 1)
+            assert document["topk_probs"][layer][t][0] == pytest.approx(float(top.values[0]),
+                                                                        rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "gemma3_text"])
+def test_batched_prompts_match_unbatched(name, tiny_models, tmp_path):
+    """Prompts of different lengths in one padded batch give the numbers they get alone."""
+    tokenizer = "sentencepiece" if name != "gpt2" else "byte_level"
+    manifest = load_manifest(write_manifest(tmp_path, f"""
+        models:
+          - name: tiny
+            model: {tiny_models(name, tokenizer)}
+        prompts:
+          - {{name: short, text: "Hello"}}
+          - {{name: long, text: "The quick brown fox jumps over the lazy dog. one two three"}}
+          - {{name: mid, text: "The capital of France is", target: " Paris"}}
+    """))
+    spec = manifest.models[0]
+    session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
+    encoded = [session.prepare(p, manifest.path) for p in manifest.prompts]
+    assert len({len(e.input_ids) for e in encoded}) == 3
+    def stats(encoded_prompt, hidden, last):
+        inputs = lens_inputs(hidden, last, session.head, "logit")
+        return run_lens(inputs, session.head, torch.tensor(encoded_prompt.input_ids), 5,
+                        encoded_prompt.target_id)
+
+    batched = {i: stats(encoded[i], h, last) for i, h, last in session.hidden_states(encoded)}
+    assert sorted(batched) == [0, 1, 2]
+    for i in range(3):
+        [(_, hidden, last)] = session.hidden_states([encoded[i]])
+        alone = stats(encoded[i], hidden, last)
+        assert (batched[i].topk_ids == alone.topk_ids).all()
+        for field in ("entropy", "kl_to_final", "topk_probs", "next_token_prob"):
+            assert getattr(batched[i], field) == pytest.approx(getattr(alone, field), abs=1e-5,
+                                                               nan_ok=True), field
