@@ -17,6 +17,7 @@ tied tokens share the better rank.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,8 +63,12 @@ def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tens
 
 
 def tile_shape(layers: int, vocab: int, device: torch.device) -> tuple[int, int]:
-    """(positions, vocabulary entries) per tile, from the problem and the device."""
-    elements = GPU_TILE_ELEMENTS if device.type == "cuda" else CPU_TILE_ELEMENTS
+    """(positions, vocabulary entries) per tile, from the problem and the device.
+
+    $LENSREPORT_TILE_ELEMENTS overrides the number of logits per tile.
+    """
+    elements = int(os.environ.get("LENSREPORT_TILE_ELEMENTS") or 0) or (
+        GPU_TILE_ELEMENTS if device.type == "cuda" else CPU_TILE_ELEMENTS)
     positions = max(1, TILE_ROWS // layers)
     block = max(256, elements // (positions * layers))
     return positions, min(vocab, block)
