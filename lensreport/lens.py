@@ -156,12 +156,18 @@ def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, lay
             next_ids: torch.Tensor, next_logit: torch.Tensor, target_id: int | None,
             target_logit: torch.Tensor | None) -> None:
     """Fold one tile of float32 logits (rows × block) into the running statistics."""
-    values, indices = torch.topk(logits, min(state.top_values.shape[1], logits.shape[1]), -1)
-    merged_values = torch.cat([state.top_values[span], values], -1)
-    merged_ids = torch.cat([state.top_ids[span], indices + offset], -1)
-    best, order = torch.topk(merged_values, state.top_values.shape[1], -1)
-    state.top_values[span] = best
-    state.top_ids[span] = merged_ids.gather(1, order)
+    tile_max = logits.amax(-1)
+    # Top-k: only rows where this tile beats the current k-th best (few, after a while).
+    top_values, top_ids = state.top_values[span], state.top_ids[span]
+    improving = (tile_max > top_values[:, -1]).nonzero()[:, 0]
+    if improving.numel():
+        k = top_values.shape[1]
+        values, indices = torch.topk(logits[improving], min(k, logits.shape[1]), -1)
+        merged_values = torch.cat([top_values[improving], values], -1)
+        merged_ids = torch.cat([top_ids[improving], indices + offset], -1)
+        best, order = torch.topk(merged_values, k, -1)
+        top_values[improving] = best
+        top_ids[improving] = merged_ids.gather(1, order)
     state.above_next[span] += (logits > next_logit[:, None]).sum(-1)
     _own_logit(state.own_next[span], logits, next_ids, offset)
     if target_logit is not None:
@@ -169,7 +175,7 @@ def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, lay
         _own_logit(state.own_target[span], logits, torch.full_like(next_ids, target_id), offset)
 
     old_max = state.max[span]
-    new_max = torch.maximum(old_max, logits.amax(-1))
+    new_max = torch.maximum(old_max, tile_max)
     # exp(-inf - finite) = 0 on the first tile; nan_to_num covers (-inf) - (-inf) there too.
     rescale = torch.exp(old_max - new_max)
     shift = torch.nan_to_num(old_max - new_max, neginf=0.0)
