@@ -74,6 +74,36 @@ def tile_shape(layers: int, vocab: int, device: torch.device) -> tuple[int, int]
     return positions, min(vocab, block)
 
 
+class _TokenRank:
+    """Probability and rank of one chosen token per row (the next input token, the target).
+
+    ``threshold`` is the token's logit from a dot product, known before the first tile, so
+    each tile can count the tokens above it; ``own`` is the token's logit as its tile computed
+    it, which may differ in the last bit and must not count the token itself.
+    """
+
+    def __init__(self, rows: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -> None:
+        self.token_ids = token_ids
+        self.threshold = _token_logits(rows, head, token_ids)
+        self.above = torch.zeros(len(token_ids), dtype=torch.int64, device=rows.device)
+        self.own = torch.zeros(len(token_ids), device=rows.device)
+
+    def update(self, span: slice, logits: torch.Tensor, offset: int) -> None:
+        self.above[span] += (logits > self.threshold[span, None]).sum(-1)
+        token_ids = self.token_ids[span]
+        inside = (token_ids >= offset) & (token_ids < offset + logits.shape[1])
+        if bool(inside.any()):
+            columns = (token_ids - offset).clamp(0, logits.shape[1] - 1)
+            found = logits.gather(1, columns[:, None])[:, 0]
+            self.own[span] = torch.where(inside, found, self.own[span])
+
+    def probability(self, lse: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.own - lse)
+
+    def rank(self) -> torch.Tensor:
+        return self.above - (self.own > self.threshold).long() + 1
+
+
 class _Running:
     """Online statistics for a set of rows (one row = one layer at one position)."""
 
@@ -84,12 +114,6 @@ class _Running:
         self.kl = torch.zeros(rows, device=device)  # Σ exp(z_f - max_f)·(z_f - z)
         self.top_values = torch.full((rows, top_k), float("-inf"), device=device)
         self.top_ids = torch.zeros((rows, top_k), dtype=torch.int64, device=device)
-        self.above_next = torch.zeros(rows, dtype=torch.int64, device=device)
-        self.above_target = torch.zeros(rows, dtype=torch.int64, device=device)
-        # The tiles' own logit of the next/target token: the dot product used as the rank
-        # threshold may differ from it in the last bit, and must not count the token itself.
-        self.own_next = torch.zeros(rows, device=device)
-        self.own_target = torch.zeros(rows, device=device)
 
 
 def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_k: int,
@@ -112,9 +136,10 @@ def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_
     rows = inputs.transpose(0, 1).reshape(length * layers, width)
     row_next = next_ids.repeat_interleave(layers)
     state = _Running(length * layers, top_k, device)
-    next_logit = _token_logits(rows, head, row_next)
-    target_logit = (_token_logits(rows, head, torch.full_like(row_next, target_id))
-                    if target_id is not None else None)
+    next_token = _TokenRank(rows, head, row_next)
+    target = (_TokenRank(rows, head, torch.full_like(row_next, target_id))
+              if target_id is not None else None)
+    trackers = [next_token] if target is None else [next_token, target]
     with torch.no_grad():
         for start in range(0, vocab, block):
             stop = min(vocab, start + block)
@@ -123,10 +148,11 @@ def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_
             for first in range(0, length, chunk):
                 span = slice(first * layers, min(length, first + chunk) * layers)
                 logits = head.postprocess(torch.nn.functional.linear(rows[span], weight, bias))
-                _update(state, span, logits.float(), start, layers, row_next[span],
-                        next_logit[span], target_id,
-                        None if target_logit is None else target_logit[span])
-    return _finish(state, inputs, head, layers, length, next_logit, target_logit)
+                logits = logits.float()
+                for tracker in trackers:
+                    tracker.update(span, logits, start)
+                _update(state, span, logits, start, layers)
+    return _finish(state, inputs, head, layers, length, next_token, target)
 
 
 def _token_logits(rows: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -> torch.Tensor:
@@ -142,19 +168,8 @@ def _token_logits(rows: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -
         return head.postprocess(logits.to(rows.dtype)).float()[:, 0]
 
 
-def _own_logit(own: torch.Tensor, logits: torch.Tensor, token_ids: torch.Tensor,
-               offset: int) -> None:
-    """Remember each row's tile logit of its token, where the token falls in this tile."""
-    inside = (token_ids >= offset) & (token_ids < offset + logits.shape[1])
-    if bool(inside.any()):
-        columns = (token_ids - offset).clamp(0, logits.shape[1] - 1)
-        found = logits.gather(1, columns[:, None])[:, 0]
-        own.copy_(torch.where(inside, found, own))
-
-
-def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, layers: int,
-            next_ids: torch.Tensor, next_logit: torch.Tensor, target_id: int | None,
-            target_logit: torch.Tensor | None) -> None:
+def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, layers: int
+            ) -> None:
     """Fold one tile of float32 logits (rows × block) into the running statistics."""
     tile_max = logits.amax(-1)
     # Top-k: only rows where this tile beats the current k-th best (few, after a while).
@@ -168,11 +183,6 @@ def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, lay
         best, order = torch.topk(merged_values, k, -1)
         top_values[improving] = best
         top_ids[improving] = merged_ids.gather(1, order)
-    state.above_next[span] += (logits > next_logit[:, None]).sum(-1)
-    _own_logit(state.own_next[span], logits, next_ids, offset)
-    if target_logit is not None:
-        state.above_target[span] += (logits > target_logit[:, None]).sum(-1)
-        _own_logit(state.own_target[span], logits, torch.full_like(next_ids, target_id), offset)
 
     old_max = state.max[span]
     new_max = torch.maximum(old_max, tile_max)
@@ -200,7 +210,7 @@ def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, lay
 
 
 def _finish(state: _Running, inputs: torch.Tensor, head: LensHead, layers: int, length: int,
-            next_logit: torch.Tensor, target_logit: torch.Tensor | None) -> LensStats:
+            next_token: _TokenRank, target: _TokenRank | None) -> LensStats:
     def grid(values: torch.Tensor) -> torch.Tensor:
         """Rows (t, l) -> [layer, position, ...] on the CPU."""
         return values.reshape(length, layers, *values.shape[1:]).transpose(0, 1).cpu()
@@ -213,15 +223,14 @@ def _finish(state: _Running, inputs: torch.Tensor, head: LensHead, layers: int, 
     kl = kl.clamp_min(0)
     kl[:, -1] = 0.0  # exactly zero for the final layer itself
     top_probs = torch.exp(state.top_values - lse[:, None])
-    next_prob = grid(torch.exp(state.own_next - lse))
-    next_rank = grid(state.above_next - (state.own_next > next_logit).long() + 1)
+    next_prob = grid(next_token.probability(lse))
+    next_rank = grid(next_token.rank())
     next_prob[:, -1] = float("nan")
     next_rank[:, -1] = 0
     target_prob = target_rank = None
-    if target_logit is not None:
-        target_prob = grid(torch.exp(state.own_target - lse)).numpy()
-        target_rank = grid(state.above_target - (state.own_target > target_logit).long()
-                           + 1).numpy()
+    if target is not None:
+        target_prob = grid(target.probability(lse)).numpy()
+        target_rank = grid(target.rank()).numpy()
     topk_ids = grid(state.top_ids)
     tracked_ids, tracked_probs = _tracked(inputs, head, topk_ids, grid(lse))
     return LensStats(
