@@ -15,7 +15,7 @@ import torch
 
 from . import models as model_refs
 from .errors import LensReportError, ManifestError
-from .heads import LensHead, find_head, verify_head
+from .heads import LensHead, check_hidden_states, find_head
 from .lens import lens_inputs, run_lens
 from .manifest import ModelSpec, PromptSpec
 from .results import make_document
@@ -64,9 +64,10 @@ class ModelSession:
     @classmethod
     def open(cls, spec: ModelSpec, resolved: model_refs.ResolvedModel) -> "ModelSession":
         loaded = model_refs.load(spec, resolved)
-        head = find_head(loaded.model, spec.final_norm, spec.unembedding)
         probe = loaded.tokenizer(VERIFY_TEXT, return_tensors="pt").input_ids.to(loaded.device)
-        difference = verify_head(loaded.model, head, probe)
+        head = find_head(loaded.model, probe, spec.final_norm, spec.unembedding)
+        check_hidden_states(loaded.model, head, probe)
+        difference = head.check_max_abs_diff
         vocab_size = head.weight.shape[0]
         tokenizer = loaded.tokenizer
         info = {"class": type(tokenizer).__name__, "kind": tokenizer_kind(tokenizer),
@@ -150,7 +151,7 @@ class ModelSession:
             with torch.no_grad(), self._memory_errors(batch, encoded):
                 output = self.loaded.model.base_model(
                     input_ids=ids.to(device), attention_mask=mask.to(device),
-                    output_hidden_states=True)
+                    output_hidden_states=True, use_cache=False)
             for row, index in enumerate(batch):
                 length = len(encoded[index].input_ids)
                 yield (index, tuple(h[row, :length] for h in output.hidden_states),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import LensReportError
 from .heads import LensHead
 
 # About 1 MB of float32 logits per tile on CPU (fits the cache); GPUs like bigger tiles.
@@ -54,6 +55,11 @@ def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tens
     Layers < L get the final norm (``logit``) or not (``raw``); layer L is the backbone's
     last hidden state, which the model's own head reads (already normalised).
     """
+    if kind == "raw" and hidden_states[0].shape[-1] != head.weight.shape[1]:
+        raise LensReportError(f"the raw lens cannot read this model's hidden states (width "
+                              f"{hidden_states[0].shape[-1]}) with its unembedding (width "
+                              f"{head.weight.shape[1]}): its final norm projects them; use "
+                              "lens: {kind: logit}")
     rows = []
     with torch.no_grad():
         for hidden in hidden_states[:-1]:

@@ -25,7 +25,8 @@ log = logging.getLogger("lensreport")
 
 def _watched_files(manifest_path: Path, theme_dir: Path | None) -> dict[Path, int]:
     files = [manifest_path]
-    for folder in (builtin_templates(), theme_dir):
+    builtin = builtin_templates()  # watched when it is a real folder (a checkout, an editable install)
+    for folder in (builtin if isinstance(builtin, Path) else None, theme_dir):
         if folder is not None and folder.is_dir():
             files.extend(p for p in folder.rglob("*") if p.is_file())
     stamps = {}

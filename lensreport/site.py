@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+
+try:  # Python >= 3.11
+    from importlib.resources.abc import Traversable
+except ImportError:  # pragma: no cover - Python 3.10
+    from importlib.abc import Traversable
 from markupsafe import Markup, escape
 from markdown_it import MarkdownIt
 
@@ -29,12 +34,9 @@ TEMPLATES = ("base.html", "index.html", "prompt.html", "model.html", "embed.html
              "_figure.html")
 
 
-def builtin_templates() -> Path:
-    """templates/ in a source checkout, or the copy packaged into the wheel."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if (checkout / "base.html").is_file():
-        return checkout
-    return Path(str(importlib.resources.files("lensreport.templates")))
+def builtin_templates() -> Traversable:
+    """The templates packaged with lensreport (a folder, or a zip entry: never a str path)."""
+    return importlib.resources.files("lensreport") / "templates"
 
 
 def plotly_js() -> Path:
@@ -58,7 +60,7 @@ def environment(theme_dir: Path | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if theme_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(theme_dir)))
-    loaders.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    loaders.append(jinja2.PackageLoader("lensreport", "templates"))
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
@@ -145,13 +147,17 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str], dict[str, A
 
 
 def _copy_assets(theme_dir: Path | None, target: Path) -> None:
+    """plotly.min.js, the built-in assets, then the theme's (which win on a name clash)."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plotly_js(), target / "plotly.min.js")
-    for folder in (builtin_templates() / "assets", theme_dir / "assets" if theme_dir else None):
-        if folder is not None and folder.is_dir():
-            for asset in sorted(folder.iterdir()):
+    folders: list[Traversable] = [builtin_templates() / "assets"]
+    if theme_dir is not None:
+        folders.append(theme_dir / "assets")
+    for folder in folders:
+        if folder.is_dir():
+            for asset in sorted(folder.iterdir(), key=lambda item: item.name):
                 if asset.is_file():
-                    shutil.copyfile(asset, target / asset.name)
+                    (target / asset.name).write_bytes(asset.read_bytes())
 
 
 def _exchange(first: Path, second: Path) -> bool:

@@ -122,3 +122,52 @@ def save_tiny_model(name: str, folder: Path, tokenizer: PreTrainedTokenizerFast,
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# --- Any family, from its default config ---------------------------------------------------
+
+# Shrinks a family's default config; applied to the attributes a config has (and where the
+# config accepts them), so one table serves every decoder family transformers ships.
+TINY_SIZES = dict(
+    hidden_size=32, n_embd=32, d_model=32, num_hidden_layers=3, n_layer=3, num_layers=3,
+    num_attention_heads=4, n_head=4, num_key_value_heads=2, intermediate_size=64, n_inner=64,
+    ffn_dim=64, head_dim=8, max_position_embeddings=128, n_positions=128, num_experts=4,
+    num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+    shared_expert_intermediate_size=32, n_shared_experts=1, kv_lora_rank=16, q_lora_rank=16,
+    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, rotary_dim=4, pad_token_id=0)
+# Logit post-processing is set away from its default wherever a family has it.
+POSTPROCESSING = dict(final_logit_softcapping=3.0, logit_scale=0.5, logits_scaling=4.0)
+
+
+def tiny_config(model_type: str, vocab_size: int):
+    """A tiny config of any family: its defaults, shrunk, with the vocabulary given."""
+    config = AutoConfig.for_model(model_type)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(text, "num_hidden_layers", None)
+    for key, value in vars(text).copy().items():  # per-layer lists (layer_types, …) shrink too
+        if isinstance(value, list) and layers and len(value) == layers:
+            setattr(text, key, value[:TINY_SIZES["num_hidden_layers"]])
+    for key, value in {**TINY_SIZES, **POSTPROCESSING, "vocab_size": vocab_size}.items():
+        forced = key == "final_logit_softcapping" and model_type == "gemma3_text"  # None by default
+        if forced or hasattr(text, key):
+            try:
+                current = getattr(text, key, None)
+                if not isinstance(current, (list, dict)):
+                    setattr(text, key, value)
+            except (AttributeError, TypeError, ValueError):
+                continue  # a read-only property: the family derives it
+    return config
+
+
+def save_any_family(model_type: str, folder: Path, tokenizer: PreTrainedTokenizerFast,
+                    seed: int = 0) -> Path:
+    """save_pretrained a tiny random model of any family, with perturbed norms and head."""
+    torch.manual_seed(seed)
+    config = tiny_config(model_type, len(tokenizer))
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text.bos_token_id, text.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    model = AutoModelForCausalLM.from_config(config)
+    perturb(model, seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
