@@ -12,7 +12,6 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -42,13 +41,6 @@ class BuildSummary:
     seconds: float = 0.0
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "missing"
-
-
 def check_selection(manifest: Manifest, only_models: tuple[str, ...],
                     only_prompts: tuple[str, ...]) -> None:
     """--only-model / --only-prompt must name things in the manifest."""
@@ -63,16 +55,19 @@ def check_selection(manifest: Manifest, only_models: tuple[str, ...],
 
 def plan(manifest: Manifest) -> list[Run]:
     """One run per (model, prompt), each with the content key of what changes its numbers."""
-    versions = {"torch": _version("torch"), "transformers": _version("transformers")}
     runs = []
     for model in manifest.models:
         resolved = model_refs.resolve(model, manifest.path)
+        device = model_refs.device_type(model.device)
         for prompt in manifest.prompts:
+            # Content, never places: weight digests or a Hub commit, the device type, the
+            # lens settings and the prompt. Library versions are recorded in the document
+            # (generator), not keyed: results.LENS_IMPLEMENTATION changes when numbers do.
             key = cache_key({
-                "model": resolved.identity, "revision": model.revision, "dtype": model.dtype,
-                "device": model.device, "lens_kind": model.lens.kind, "top_k": model.lens.top_k,
+                "model": resolved.identity, "dtype": model.dtype, "device": device,
+                "lens_kind": model.lens.kind, "top_k": model.lens.top_k,
                 "final_norm": model.final_norm, "unembedding": model.unembedding,
-                "text": prompt.text, "target": prompt.target, "versions": versions})
+                "text": prompt.text, "target": prompt.target})
             runs.append(Run(model, prompt, resolved, key))
     return runs
 
@@ -132,6 +127,46 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
         session.close()
 
 
+def add_saved_results(manifest: Manifest, documents: dict[tuple[str, str], dict[str, Any]]
+                      ) -> Manifest:
+    """Put the manifest's `results:` files (saved with run_lens, or by another build) on the
+    site: their models and prompts join the manifest's, by name."""
+    from dataclasses import replace
+
+    from .api import _prompt_from_document, _spec_from_document, read_document
+    from .manifest import unique_slugs
+
+    models = {m.name: m for m in manifest.models}
+    prompts = {p.name: p for p in manifest.prompts}
+    for path in manifest.result_files:
+        try:
+            document = read_document(path)
+        except LensReportError as exc:
+            raise ManifestError(manifest.path, manifest.results_line, str(exc)) from None
+        model, prompt = _spec_from_document(document), _prompt_from_document(document)
+        if (model.name, prompt.name) in documents:
+            raise ManifestError(manifest.path, manifest.results_line,
+                                f"{path}: model '{model.name}' on prompt '{prompt.name}' is "
+                                "already on the site; rename it, or drop one of the two")
+        if prompt.name in prompts and prompts[prompt.name].text != prompt.text:
+            raise ManifestError(manifest.path, manifest.results_line,
+                                f"{path}: prompt '{prompt.name}' has another text than the "
+                                "manifest's prompt of that name; rename one of them")
+        models.setdefault(model.name, model)
+        prompts.setdefault(prompt.name, prompt)
+        documents[model.name, prompt.name] = document
+    model_slugs = unique_slugs(list(models))
+    prompt_slugs = unique_slugs(list(prompts))
+    merged_models = tuple(replace(m, slug=slug) for m, slug in zip(models.values(), model_slugs))
+    merged_prompts = tuple(replace(p, slug=slug)
+                           for p, slug in zip(prompts.values(), prompt_slugs))
+    for (model_name, prompt_name), document in documents.items():
+        model = next(m for m in merged_models if m.name == model_name)
+        prompt = next(p for p in merged_prompts if p.name == prompt_name)
+        restamp(document, model.name, model.slug, prompt.name, prompt.slug)
+    return replace(manifest, models=merged_models, prompts=merged_prompts)
+
+
 class _WarningCounter(logging.Handler):
     """Counts warnings during a build, as MkDocs does, so --strict can fail on any of them."""
 
@@ -178,6 +213,7 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
             for message in documents.get((run.model.name, run.prompt.name), {}).get(
                     "warnings", []):
                 log.warning("%s", message)
+        manifest = add_saved_results(manifest, documents)
         summary.warnings = list(counter.messages)
         if strict and summary.warnings:
             raise LensReportError(f"--strict: the build had {len(summary.warnings)} warning(s); "

@@ -63,9 +63,13 @@ class ModelSession:
 
     @classmethod
     def open(cls, spec: ModelSpec, resolved: model_refs.ResolvedModel) -> "ModelSession":
-        loaded = model_refs.load(spec, resolved)
+        return cls.from_loaded(model_refs.load(spec, resolved))
+
+    @classmethod
+    def from_loaded(cls, loaded: model_refs.LoadedModel) -> "ModelSession":
+        """A session on a model that is already in memory (the build's, or a notebook's)."""
         probe = loaded.tokenizer(VERIFY_TEXT, return_tensors="pt").input_ids.to(loaded.device)
-        head = find_head(loaded.model, probe, spec.final_norm, spec.unembedding)
+        head = find_head(loaded.model, probe, loaded.spec.final_norm, loaded.spec.unembedding)
         check_hidden_states(loaded.model, head, probe)
         difference = head.check_max_abs_diff
         vocab_size = head.weight.shape[0]

@@ -61,10 +61,12 @@ def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tens
                               f"{head.weight.shape[1]}): its final norm projects them; use "
                               "lens: {kind: logit}")
     rows = []
+    device = head.weight.device  # a sharded model's layers may live on other devices
     with torch.no_grad():
         for hidden in hidden_states[:-1]:
-            rows.append(head.normalize(hidden) if kind == "logit" else hidden)
-        rows.append(last_hidden)
+            row = head.normalize(hidden) if kind == "logit" else hidden
+            rows.append(row.to(device))
+        rows.append(last_hidden.to(device))
     return torch.stack(rows)
 
 

@@ -142,6 +142,8 @@ class Manifest:
     prompts: tuple[PromptSpec, ...]
     site_dir: Path | None = None
     cache_dir: Path | None = None
+    result_files: tuple[Path, ...] = ()
+    results_line: int | None = None
 
     @property
     def root(self) -> Path:
@@ -164,6 +166,7 @@ class _Checker:
 
     path: Path
     errors: list[ManifestError] = field(default_factory=list)
+    present: set[str] = field(default_factory=set)  # top-level keys the manifest has
 
     def error(self, line: int | None, message: str) -> None:
         self.errors.append(ManifestError(self.path, line, message))
@@ -236,7 +239,8 @@ def _is_bool(value: Any) -> bool:
 
 _TOP_KEYS = {"site": "site settings", "lens": "lens settings", "models": "list of models",
              "prompts": "list of prompts", "site_dir": "output folder",
-             "cache_dir": "results cache folder"}
+             "cache_dir": "results cache folder",
+             "results": "saved results files (paths or globs), e.g. from run_lens"}
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
 _LENS_KEYS = {"kind": "", "top_k": ""}
 _MODEL_KEYS = {"name": "", "model": "", "revision": "", "dtype": "", "device": "", "lens": "",
@@ -306,6 +310,8 @@ def unique_slugs(names: list[str]) -> list[str]:
 
 
 def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> list[ModelSpec]:
+    if value == [] and "results" in checker.present:
+        return []  # a site of saved results only
     if not isinstance(value, list) or not value:
         checker.error(line, "models: expected a non-empty list of models, each with 'name' and "
                             f"'model', got {_describe(value)}")
@@ -355,6 +361,8 @@ def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> lis
 
 
 def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
+    if value == [] and "results" in checker.present:
+        return []
     if not isinstance(value, list) or not value:
         checker.error(line, "prompts: expected a non-empty list of prompts, each with 'name' and "
                             f"'text', got {_describe(value)}")
@@ -404,17 +412,19 @@ def parse_manifest(path: Path, text: str) -> Manifest:
     top = checker.mapping(data, "manifest", 1, _TOP_KEYS)
     if top is None:
         raise ManifestErrors(checker.errors)
+    checker.present = set(top)
     lens = (_lens(checker, top["lens"], "lens", checker.line_of(top, "lens"), LensSettings())
             if top.get("lens") is not None else LensSettings())
     site = _site(checker, top["site"], checker.line_of(top, "site")) if top.get(
         "site") is not None else SiteSettings()
     for key in ("models", "prompts"):
-        if key not in top:
+        if key not in top and "results" not in top:
             checker.error(top.line, f"missing required key '{key}' ({_TOP_KEYS[key]})")
     models = _models(checker, top["models"], checker.line_of(top, "models"), lens) \
         if "models" in top else []
     prompts = _prompts(checker, top["prompts"], checker.line_of(top, "prompts")) \
         if "prompts" in top else []
+    result_files = _result_files(checker, top)
     folders = {}
     for key in ("site_dir", "cache_dir"):
         folder = checker.get(top, key, "manifest", _is_nonempty_text, "a folder path")
@@ -422,7 +432,31 @@ def parse_manifest(path: Path, text: str) -> Manifest:
     if checker.errors:
         raise ManifestErrors(checker.errors)
     return Manifest(path=path, site=site, lens=lens, models=tuple(models),
-                    prompts=tuple(prompts), **folders)
+                    prompts=tuple(prompts), result_files=result_files,
+                    results_line=checker.line_of(top, "results") if "results" in top else None,
+                    **folders)
+
+
+def _result_files(checker: _Checker, top: _Map) -> tuple[Path, ...]:
+    """`results:` paths or globs (relative to the manifest), each matching at least one file."""
+    value = top.get("results")
+    if value is None:
+        return ()
+    line = checker.line_of(top, "results")
+    if not isinstance(value, list) or not all(_is_nonempty_text(item) for item in value):
+        checker.error(line, f"results: expected a list of paths or globs (e.g. - notebooks/*.json), "
+                            f"got {_describe(value)}")
+        return ()
+    files: list[Path] = []
+    for pattern, item_line in zip(value, value.item_lines):
+        matches = sorted(p for p in checker.path.parent.glob(pattern) if p.is_file()) \
+            if not Path(pattern).is_absolute() else sorted(
+                p for p in Path(pattern).parent.glob(Path(pattern).name) if p.is_file())
+        if not matches:
+            checker.error(item_line, f"results: {pattern!r} matches no file (relative paths start "
+                                     "at the manifest's folder)")
+        files.extend(match for match in matches if match not in files)
+    return tuple(files)
 
 
 def load_manifest(path: str | Path) -> Manifest:

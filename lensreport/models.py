@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,59 @@ class ResolvedModel:
     assemble_from: str | None = None  # package whose assemble() writes the gguf file
 
 
-def _file_identity(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, computed once and remembered by (path, size, mtime).
+
+    Results are keyed by content, so a results cache moves between clones, machines and CI
+    (a copied model file has the same digest); the memo keeps rebuilds from re-reading
+    gigabytes of weights.
+    """
+    path = path.resolve()
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_path = cache_home() / "digests.json"
+    where = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if not isinstance(memo, dict):
+        memo = {}
+    if where in memo:
+        return memo[where]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    memo[where] = value = f"sha256:{digest.hexdigest()}"
+    try:
+        from .results import atomic_write
+
+        atomic_write(memo_path, json.dumps(memo, sort_keys=True).encode("utf-8"))
+    except OSError:
+        pass  # a read-only cache home only costs a re-read next time
+    return value
+
+
+def _hub_commit(reference: str, revision: str | None) -> str:
+    """The commit a Hub revision names: itself if it is one, the local HF cache's ref, or the
+    Hub's answer when online; else the revision name (results then follow the name)."""
+    revision = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    try:
+        from huggingface_hub import constants
+
+        ref = (Path(constants.HF_HUB_CACHE) / f"models--{reference.replace('/', '--')}" / "refs"
+               / revision)
+        if ref.is_file():
+            return ref.read_text().strip()
+        if not constants.HF_HUB_OFFLINE:
+            from huggingface_hub import HfApi
+
+            return HfApi().model_info(reference, revision=revision, timeout=10).sha or revision
+    except Exception:  # noqa: BLE001 - offline, unknown id, …: loading reports it clearly
+        pass
+    return revision
 
 
 def _package_folder(package: str) -> Path | None:
@@ -121,8 +172,9 @@ def _resolve_path(spec: ModelSpec, path: Path, manifest_path: Path) -> ResolvedM
             raise ManifestError(manifest_path, spec.line,
                                 f"{where}: folder {path} has no weights (*.safetensors or *.bin); "
                                 "save the model with save_pretrained")
-        parts = [_file_identity(p) for p in sorted(weights)] + [_file_identity(path / "config.json")]
-        return ResolvedModel("folder", str(path.resolve()), None, "||".join(parts))
+        parts = [f"{p.name}={file_digest(p)}" for p in sorted(weights)]
+        parts.append(f"config.json={file_digest(path / 'config.json')}")
+        return ResolvedModel("folder", str(path.resolve()), None, "|".join(parts))
     if path.is_file():
         if path.suffix != ".gguf":
             raise ManifestError(manifest_path, spec.line,
@@ -132,7 +184,7 @@ def _resolve_path(spec: ModelSpec, path: Path, manifest_path: Path) -> ResolvedM
             if handle.read(4) != b"GGUF":
                 raise ManifestError(manifest_path, spec.line,
                                     f"{where}: {path} is not a GGUF file (bad header)")
-        return ResolvedModel("gguf", str(path.resolve().parent), path.name, _file_identity(path))
+        return ResolvedModel("gguf", str(path.resolve().parent), path.name, file_digest(path))
     raise ManifestError(manifest_path, spec.line,
                         f"{where}: {path} does not exist (relative paths start at the "
                         "manifest's folder)")
@@ -153,8 +205,8 @@ def resolve(spec: ModelSpec, manifest_path: Path) -> ResolvedModel:
         raise ManifestError(manifest_path, spec.line,
                             f"model '{spec.name}'.model: {reference!r} is neither an existing "
                             "path nor a Hugging Face Hub id (org/name)")
-    revision = spec.revision or "main"
-    return ResolvedModel("hub", reference, None, f"hub:{reference}@{revision}")
+    commit = _hub_commit(reference, spec.revision)
+    return ResolvedModel("hub", reference, None, f"hub:{reference}@{commit}")
 
 
 # --- Loading -------------------------------------------------------------------------------
@@ -167,6 +219,20 @@ class LoadedModel:
     tokenizer: Any
     device: str
     facts: dict[str, Any]
+
+
+def device_type(requested: str) -> str:
+    """The kind of device a run will use (cpu, cuda, mps), for the results key.
+
+    Cheap: torch is imported only for device 'auto' on a machine that may have a GPU, so a
+    build served from the cache never imports torch on a CPU-only machine.
+    """
+    if requested != "auto":
+        return requested.split(":")[0]
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and \
+            not any(Path("/dev").glob("nvidia*")) and not Path("/proc/driver/nvidia").exists():
+        return "cpu"
+    return pick_device(requested).split(":")[0]
 
 
 def pick_device(requested: str) -> str:

@@ -24,8 +24,9 @@ from . import __version__
 log = logging.getLogger("lensreport")
 
 SCHEMA_VERSION = 1
-# Bump when the lens computation changes its numbers, so cached results are recomputed.
-LENS_IMPLEMENTATION = 1
+# Bump when the lens computation changes its numbers, so cached results are recomputed
+# (library versions are recorded in each document, not keyed, so caches move between setups).
+LENS_IMPLEMENTATION = 2
 
 
 def _sig(value: float, digits: int = 4) -> float | None:

@@ -224,3 +224,30 @@ def test_serve_rebuilds_on_change(tmp_path, tiny_llama):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_second_clone_reuses_the_results_cache(tmp_path, tiny_llama):
+    """Keys are content: another folder, a copied model and a fresh weights cache (so no
+    remembered digests) still find every result; device auto resolves to the same type."""
+    import shutil
+
+    first = tmp_path / "clone-1"
+    shutil.copytree(tiny_llama, first / "models" / "tiny")
+    manifest = tiny_manifest(first, Path("./models/tiny"))
+    manifest.write_text(manifest.read_text().replace("model: models/tiny",
+                                                     "model: ./models/tiny\n    device: cpu"))
+    assert "device: cpu" in manifest.read_text()
+    assert summary_counts(run_cli("build", manifest).stderr) == (1, 0, "tiny")
+    second = tmp_path / "elsewhere" / "clone-2"
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns("site"))
+    moved = second / "prompts.yaml"
+    moved.write_text(moved.read_text().replace("device: cpu", "device: auto"))
+    result = run_cli("build", moved, env={"LENSREPORT_CACHE": str(tmp_path / "fresh-cache")})
+    assert result.returncode == 0, result.stderr
+    assert summary_counts(result.stderr) == (0, 1, "none")
+    # Different weights are different content: one changed byte recomputes.
+    weights = next((second / "models" / "tiny").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert summary_counts(run_cli("build", moved).stderr)[0] == 1

@@ -7,6 +7,7 @@
  */
 (function () {
   'use strict';
+  if (window.lensreport && window.lensreport.mount) return;  // loaded once per page
   var PROB = 1e4, NATS = 1e3;
 
   function plotlyText(s) {
@@ -223,8 +224,8 @@
     return { x: ys.map(function (_, l) { return L ? l / L : 0; }), y: ys, answer: this.token(answer) };
   };
 
-  function drawComparison(figures) {
-    var el = document.querySelector('.comparison-chart');
+  function drawComparison(figures, scope) {
+    var el = (scope || document).querySelector('.comparison-chart');
     if (!el) return;
     var th = theme(), traces = [];
     figures.forEach(function (f) {
@@ -240,25 +241,40 @@
     }, { displaylogo: false });
   }
 
-  function init() {
+  var mounted = [];
+  /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
+  function mount(scope) {
     var figures = [];
-    document.querySelectorAll('section.figure').forEach(function (root) {
+    scope.querySelectorAll('section.figure').forEach(function (root) {
       var script = root.querySelector('script.figure-data');
-      if (!script) return;
+      if (!script || root.hasAttribute('data-mounted')) return;
+      root.setAttribute('data-mounted', '');
       var f = new Figure(root, JSON.parse(script.textContent));
       f.setupSelect();
       figures.push(f);
     });
     var all = figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });
-    drawComparison(figures);
-    Promise.all(all).then(function () { document.documentElement.setAttribute('data-figures-ready', String(figures.length)); });
-    if (window.matchMedia) {
-      window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', function () {
-        figures.forEach(function (f) { f.draw(); });
-        drawComparison(figures);
-      });
-    }
-    window.lensreport = { figures: figures, plotlyText: plotlyText };
+    drawComparison(figures, scope);
+    mounted.push({ figures: figures, scope: scope });
+    Array.prototype.push.apply(api.figures, figures);
+    return Promise.all(all).then(function () {
+      var target = scope === document ? document.documentElement : scope;
+      target.setAttribute('data-figures-ready', String(figures.length));
+    });
   }
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
+
+  var api = { figures: [], plotlyText: plotlyText, mount: mount };
+  window.lensreport = api;
+  if (window.matchMedia) {
+    window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', function () {
+      mounted.forEach(function (m) {
+        m.figures.forEach(function (f) { f.draw(); });
+        drawComparison(m.figures, m.scope);
+      });
+    });
+  }
+  if (!document.querySelector('[data-lensreport-notebook]')) {
+    if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', function () { mount(document); });
+    else mount(document);
+  }
 })();
