@@ -107,8 +107,10 @@ def test_example_notebook_runs_and_shows_the_figure(tmp_path, demo_site, page):
     assert len(html) == 2  # the fox figure, then the comparison
     assert html[0].count('<section class="figure"') == 1
     assert html[1].count('<section class="figure"') == 2
-    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "' dog'" in printed.splitlines()[1]  # the last layer's top-1 is " dog"
+    printed = "".join(o.get("text", "") for o in outputs
+                      if o.output_type == "stream" and o.get("name") == "stdout")
+    top1_line = next(line for line in printed.splitlines() if line.startswith("top-1"))
+    assert top1_line.endswith("' dog']"), top1_line  # the last layer's top-1 is " dog"
 
     saved = json.loads((tmp_path / "fox.json").read_text())
     built = json.loads((demo_site / "data" / "smollm2-135m" / "fox.json").read_text())
