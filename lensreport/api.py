@@ -50,7 +50,7 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     reference = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
     name = model_name or reference.rstrip("/").split("/")[-1] or "model"
     spec = ModelSpec(name=name, slug=slugify(name), reference=reference, revision=None,
-                     dtype="auto", device="auto", lens=LensSettings(lens, top_k),
+                     dtype="auto", device="auto", lens=LensSettings((lens,), top_k),
                      final_norm=None, unembedding=None, trust_remote_code=False, note=None,
                      line=0)
     prompt = PromptSpec(name=prompt_name, slug=slugify(prompt_name), text=text, target=target,
@@ -184,7 +184,7 @@ def notebook_html(results: list[LensResult]) -> str:
         document = result.document
         model = _spec_from_document(document, f"{number}")
         prompt = _prompt_from_document(document, f"{number}")
-        figures.append(Figure(model, prompt, document))
+        figures.append(Figure(model, prompt, ((model.lens.kind, document),)))
     container = f"lensreport-output-{next(_output_ids)}"
     include_plotly = not _plotly_sent
     html = env.get_template("notebook.html").render(
@@ -203,7 +203,7 @@ def _spec_from_document(document: dict[str, Any], suffix: str = "") -> ModelSpec
     return ModelSpec(name=name, slug=slugify(name) + (f"-{suffix}" if suffix else ""),
                      reference=model.get("reference") or name, revision=model.get("revision"),
                      dtype=model.get("dtype") or "auto", device=model.get("device") or "auto",
-                     lens=LensSettings(lens.get("kind", "logit"), int(lens.get("top_k", 5))),
+                     lens=LensSettings((lens.get("kind", "logit"),), int(lens.get("top_k", 5))),
                      final_norm=None, unembedding=None, trust_remote_code=False, note=None,
                      line=0)
 

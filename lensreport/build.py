@@ -23,18 +23,28 @@ from .results import ResultsCache, cache_key, restamp
 log = logging.getLogger("lensreport")
 
 
+DocumentKey = tuple[str, str, str]  # (model name, prompt name, lens kind)
+
+
 @dataclass(frozen=True)
 class Run:
+    """One (model, prompt, lens): one cached document and one figure (or lens of a figure)."""
+
     model: ModelSpec
     prompt: PromptSpec
+    lens: str
     resolved: model_refs.ResolvedModel
     key: str
+
+    @property
+    def names(self) -> DocumentKey:
+        return self.model.name, self.prompt.name, self.lens
 
 
 @dataclass
 class BuildSummary:
-    computed: list[tuple[str, str]] = field(default_factory=list)
-    cached: list[tuple[str, str]] = field(default_factory=list)
+    computed: list[DocumentKey] = field(default_factory=list)
+    cached: list[DocumentKey] = field(default_factory=list)
     loaded_models: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     site_dir: Path | None = None
@@ -53,22 +63,45 @@ def check_selection(manifest: Manifest, only_models: tuple[str, ...],
                                     + ", ".join(item.name for item in known))
 
 
+def tuned_identity(model: ModelSpec, resolved: model_refs.ResolvedModel,
+                   manifest: Manifest) -> str:
+    """The content of a model's tuned lens (fetched from the Hub once when it lives there)."""
+    from . import tuned
+
+    source = model.lens.tuned
+    if source is None:
+        if resolved.kind != "hub":
+            raise ManifestError(manifest.path, model.line,
+                                f"model '{model.name}'.lens.tuned: the tuned lens needs a "
+                                "source: set lens.tuned to a lens folder (e.g. one written by "
+                                "`lensreport train-lens`); published lenses are found by Hub "
+                                "model id")
+        source = tuned.TunedSource()
+    folder = tuned.fetch(source, model.reference)
+    return "|".join(model_refs.file_digest(folder / name)
+                    for name in (tuned.CONFIG_FILE, tuned.PARAMS_FILE))
+
+
 def plan(manifest: Manifest) -> list[Run]:
-    """One run per (model, prompt), each with the content key of what changes its numbers."""
+    """One run per (model, prompt, lens), each keyed by the content that sets its numbers."""
     runs = []
     for model in manifest.models:
         resolved = model_refs.resolve(model, manifest.path)
         device = model_refs.device_type(model.device)
+        lenses = {kind: tuned_identity(model, resolved, manifest) if kind == "tuned" else None
+                  for kind in model.lens.kinds}
         for prompt in manifest.prompts:
-            # Content, never places: weight digests or a Hub commit, the device type, the
-            # lens settings and the prompt. Library versions are recorded in the document
-            # (generator), not keyed: results.LENS_IMPLEMENTATION changes when numbers do.
-            key = cache_key({
-                "model": resolved.identity, "dtype": model.dtype, "device": device,
-                "lens_kind": model.lens.kind, "top_k": model.lens.top_k,
-                "final_norm": model.final_norm, "unembedding": model.unembedding,
-                "text": prompt.text, "target": prompt.target})
-            runs.append(Run(model, prompt, resolved, key))
+            for kind, lens_identity in lenses.items():
+                # Content, never places: weight digests or a Hub commit, the device type,
+                # the lens (and a tuned lens's files) and the prompt. Library versions are
+                # recorded in the document, not keyed: results.LENS_IMPLEMENTATION changes
+                # when the numbers do.
+                key = cache_key({
+                    "model": resolved.identity, "dtype": model.dtype, "device": device,
+                    "lens_kind": kind, "tuned": lens_identity, "top_k": model.lens.top_k,
+                    "final_norm": model.final_norm, "unembedding": model.unembedding,
+                    "text": prompt.text, "target": prompt.target})
+                runs.append(Run(model, prompt, kind, resolved, key))
     return runs
 
 
@@ -83,30 +116,31 @@ def _progress(items: Iterable[Any], description: str, total: int) -> Iterator[An
 
 
 def compute_results(manifest: Manifest, runs: list[Run], cache: ResultsCache, clean: bool,
-                    summary: BuildSummary) -> dict[tuple[str, str], dict[str, Any]]:
+                    summary: BuildSummary) -> dict[DocumentKey, dict[str, Any]]:
     """Every run's document: from the cache, or computed (one model load per model)."""
-    documents: dict[tuple[str, str], dict[str, Any]] = {}
+    documents: dict[DocumentKey, dict[str, Any]] = {}
     missing: dict[str, list[Run]] = {}
     for run in runs:
         document = None if clean else cache.get(run.key)
         if document is None:
             missing.setdefault(run.model.name, []).append(run)
         else:
-            documents[run.model.name, run.prompt.name] = document
-            summary.cached.append((run.model.name, run.prompt.name))
-    for model_name, model_runs in missing.items():
+            documents[run.names] = document
+            summary.cached.append(run.names)
+    for model_runs in missing.values():
         for run, document in _compute_model(manifest, model_runs, summary):
             cache.put(run.key, document)
-            documents[run.model.name, run.prompt.name] = document
-            summary.computed.append((run.model.name, run.prompt.name))
+            documents[run.names] = document
+            summary.computed.append(run.names)
     for run in runs:
-        restamp(documents[run.model.name, run.prompt.name], run.model.name, run.model.slug,
-                run.prompt.name, run.prompt.slug)
+        restamp(documents[run.names], run.model.name, run.model.slug, run.prompt.name,
+                run.prompt.slug)
     return documents
 
 
 def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
                    ) -> Iterator[tuple[Run, dict[str, Any]]]:
+    """Load the model once; one forward pass per prompt serves all its missing lenses."""
     from .engine import ModelSession
 
     spec = runs[0].model
@@ -118,23 +152,30 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
              time.perf_counter() - started, session.facts["architecture"],
              session.facts["num_layers"], session.facts["vocab_size"])
     try:
-        encoded = [session.prepare(run.prompt, manifest.path) for run in runs]
+        if any(run.lens == "tuned" for run in runs):
+            session.load_tuned_lens(manifest.path)  # a mismatched lens fails before any work
+        prompts: dict[str, list[Run]] = {}
+        for run in runs:
+            prompts.setdefault(run.prompt.name, []).append(run)
+        groups = list(prompts.values())
+        encoded = [session.prepare(group[0].prompt, manifest.path) for group in groups]
         batches = session.hidden_states(encoded)
-        for index, hidden, last_hidden in _progress(batches, f"lens {spec.name}", len(runs)):
-            run = runs[index]
-            yield run, session.run(run.prompt, encoded[index], run.key, hidden, last_hidden)
+        for index, hidden, last_hidden in _progress(batches, f"lens {spec.name}", len(groups)):
+            for run in groups[index]:
+                yield run, session.run(run.prompt, encoded[index], run.key, hidden, last_hidden,
+                                       run.lens)
     finally:
         session.close()
 
 
-def add_saved_results(manifest: Manifest, documents: dict[tuple[str, str], dict[str, Any]]
+def add_saved_results(manifest: Manifest, documents: dict[DocumentKey, dict[str, Any]]
                       ) -> Manifest:
     """Put the manifest's `results:` files (saved with run_lens, or by another build) on the
     site: their models and prompts join the manifest's, by name."""
     from dataclasses import replace
 
     from .api import _prompt_from_document, _spec_from_document, read_document
-    from .manifest import unique_slugs
+    from .manifest import LensSettings, unique_slugs
 
     models = {m.name: m for m in manifest.models}
     prompts = {p.name: p for p in manifest.prompts}
@@ -144,25 +185,31 @@ def add_saved_results(manifest: Manifest, documents: dict[tuple[str, str], dict[
         except LensReportError as exc:
             raise ManifestError(manifest.path, manifest.results_line, str(exc)) from None
         model, prompt = _spec_from_document(document), _prompt_from_document(document)
-        if (model.name, prompt.name) in documents:
+        names = (model.name, prompt.name, model.lens.kind)
+        if names in documents:
             raise ManifestError(manifest.path, manifest.results_line,
-                                f"{path}: model '{model.name}' on prompt '{prompt.name}' is "
-                                "already on the site; rename it, or drop one of the two")
+                                f"{path}: model '{model.name}' on prompt '{prompt.name}' "
+                                f"({model.lens.kind} lens) is already on the site; rename it, "
+                                "or drop one of the two")
         if prompt.name in prompts and prompts[prompt.name].text != prompt.text:
             raise ManifestError(manifest.path, manifest.results_line,
                                 f"{path}: prompt '{prompt.name}' has another text than the "
                                 "manifest's prompt of that name; rename one of them")
-        models.setdefault(model.name, model)
+        known = models.setdefault(model.name, model)
+        if model.lens.kind not in known.lens.kinds:
+            models[model.name] = replace(known, lens=LensSettings(
+                known.lens.kinds + (model.lens.kind,), known.lens.top_k, known.lens.tuned))
         prompts.setdefault(prompt.name, prompt)
-        documents[model.name, prompt.name] = document
+        documents[names] = document
     model_slugs = unique_slugs(list(models))
     prompt_slugs = unique_slugs(list(prompts))
     merged_models = tuple(replace(m, slug=slug) for m, slug in zip(models.values(), model_slugs))
     merged_prompts = tuple(replace(p, slug=slug)
                            for p, slug in zip(prompts.values(), prompt_slugs))
-    for (model_name, prompt_name), document in documents.items():
-        model = next(m for m in merged_models if m.name == model_name)
-        prompt = next(p for p in merged_prompts if p.name == prompt_name)
+    by_name = {m.name: m for m in merged_models}
+    prompt_by_name = {p.name: p for p in merged_prompts}
+    for (model_name, prompt_name, _), document in documents.items():
+        model, prompt = by_name[model_name], prompt_by_name[prompt_name]
         restamp(document, model.name, model.slug, prompt.name, prompt.slug)
     return replace(manifest, models=merged_models, prompts=merged_prompts)
 
@@ -207,12 +254,12 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         documents = compute_results(manifest, selected, cache, clean, summary)
         for run in runs:  # runs outside --only-*: shown if their results are cached
             if run not in selected and (document := cache.get(run.key)) is not None:
-                documents[run.model.name, run.prompt.name] = restamp(
-                    document, run.model.name, run.model.slug, run.prompt.name, run.prompt.slug)
+                documents[run.names] = restamp(document, run.model.name, run.model.slug,
+                                               run.prompt.name, run.prompt.slug)
         for run in runs:
-            for message in documents.get((run.model.name, run.prompt.name), {}).get(
-                    "warnings", []):
-                log.warning("%s", message)
+            if run.lens == run.model.lens.kind:  # a prompt's warnings once, not per lens
+                for message in documents.get(run.names, {}).get("warnings", []):
+                    log.warning("%s", message)
         manifest = add_saved_results(manifest, documents)
         summary.warnings = list(counter.messages)
         if strict and summary.warnings:

@@ -97,8 +97,8 @@ def _report(summary: Any) -> None:
     models = ", ".join(summary.loaded_models) or "none"
     log.info("built %s in %.1f s: %d run(s) computed, %d from the cache; models loaded: %s",
              summary.site_dir, summary.seconds, computed, cached, models)
-    for model, prompt in summary.computed:
-        log.debug("computed %s / %s", model, prompt)
+    for model, prompt, lens in summary.computed:
+        log.debug("computed %s / %s (%s lens)", model, prompt, lens)
     if summary.warnings:
         log.info("%d warning(s)", len(summary.warnings))
 

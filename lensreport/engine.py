@@ -60,6 +60,8 @@ class ModelSession:
     head: LensHead
     vocab: list[str]
     tokenizer_info: dict[str, Any]
+    translators: Any = None  # tuned.Translators, once load_tuned_lens has run
+    tuned_description: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, spec: ModelSpec, resolved: model_refs.ResolvedModel) -> "ModelSession":
@@ -174,20 +176,48 @@ class ModelSession:
             raise LensReportError(f"model '{name}', prompt(s) {_names(batch, encoded)}: out of "
                                   "memory; shorten the prompt") from exc
 
-    def run(self, prompt: PromptSpec, encoded: EncodedPrompt, key: str,
-            hidden: tuple[torch.Tensor, ...], last_hidden: torch.Tensor) -> dict[str, Any]:
-        """The lens on one prompt's hidden states, as a results document."""
+    def load_tuned_lens(self, manifest_path: Path) -> None:
+        """Read the model's tuned lens and check it fits, before any prompt runs."""
+        from . import tuned
+
         spec = self.loaded.spec
+        source = spec.lens.tuned or tuned.TunedSource()
+        folder = tuned.fetch(source, spec.reference)
+        config = tuned.read_config(folder)
+        facts = self.facts
+        try:
+            tuned.check_shape(config, facts["hidden_size"] or self.head.weight.shape[1],
+                              facts["num_layers"] or 0, f"model '{spec.name}'.lens.tuned")
+        except LensReportError as exc:
+            raise ManifestError(manifest_path, spec.line, str(exc)) from None
+        self.translators = tuned.Translators.load(folder, self.head.weight.device)
+        self.tuned_description = {"source": source.describe(spec.reference),
+                                  "base_model": config.get("base_model_name_or_path")}
+
+    def run(self, prompt: PromptSpec, encoded: EncodedPrompt, key: str,
+            hidden: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
+            kind: str | None = None) -> dict[str, Any]:
+        """One lens on one prompt's hidden states, as a results document."""
+        spec = self.loaded.spec
+        kind = kind or spec.lens.kind
         input_ids = torch.tensor(encoded.input_ids, device=self.loaded.device)
-        with torch.no_grad(), self._memory_errors([0], [encoded]):
-            inputs = lens_inputs(hidden, last_hidden, self.head, spec.lens.kind)
-            stats = run_lens(inputs, self.head, input_ids, spec.lens.top_k, encoded.target_id)
+        try:
+            with torch.no_grad(), self._memory_errors([0], [encoded]):
+                inputs = lens_inputs(hidden, last_hidden, self.head, kind,
+                                     self.translators)
+                stats = run_lens(inputs, self.head, input_ids, spec.lens.top_k,
+                                 encoded.target_id)
+        except LensReportError as exc:
+            raise LensReportError(f"model '{spec.name}', prompt '{prompt.name}', {kind} lens: "
+                                  f"{exc}") from None
+        lens = {"kind": kind, "top_k": spec.lens.top_k, **self.head.description}
+        if kind == "tuned":
+            lens["tuned"] = self.tuned_description
         document = make_document(
             key=key, model_facts=dict(self.facts), tokenizer=self.tokenizer_info,
             prompt={"name": prompt.name, "slug": prompt.slug, "text": prompt.text,
                     "target": prompt.target, "target_id": encoded.target_id,
                     "target_token": encoded.target_token},
-            lens={"kind": spec.lens.kind, "top_k": spec.lens.top_k, **self.head.description},
-            input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
+            lens=lens, input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         return document

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import LensReportError
 from .heads import LensHead
+
+if TYPE_CHECKING:
+    from .tuned import Translators
 
 # About 1 MB of float32 logits per tile on CPU (fits the cache); GPUs like bigger tiles.
 CPU_TILE_ELEMENTS = 256 * 1024
@@ -49,22 +53,28 @@ class LensStats:
 
 
 def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
-                head: LensHead, kind: str) -> torch.Tensor:
+                head: LensHead, kind: str, translators: Translators | None = None
+                ) -> torch.Tensor:
     """What the unembedding reads at each layer: (layers, T, d) for one sequence.
 
-    Layers < L get the final norm (``logit``) or not (``raw``); layer L is the backbone's
-    last hidden state, which the model's own head reads (already normalised).
+    Layers < L get the final norm (``logit``), nothing (``raw``), or a tuned lens's
+    translator then the final norm (``tuned``: ``final_norm(h + A h + b)``); layer L is the
+    backbone's last hidden state, which the model's own head reads (already normalised).
     """
     if kind == "raw" and hidden_states[0].shape[-1] != head.weight.shape[1]:
         raise LensReportError(f"the raw lens cannot read this model's hidden states (width "
                               f"{hidden_states[0].shape[-1]}) with its unembedding (width "
                               f"{head.weight.shape[1]}): its final norm projects them; use "
                               "lens: {kind: logit}")
+    if kind == "tuned" and translators is None:
+        raise LensReportError("the tuned lens needs its translators (lens.tuned)")
     rows = []
     device = head.weight.device  # a sharded model's layers may live on other devices
     with torch.no_grad():
-        for hidden in hidden_states[:-1]:
-            row = head.normalize(hidden) if kind == "logit" else hidden
+        for layer, hidden in enumerate(hidden_states[:-1]):
+            if kind == "tuned":
+                hidden = translators.apply(layer, hidden.to(translators.weights[layer].device))
+            row = hidden if kind == "raw" else head.normalize(hidden)
             rows.append(row.to(device))
         rows.append(last_hidden.to(device))
     return torch.stack(rows)
@@ -124,12 +134,26 @@ class _Running:
         self.top_ids = torch.zeros((rows, top_k), dtype=torch.int64, device=device)
 
 
-def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_k: int,
-             target_id: int | None = None, chunk: int | None = None,
-             block: int | None = None) -> LensStats:
-    """Statistics for one sequence. ``inputs`` is (layers, T, d) from :func:`lens_inputs`.
+@dataclass
+class RowStatistics:
+    """Per-row results of the streamed pass; a row is (position t, layer l) at t·layers + l."""
 
-    ``chunk`` (positions) and ``block`` (vocabulary entries) override the tile shape.
+    lse: torch.Tensor  # log-sum-exp of the row's logits
+    entropy: torch.Tensor  # nats
+    kl_to_final: torch.Tensor  # nats, KL(final || layer); 0 on the final layer
+    top_ids: torch.Tensor  # (rows, k)
+    top_values: torch.Tensor  # (rows, k) logits
+    next_token: "_TokenRank"
+    target: "_TokenRank | None"
+
+
+def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: int,
+           target_id: int | None = None, chunk: int | None = None, block: int | None = None
+           ) -> RowStatistics:
+    """The tiled pass over ``inputs`` (layers, T, d): every statistic, per row, in float32.
+
+    ``next_ids`` (T) are the tokens scored as "the next token" (the last is a placeholder
+    where there is none). Raises LensReportError naming the layer if logits are not finite.
     """
     layers, length, width = inputs.shape
     device = inputs.device
@@ -137,12 +161,10 @@ def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_
     top_k = min(top_k, vocab)
     auto_chunk, auto_block = tile_shape(layers, vocab, device)
     chunk, block = chunk or auto_chunk, block or auto_block
-    ids = input_ids.to(device)
-    next_ids = torch.cat([ids[1:], ids[-1:]])  # last position: placeholder, masked below
     # Positions-major rows: row (t, l) = layer l at position t, so a chunk of positions is a
     # contiguous run of rows with every layer (the final layer included, for KL).
     rows = inputs.transpose(0, 1).reshape(length * layers, width)
-    row_next = next_ids.repeat_interleave(layers)
+    row_next = next_ids.to(device).repeat_interleave(layers)
     state = _Running(length * layers, top_k, device)
     next_token = _TokenRank(rows, head, row_next)
     target = (_TokenRank(rows, head, torch.full_like(row_next, target_id))
@@ -160,7 +182,34 @@ def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_
                 for tracker in trackers:
                     tracker.update(span, logits, start)
                 _update(state, span, logits, start, layers)
-    return _finish(state, inputs, head, layers, length, next_token, target)
+    lse = state.max + torch.log(state.sum)
+    entropy = (torch.log(state.sum) - state.centred / state.sum).clamp_min(0)
+    final_lse = lse.view(length, layers)[:, -1:]
+    final_sum = state.sum.view(length, layers)[:, -1:]
+    kl = (state.kl.view(length, layers) / final_sum + lse.view(length, layers) - final_lse)
+    kl = kl.clamp_min(0)
+    kl[:, -1] = 0.0  # exactly zero for the final layer itself
+    finite = torch.isfinite(lse) & torch.isfinite(entropy)
+    if not bool(finite.all()):
+        layer = int((~finite).view(length, layers).any(0).nonzero()[0, 0])
+        raise LensReportError(f"layer {layer}: the logits are not finite (NaN or infinity: "
+                              "float16 overflow or broken weights?); try dtype: float32")
+    return RowStatistics(lse, entropy, kl.reshape(-1), state.top_ids, state.top_values,
+                         next_token, target)
+
+
+def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_k: int,
+             target_id: int | None = None, chunk: int | None = None,
+             block: int | None = None) -> LensStats:
+    """Statistics for one sequence. ``inputs`` is (layers, T, d) from :func:`lens_inputs`.
+
+    ``chunk`` (positions) and ``block`` (vocabulary entries) override the tile shape.
+    """
+    layers, length, _ = inputs.shape
+    ids = input_ids.to(inputs.device)
+    next_ids = torch.cat([ids[1:], ids[-1:]])  # last position: placeholder, masked below
+    rows = stream(inputs, head, next_ids, top_k, target_id, chunk, block)
+    return _finish(rows, inputs, head, layers, length)
 
 
 def _token_logits(rows: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -> torch.Tensor:
@@ -217,33 +266,27 @@ def _update(state: _Running, span: slice, logits: torch.Tensor, offset: int, lay
     state.kl[span] = (kl * final_rescale + difference).reshape(-1)
 
 
-def _finish(state: _Running, inputs: torch.Tensor, head: LensHead, layers: int, length: int,
-            next_token: _TokenRank, target: _TokenRank | None) -> LensStats:
+def _finish(rows: RowStatistics, inputs: torch.Tensor, head: LensHead, layers: int,
+            length: int) -> LensStats:
     def grid(values: torch.Tensor) -> torch.Tensor:
         """Rows (t, l) -> [layer, position, ...] on the CPU."""
         return values.reshape(length, layers, *values.shape[1:]).transpose(0, 1).cpu()
 
-    lse = state.max + torch.log(state.sum)
-    entropy = (torch.log(state.sum) - state.centred / state.sum).clamp_min(0)
-    final_lse = lse.view(length, layers)[:, -1:]
-    final_sum = state.sum.view(length, layers)[:, -1:]
-    kl = (state.kl.view(length, layers) / final_sum + lse.view(length, layers) - final_lse)
-    kl = kl.clamp_min(0)
-    kl[:, -1] = 0.0  # exactly zero for the final layer itself
-    top_probs = torch.exp(state.top_values - lse[:, None])
-    next_prob = grid(next_token.probability(lse))
-    next_rank = grid(next_token.rank())
+    lse = rows.lse
+    top_probs = torch.exp(rows.top_values - lse[:, None])
+    next_prob = grid(rows.next_token.probability(lse))
+    next_rank = grid(rows.next_token.rank())
     next_prob[:, -1] = float("nan")
     next_rank[:, -1] = 0
     target_prob = target_rank = None
-    if target is not None:
-        target_prob = grid(target.probability(lse)).numpy()
-        target_rank = grid(target.rank()).numpy()
-    topk_ids = grid(state.top_ids)
+    if rows.target is not None:
+        target_prob = grid(rows.target.probability(lse)).numpy()
+        target_rank = grid(rows.target.rank()).numpy()
+    topk_ids = grid(rows.top_ids)
     tracked_ids, tracked_probs = _tracked(inputs, head, topk_ids, grid(lse))
     return LensStats(
         topk_ids=topk_ids.numpy(), topk_probs=grid(top_probs).numpy(),
-        entropy=grid(entropy).numpy(), kl_to_final=kl.transpose(0, 1).cpu().numpy(),
+        entropy=grid(rows.entropy).numpy(), kl_to_final=grid(rows.kl_to_final).numpy(),
         next_token_prob=next_prob.numpy(), next_token_rank=next_rank.numpy(),
         target_prob=target_prob, target_rank=target_rank,
         tracked_ids=tracked_ids, tracked_probs=tracked_probs)

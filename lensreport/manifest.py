@@ -15,8 +15,9 @@ from typing import Any, Callable
 import yaml
 
 from .errors import ManifestError, ManifestErrors
+from .tuned import TunedSource
 
-LENS_KINDS = ("logit", "raw")
+LENS_KINDS = ("logit", "raw", "tuned")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_TOP_K = 20
@@ -92,10 +93,17 @@ def _load_yaml(path: Path, text: str) -> Any:
 
 @dataclass(frozen=True)
 class LensSettings:
-    """How the lens reads hidden states: ``logit`` applies the final norm, ``raw`` does not."""
+    """Which lenses read the hidden states: ``logit`` (final norm, then unembedding), ``raw``
+    (unembedding only), ``tuned`` (a learned translator per layer, then the final norm).
+    The first kind is the model's main figure; ``tuned`` is where a tuned lens comes from."""
 
-    kind: str = "logit"
+    kinds: tuple[str, ...] = ("logit",)
     top_k: int = 5
+    tuned: TunedSource | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.kinds[0]
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,8 @@ _TOP_KEYS = {"site": "site settings", "lens": "lens settings", "models": "list o
              "cache_dir": "results cache folder",
              "results": "saved results files (paths or globs), e.g. from run_lens"}
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
-_LENS_KEYS = {"kind": "", "top_k": ""}
+_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": ""}
+_TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
 _MODEL_KEYS = {"name": "", "model": "", "revision": "", "dtype": "", "device": "", "lens": "",
                "final_norm": "", "unembedding": "", "trust_remote_code": "", "note": ""}
 _PROMPT_KEYS = {"name": "", "text": "", "target": "", "note": ""}
@@ -253,11 +262,51 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
     mapping = checker.mapping(value, where, line, _LENS_KEYS)
     if mapping is None:
         return base
+    kinds = base.kinds
+    if "kind" in mapping and "kinds" in mapping:
+        checker.error(checker.line_of(mapping, "kinds"),
+                      f"{where}: give either kind or kinds, not both")
     kind = checker.get(mapping, "kind", where, lambda v: v in LENS_KINDS,
-                       f"one of {', '.join(LENS_KINDS)}", base.kind)
+                       f"one of {', '.join(LENS_KINDS)}")
+    if kind is not None:
+        kinds = (kind,)
+    listed = checker.get(mapping, "kinds", where,
+                         lambda v: isinstance(v, list) and len(v) > 0
+                         and all(k in LENS_KINDS for k in v) and len(set(v)) == len(v),
+                         f"a list of distinct lens kinds from {', '.join(LENS_KINDS)}")
+    if listed is not None:
+        kinds = tuple(listed)
     top_k = checker.get(mapping, "top_k", where, lambda v: _is_int(v) and 1 <= v <= MAX_TOP_K,
                         f"an integer from 1 to {MAX_TOP_K}", base.top_k)
-    return LensSettings(kind=kind, top_k=top_k)
+    tuned = base.tuned
+    if mapping.get("tuned") is not None:
+        tuned = _tuned(checker, mapping["tuned"], f"{where}.tuned",
+                       checker.line_of(mapping, "tuned"))
+    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned)
+
+
+def _tuned(checker: _Checker, value: Any, where: str, line: int) -> TunedSource | None:
+    """A folder path, or {repo, type, revision, path} on the Hugging Face Hub."""
+    if isinstance(value, str) and value.strip():
+        folder = (checker.path.parent / value).resolve()
+        if not folder.is_dir():
+            checker.error(line, f"{where}: folder {value!r} does not exist (a tuned lens folder "
+                                "holds config.json and params.pt; relative paths start at the "
+                                "manifest's folder)")
+            return None
+        return TunedSource(folder=folder)
+    mapping = checker.mapping(value, where, line, _TUNED_KEYS)
+    if mapping is None:
+        return None
+    if mapping.get("folder") is not None:
+        return _tuned(checker, mapping["folder"], where, checker.line_of(mapping, "folder"))
+    text = "a text"
+    return TunedSource(
+        repo=checker.get(mapping, "repo", where, _is_nonempty_text, text, TunedSource.repo),
+        repo_type=checker.get(mapping, "type", where, lambda v: v in ("model", "space", "dataset"),
+                              "model, space or dataset", TunedSource.repo_type),
+        revision=checker.get(mapping, "revision", where, _is_nonempty_text, text),
+        path=checker.get(mapping, "path", where, _is_nonempty_text, "a folder in the repo"))
 
 
 def _site(checker: _Checker, value: Any, line: int) -> SiteSettings:

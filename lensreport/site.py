@@ -72,19 +72,32 @@ def environment(theme_dir: Path | None) -> jinja2.Environment:
 
 @dataclass(frozen=True)
 class Figure:
-    """One (model, prompt) figure and where its files live, relative to the site root."""
+    """One (model, prompt) figure: a document per lens (the model's first lens first)."""
 
     model: Any
     prompt: Any
-    document: dict[str, Any]
+    lenses: tuple[tuple[str, dict[str, Any]], ...]  # (lens kind, document)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return self.lenses[0][1]
+
+    @property
+    def lens_kinds(self) -> list[str]:
+        return [kind for kind, _ in self.lenses]
 
     @property
     def id(self) -> str:
         return f"fig-{self.model.slug}--{self.prompt.slug}"
 
+    def data_path_for(self, kind: str) -> str:
+        """data/<model>/<prompt>.json for the first lens, <prompt>.<lens>.json for others."""
+        suffix = "" if kind == self.lenses[0][0] else f".{kind}"
+        return f"data/{self.model.slug}/{self.prompt.slug}{suffix}.json"
+
     @property
     def data_path(self) -> str:
-        return f"data/{self.model.slug}/{self.prompt.slug}.json"
+        return self.data_path_for(self.lenses[0][0])
 
     @property
     def embed_path(self) -> str:
@@ -95,16 +108,35 @@ class Figure:
         return summary(self.document)
 
     def payload(self, with_tracks: bool = True) -> dict[str, Any]:
-        return payload(self.document, self.id, with_tracks)
+        """The first lens's payload; the other lenses' ride along as ``variants``."""
+        main = payload(self.document, self.id, with_tracks)
+        if len(self.lenses) > 1:
+            main["variants"] = [payload(document, self.id, with_tracks)
+                                for _, document in self.lenses[1:]]
+        return main
 
     def embed_snippet(self, site_url: str | None) -> str:
         base = site_url.rstrip("/") + "/" if site_url else "https://YOUR-SITE/"
         layers = len(self.document["layers"])
         height = min(900, 140 + 22 * layers)
-        return (f'<iframe src="{base}{self.embed_path}" width="100%" height="{height}" '
-                f'style="border:0" loading="lazy" '
+        return (f'<iframe src="{escape(base + self.embed_path)}" width="100%" '
+                f'height="{height}" style="border:0" loading="lazy" '
                 f'title="Logit lens: {escape(self.model.name)} on {escape(self.prompt.name)}">'
                 f'</iframe>')
+
+
+def make_figures(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str, Any]]
+                 ) -> dict[tuple[str, str], Figure]:
+    """Figures for every (model, prompt) with at least one document, lenses in model order."""
+    figures = {}
+    for model in manifest.models:
+        for prompt in manifest.prompts:
+            lenses = tuple((kind, documents[model.name, prompt.name, kind])
+                           for kind in model.lens.kinds
+                           if (model.name, prompt.name, kind) in documents)
+            if lenses:
+                figures[model.name, prompt.name] = Figure(model, prompt, lenses)
+    return figures
 
 
 def _write(path: Path, text: str) -> None:
@@ -112,13 +144,11 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def render_site(manifest: Manifest, documents: dict[tuple[str, str], dict[str, Any]],
+def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str, Any]],
                 out: Path, live_reload: bool = False) -> None:
     """Write every page, data file and asset under ``out`` (an empty folder)."""
     env = environment(manifest.site.theme_dir)
-    figures = {(m.name, p.name): Figure(m, p, documents[m.name, p.name])
-               for m in manifest.models for p in manifest.prompts
-               if (m.name, p.name) in documents}
+    figures = make_figures(manifest, documents)
     models = [m for m in manifest.models if any(k[0] == m.name for k in figures)]
     prompts = [p for p in manifest.prompts if any(k[1] == p.name for k in figures)]
     common = {"site": manifest.site, "models": models, "prompts": prompts, "figures": figures,
@@ -141,7 +171,8 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str], dict[str, A
              facts=row[0].document["model"] if row else {})
     for figure in figures.values():
         page("embed.html", figure.embed_path, figure=figure)
-        _write(out / figure.data_path, dumps(figure.document))
+        for kind, document in figure.lenses:
+            _write(out / figure.data_path_for(kind), dumps(document))
     _copy_assets(manifest.site.theme_dir, out / "assets")
     (out / ".nojekyll").write_bytes(b"")
 

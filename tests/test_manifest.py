@@ -63,7 +63,7 @@ def test_the_issue_example_shape_parses(tmp_path):
     (GOOD + "extra: 1\n", 12, "unknown key 'extra'"),
     (GOOD.replace("top_k: 5", "top_k: 500"), 4, "lens.top_k: expected an integer from 1 to 20"),
     (GOOD.replace("top_k: 5", "top_k: five"), 4, "expected an integer"),
-    (GOOD.replace("top_k: 5", "kind: tuned"), 4, "lens.kind: expected one of logit, raw"),
+    (GOOD.replace("top_k: 5", "kind: tunde"), 4, "lens.kind: expected one of logit, raw, tuned"),
     (GOOD.replace("  title: T", "  titel: T"), 2, "unknown key 'titel' (did you mean 'title'?)"),
     (GOOD.replace("    model: org/model-a", "    model: org/model-a\n    dtype: float8"), 8,
      "dtype: expected one of auto, float32, bfloat16, float16"),
@@ -83,7 +83,7 @@ def test_the_issue_example_shape_parses(tmp_path):
     (GOOD.replace("  - name: fox\n", "  - name: fox\n    colour: red\n"), 10,
      "unknown key 'colour'"),
     (GOOD.replace("    model: org/model-a", "    model: org/model-a\n    lens: {kind: wrong}"), 8,
-     "lens.kind: expected one of logit, raw"),
+     "lens.kind: expected one of logit, raw, tuned"),
     (GOOD.replace("  title: T", "  title: T\n  site_url: ftp://x"), 3, "an http(s) URL"),
 ])
 def test_errors_name_file_and_line(tmp_path, body, line, fragment):

@@ -32,6 +32,7 @@
 
   function Figure(root, data) {
     this.root = root; this.d = data;
+    this.variants = [data].concat(data.variants || []);  // one per lens, same shape
     this.L = data.layers; this.T = data.length; this.k = data.k;
   }
   Figure.prototype.at = function (array, layer, pos, scale) {
@@ -121,7 +122,7 @@
       text: this.cellText(), texttemplate: '%{text}', textfont: { size: 10 },
       customdata: this.hover(), hovertemplate: '%{customdata}<extra></extra>',
       colorscale: this.metric.colorscale, zmin: this.metric.zmin, zmax: this.metric.zmax,
-      colorbar: { title: { text: this.metric.label, side: 'right' }, thickness: 12 }, xgap: 1, ygap: 1
+      colorbar: { title: { text: plotlyText(this.metric.label), side: 'right' }, thickness: 12 }, xgap: 1, ygap: 1
     };
     var layout = {
       width: width, height: height, margin: { l: 60, r: 20, t: 10, b: 90 },
@@ -150,8 +151,22 @@
       Plotly.restyle(self.root.querySelector('.heatmap'), {
         z: [self.matrix(self.metric)], colorscale: [self.metric.colorscale],
         zmin: [self.metric.zmin], zmax: [self.metric.zmax === undefined ? null : self.metric.zmax],
-        zauto: [self.metric.zmax === undefined], 'colorbar.title.text': [self.metric.label]
+        zauto: [self.metric.zmax === undefined], 'colorbar.title.text': [plotlyText(self.metric.label)]
       });
+    });
+  };
+  /* The lens switch: same tokens and layers, another lens's numbers. */
+  Figure.prototype.setupLens = function () {
+    var select = this.root.querySelector('.lens-select'), self = this;
+    if (!select) return;
+    select.addEventListener('change', function () {
+      var key = self.metric && self.metric.key;
+      self.d = self.variants[Number(select.value)];
+      self.metricList = self.metrics();
+      self.metric = self.metricList.filter(function (m) { return m.key === key; })[0] || self.metricList[0];
+      var el = self.root.querySelector('.trajectory');
+      if (el && self.trajectoryDrawn) { Plotly.purge(el); self.trajectoryDrawn = false; self.tracks = []; }
+      self.draw().then(function () { self.defaultTrajectory(); });
     });
   };
   /* Token trajectories: probability of one token at one position, layer by layer. */
@@ -216,12 +231,16 @@
       if (track) this.addTrajectory(last, answer, track);
     }
   };
-  Figure.prototype.answerCurve = function () {
-    var last = this.T - 1, answer = this.topk(this.L - 1, last)[0].id;
-    var ys = this.track(last, answer);
-    if (!ys) return null;
-    var L = this.L - 1;
-    return { x: ys.map(function (_, l) { return L ? l / L : 0; }), y: ys, answer: this.token(answer) };
+  /* Probability of the model's final answer at the last position, per lens. */
+  Figure.prototype.answerCurves = function () {
+    var self = this, current = this.d, curves = [];
+    this.variants.forEach(function (variant) {
+      self.d = variant;
+      var last = self.T - 1, answer = self.topk(self.L - 1, last)[0].id, ys = self.track(last, answer), L = self.L - 1;
+      if (ys) curves.push({ x: ys.map(function (_, l) { return L ? l / L : 0; }), y: ys, answer: self.token(answer), lens: variant.lens_kind });
+    });
+    this.d = current;
+    return curves;
   };
 
   function drawComparison(figures, scope) {
@@ -229,10 +248,12 @@
     if (!el) return;
     var th = theme(), traces = [];
     figures.forEach(function (f) {
-      var c = f.answerCurve();
-      if (c) traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y,
-        name: plotlyText(f.d.model) + ': ' + plotlyText(JSON.stringify(c.answer)),
-        hovertemplate: 'depth %{x:.2f}: %{y:.2%}<extra>%{fullData.name}</extra>' });
+      f.answerCurves().forEach(function (c) {
+        traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y,
+          line: { dash: c.lens === 'logit' ? 'solid' : c.lens === 'tuned' ? 'dash' : 'dot' },
+          name: plotlyText(f.d.model) + (f.variants.length > 1 ? ' (' + plotlyText(c.lens) + ' lens)' : '') + ': ' + plotlyText(JSON.stringify(c.answer)),
+          hovertemplate: 'depth %{x:.2f}: %{y:.2%}<extra>%{fullData.name}</extra>' });
+      });
     });
     Plotly.react(el, traces, {
       height: 300, margin: { l: 50, r: 10, t: 10, b: 40 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
@@ -251,6 +272,7 @@
       root.setAttribute('data-mounted', '');
       var f = new Figure(root, JSON.parse(script.textContent));
       f.setupSelect();
+      f.setupLens();
       figures.push(f);
     });
     var all = figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });

@@ -1,0 +1,150 @@
+"""The tuned lens, checked against the tuned-lens library (installed without its dependencies):
+its artifact format both ways, and its per-cell numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import run_cli, write_manifest
+
+TEXT = "The quick brown fox jumps over the lazy"
+
+
+def library_lens(model, seed: int = 1):
+    """A tuned-lens TunedLens with random (not zero) translators, as the library builds it."""
+    from tuned_lens.nn.lenses import TunedLens
+
+    lens = TunedLens.from_model(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for translator in lens:
+            translator.weight.copy_(torch.randn(translator.weight.shape, generator=generator) * 0.2)
+            translator.bias.copy_(torch.randn(translator.bias.shape, generator=generator) * 0.5)
+    return lens
+
+
+@pytest.fixture
+def tuned_site(tmp_path, tiny_models, weights_cache):
+    folder = tiny_models("llama", "sentencepiece")
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    lens = library_lens(model)
+    lens.save(tmp_path / "lens")
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - name: tiny
+            model: {folder}
+            lens: {{kinds: [logit, tuned], tuned: ./lens}}
+        prompts:
+          - {{name: fox, text: "{TEXT}", target: " dog"}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "site", model, lens
+
+
+def test_library_lens_gives_the_same_numbers(tuned_site):
+    site, model, lens = tuned_site
+    document = json.loads((site / "data" / "tiny" / "fox.tuned.json").read_text())
+    logit = json.loads((site / "data" / "tiny" / "fox.json").read_text())
+    assert document["lens"]["kind"] == "tuned" and logit["lens"]["kind"] == "logit"
+    ids = torch.tensor([document["input_ids"]])
+    with torch.no_grad():
+        output = model(input_ids=ids, output_hidden_states=True)
+        final = torch.log_softmax(output.logits[0].double(), -1)
+        rows = [lens(h[0], i) for i, h in enumerate(output.hidden_states[:-1])]
+        rows.append(output.logits[0])
+    for layer, logits in enumerate(rows):
+        logp = torch.log_softmax(logits.double(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        kl = (final.exp() * (final - logp)).sum(-1)
+        for t in range(ids.shape[1]):
+            assert document["topk_ids"][layer][t][0] == int(logp[t].argmax())
+            assert document["entropy"][layer][t] == pytest.approx(float(entropy[t]), abs=2e-4)
+            assert document["kl_to_final"][layer][t] == pytest.approx(float(kl[t]), abs=2e-3)
+    # The translators matter (else this test could not fail), and the last row is shared.
+    assert document["entropy"][0] != logit["entropy"][0]
+    assert document["topk_ids"][-1] == logit["topk_ids"][-1]
+
+
+@pytest.mark.browser
+def test_the_lens_switch_redraws_the_figure(tuned_site, page):
+    site, _, _ = tuned_site
+    for path in ("prompts/fox/index.html", "embed/tiny/fox.html"):
+        page.goto((site / path).as_uri())
+        page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+        options = page.locator(".lens-select option").all_inner_texts()
+        assert options == ["logit lens", "tuned lens"], path
+        before = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
+        page.select_option(".lens-select", "1")
+        page.wait_for_function("z => JSON.stringify(document.querySelector('.heatmap').data[0].z)"
+                               " !== JSON.stringify(z)", arg=before, timeout=10_000)
+        tuned = json.loads((site / "data" / "tiny" / "fox.tuned.json").read_text())
+        z = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
+        assert z[0][0] == pytest.approx(tuned["entropy"][0][0], abs=1e-3)
+        assert page.errors == []
+    page.goto((site / "prompts" / "fox" / "index.html").as_uri())
+    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+    names = page.evaluate("() => document.querySelector('.comparison-chart').data.map(t => t.name)")
+    assert any("(tuned lens)" in n for n in names) and any("(logit lens)" in n for n in names)
+    assert "logit · tuned" in (site / "index.html").read_text()
+
+
+def test_a_lens_for_another_model_is_a_manifest_error(tmp_path, tiny_models, weights_cache):
+    import tiny
+    from transformers import AutoConfig
+
+    llama = AutoModelForCausalLM.from_pretrained(tiny_models("llama", "sentencepiece"))
+    library_lens(llama).save(tmp_path / "lens")
+    tokenizer = tiny.byte_level_tokenizer()
+    config = AutoConfig.for_model("gpt2", n_embd=48, n_layer=2, n_head=4,
+                                  vocab_size=len(tokenizer))
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "other")
+    tokenizer.save_pretrained(tmp_path / "other")
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - name: other
+            model: ./other
+            lens: {{kinds: [logit, tuned], tuned: ./lens}}
+        prompts:
+          - {{name: fox, text: "{TEXT}"}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 2
+    assert f"{manifest}:2: model 'other'.lens.tuned: the tuned lens is for" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_old_config_keys_are_tolerated(tmp_path, tiny_models, weights_cache):
+    from lensreport import tuned
+
+    llama = AutoModelForCausalLM.from_pretrained(tiny_models("llama", "sentencepiece"))
+    library_lens(llama).save(tmp_path / "lens")
+    config = json.loads((tmp_path / "lens" / "config.json").read_text())
+    config["unemebd_hash"] = config.pop("unembed_hash")
+    config["some_future_key"] = 1
+    (tmp_path / "lens" / "config.json").write_text(json.dumps(config))
+    read = tuned.read_config(tmp_path / "lens")
+    assert read["unembed_hash"] == config["unemebd_hash"] and "some_future_key" not in read
+    translators = tuned.Translators.load(tmp_path / "lens")
+    assert len(translators.weights) == llama.config.num_hidden_layers
+
+
+def test_hub_lens_offline_is_one_clear_line(tmp_path, weights_cache):
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - name: hubby
+            model: EleutherAI/pythia-70m
+            lens: {{kinds: [logit, tuned]}}
+        prompts:
+          - {{name: fox, text: "{TEXT}"}}
+    """)
+    result = run_cli("build", manifest, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no tuned lens for 'EleutherAI/pythia-70m' at space "
+                           "AlignmentResearch/tuned-lens, lens/EleutherAI/pythia-70m"), line
