@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from . import models as model_refs
 from .errors import LensReportError, ManifestError
-from .manifest import Manifest, ModelSpec, PromptSpec
+from .manifest import CorpusSpec, Manifest, ModelSpec, PromptSpec
 from .results import ResultsCache, cache_key, restamp
 
 log = logging.getLogger("lensreport")
@@ -39,6 +39,21 @@ class Run:
     @property
     def names(self) -> DocumentKey:
         return self.model.name, self.prompt.name, self.lens
+
+
+@dataclass(frozen=True)
+class CorpusRun:
+    """One (corpus, model, lens): one cached curves document."""
+
+    corpus: CorpusSpec
+    model: ModelSpec
+    lens: str
+    resolved: model_refs.ResolvedModel
+    key: str
+
+    @property
+    def names(self) -> DocumentKey:
+        return self.corpus.name, self.model.name, self.lens
 
 
 @dataclass
@@ -77,19 +92,43 @@ def tuned_identity(model: ModelSpec, resolved: model_refs.ResolvedModel,
                                 "`lensreport train-lens`); published lenses are found by Hub "
                                 "model id")
         source = tuned.TunedSource()
-    folder = tuned.fetch(source, model.reference)
+    try:
+        folder = tuned.fetch(source, model.reference)
+    except LensReportError as exc:
+        if source.folder is None:
+            raise
+        raise ManifestError(manifest.path, model.line, f"model '{model.name}'.lens.tuned: "
+                            f"{exc} — train one with `lensreport train-lens {manifest.path.name}"
+                            f" --model {model.name} --corpus FILE`") from None
     return "|".join(model_refs.file_digest(folder / name)
                     for name in (tuned.CONFIG_FILE, tuned.PARAMS_FILE))
 
 
 def plan(manifest: Manifest) -> list[Run]:
     """One run per (model, prompt, lens), each keyed by the content that sets its numbers."""
-    runs = []
+    return plan_all(manifest)[0]
+
+
+def plan_all(manifest: Manifest) -> tuple[list[Run], list[CorpusRun]]:
+    """Prompt runs and corpus runs, each keyed by the content that sets its numbers."""
+    from .corpus import digest
+
+    runs, corpus_runs = [], []
+    corpus_digests = {corpus.name: digest(corpus.source) for corpus in manifest.corpora}
     for model in manifest.models:
         resolved = model_refs.resolve(model, manifest.path)
         device = model_refs.device_type(model.device)
         lenses = {kind: tuned_identity(model, resolved, manifest) if kind == "tuned" else None
                   for kind in model.lens.kinds}
+        for corpus in manifest.corpora:
+            for kind, lens_identity in lenses.items():
+                key = cache_key({
+                    "model": resolved.identity, "dtype": model.dtype, "device": device,
+                    "lens_kind": kind, "tuned": lens_identity,
+                    "final_norm": model.final_norm, "unembedding": model.unembedding,
+                    "corpus": corpus_digests[corpus.name], "max_tokens": corpus.max_tokens,
+                    "context": corpus.context})
+                corpus_runs.append(CorpusRun(corpus, model, kind, resolved, key))
         for prompt in manifest.prompts:
             for kind, lens_identity in lenses.items():
                 # Content, never places: weight digests or a Hub commit, the device type,
@@ -102,7 +141,7 @@ def plan(manifest: Manifest) -> list[Run]:
                     "final_norm": model.final_norm, "unembedding": model.unembedding,
                     "text": prompt.text, "target": prompt.target})
                 runs.append(Run(model, prompt, kind, resolved, key))
-    return runs
+    return runs, corpus_runs
 
 
 def _progress(items: Iterable[Any], description: str, total: int) -> Iterator[Any]:
@@ -115,11 +154,15 @@ def _progress(items: Iterable[Any], description: str, total: int) -> Iterator[An
         yield from items
 
 
-def compute_results(manifest: Manifest, runs: list[Run], cache: ResultsCache, clean: bool,
+AnyRun = Run | CorpusRun
+
+
+def compute_results(manifest: Manifest, runs: list[AnyRun], cache: ResultsCache, clean: bool,
                     summary: BuildSummary) -> dict[DocumentKey, dict[str, Any]]:
-    """Every run's document: from the cache, or computed (one model load per model)."""
+    """Every run's document (prompt and corpus runs alike): from the cache, or computed with
+    one model load per model."""
     documents: dict[DocumentKey, dict[str, Any]] = {}
-    missing: dict[str, list[Run]] = {}
+    missing: dict[str, list[AnyRun]] = {}
     for run in runs:
         document = None if clean else cache.get(run.key)
         if document is None:
@@ -127,20 +170,32 @@ def compute_results(manifest: Manifest, runs: list[Run], cache: ResultsCache, cl
         else:
             documents[run.names] = document
             summary.cached.append(run.names)
+    # Prompts too long, targets not in a vocabulary: found with the tokenizers alone, before
+    # any weights load.
+    model_refs.check_prompts(manifest, [(group[0].model, group[0].resolved)
+                                        for group in missing.values()])
     for model_runs in missing.values():
         for run, document in _compute_model(manifest, model_runs, summary):
             cache.put(run.key, document)
             documents[run.names] = document
             summary.computed.append(run.names)
     for run in runs:
-        restamp(documents[run.names], run.model.name, run.model.slug, run.prompt.name,
-                run.prompt.slug)
+        _restamp(run, documents[run.names])
     return documents
 
 
-def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
-                   ) -> Iterator[tuple[Run, dict[str, Any]]]:
-    """Load the model once; one forward pass per prompt serves all its missing lenses."""
+def _restamp(run: AnyRun, document: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(run, CorpusRun):
+        document["model"]["name"], document["model"]["slug"] = run.model.name, run.model.slug
+        document["corpus"]["name"], document["corpus"]["slug"] = run.corpus.name, run.corpus.slug
+        return document
+    return restamp(document, run.model.name, run.model.slug, run.prompt.name, run.prompt.slug)
+
+
+def _compute_model(manifest: Manifest, runs: list[AnyRun], summary: BuildSummary
+                   ) -> Iterator[tuple[AnyRun, dict[str, Any]]]:
+    """Load the model once; one forward pass per prompt or corpus window serves all its
+    missing lenses."""
     from .engine import ModelSession
 
     spec = runs[0].model
@@ -155,8 +210,12 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
         if any(run.lens == "tuned" for run in runs):
             session.load_tuned_lens(manifest.path)  # a mismatched lens fails before any work
         prompts: dict[str, list[Run]] = {}
+        corpora: dict[str, list[CorpusRun]] = {}
         for run in runs:
-            prompts.setdefault(run.prompt.name, []).append(run)
+            if isinstance(run, CorpusRun):
+                corpora.setdefault(run.corpus.name, []).append(run)
+            else:
+                prompts.setdefault(run.prompt.name, []).append(run)
         groups = list(prompts.values())
         encoded = [session.prepare(group[0].prompt, manifest.path) for group in groups]
         batches = session.hidden_states(encoded)
@@ -164,6 +223,8 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
             for run in groups[index]:
                 yield run, session.run(run.prompt, encoded[index], run.key, hidden, last_hidden,
                                        run.lens)
+        for corpus_runs in corpora.values():
+            yield from session.run_corpus(corpus_runs)
     finally:
         session.close()
 
@@ -247,11 +308,20 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
     try:
         check_selection(manifest, only_models, only_prompts)
         cache = ResultsCache(default_cache_dir(manifest))
-        runs = plan(manifest)
+        runs, corpus_runs = plan_all(manifest)
         selected = [run for run in runs
                     if (not only_models or run.model.name in only_models)
                     and (not only_prompts or run.prompt.name in only_prompts)]
-        documents = compute_results(manifest, selected, cache, clean, summary)
+        selected_corpora = [run for run in corpus_runs
+                            if (not only_models or run.model.name in only_models)
+                            and not only_prompts]
+        computed = compute_results(manifest, [*selected, *selected_corpora], cache, clean,
+                                   summary)
+        corpus_documents = {run.names: computed.pop(run.names) for run in selected_corpora}
+        for run in corpus_runs:  # outside --only-*: shown if cached
+            if run not in selected_corpora and (document := cache.get(run.key)) is not None:
+                corpus_documents[run.names] = _restamp(run, document)
+        documents = computed
         for run in runs:  # runs outside --only-*: shown if their results are cached
             if run not in selected and (document := cache.get(run.key)) is not None:
                 documents[run.names] = restamp(document, run.model.name, run.model.slug,
@@ -268,7 +338,8 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         remove_stale_staging(site_dir)
         staging = staging_folder(site_dir)
         try:
-            render_site(manifest, documents, staging, live_reload=live_reload)
+            render_site(manifest, documents, staging, live_reload=live_reload,
+                        corpus_documents=corpus_documents)
             publish(staging, site_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -160,13 +160,18 @@ def validate(manifest: str, quiet: bool, verbose: bool, debug: bool) -> None:
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .build import plan
+        from . import models as model_refs
+        from .build import plan_all
 
         loaded = _load(manifest)
-        runs = plan(loaded)
+        runs, corpus_runs = plan_all(loaded)
+        resolved = {run.model.name: run.resolved for run in [*runs, *corpus_runs]}
         for model in loaded.models:
-            resolved = next(r.resolved for r in runs if r.model.name == model.name)
-            log.info("model %s: %s (%s)", model.name, model.reference, resolved.kind)
+            if model.name in resolved:
+                log.info("model %s: %s (%s)", model.name, model.reference,
+                         resolved[model.name].kind)
+        model_refs.check_prompts(loaded, [(m, resolved[m.name]) for m in loaded.models
+                                          if m.name in resolved], warn_unreachable=True)
         log.info("%s is valid: %d model(s) × %d prompt(s)", manifest, len(loaded.models),
                  len(loaded.prompts))
 
@@ -224,17 +229,85 @@ def gh_deploy(manifest: str, remote: str, branch: str, message: str | None, no_p
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .build import run_build
-        from .deploy import deploy
+        from .build import default_site_dir, run_build
+        from .deploy import check_repository, deploy
 
         loaded = _load(manifest)
-        summary = run_build(loaded, site_dir, clean=clean, strict=strict,
+        # Paths first (relative to where the command runs), git and the remote next: a
+        # missing remote must not cost a whole build.
+        target = (site_dir or default_site_dir(loaded)).resolve()
+        top = check_repository(loaded.root, remote, push=not no_push)
+        summary = run_build(loaded, target, clean=clean, strict=strict,
                             only_models=only_models, only_prompts=only_prompts)
         _report(summary)
-        deploy(summary.site_dir, loaded.root, remote=remote, branch=branch, message=message,
-               push=not no_push)
+        deploy(target, top, remote=remote, branch=branch, message=message, push=not no_push)
 
     _run(debug, action)
+
+
+@main.command("train-lens")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--model", "model_name", required=True, help="The manifest's model to train for.")
+@click.option("--corpus", required=True,
+              help="A .txt file (documents separated by blank lines), a .jsonl file with a "
+                   "'text' field, or a Hugging Face datasets id (when online).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Lens folder to write (default: lenses/MODEL next to the manifest).")
+@click.option("--tokens", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Training budget in tokens.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--context", type=click.IntRange(2), default=256, show_default=True,
+              help="Window length in tokens.")
+@click.option("--tokens-per-step", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--lr-scale", type=float, default=1.0, show_default=True,
+              help="Learning rate = lr-scale × (1 - momentum).")
+@click.option("--held-out", "held_out", type=click.IntRange(0), default=1024,
+              show_default=True, help="Tokens at the corpus's start kept out of training "
+                                      "and measured before and after.")
+@_common
+def train_lens(manifest: str, model_name: str, corpus: str, out: Path | None, tokens: int,
+               seed: int, context: int, tokens_per_step: int, lr_scale: float, held_out: int,
+               quiet: bool, verbose: bool, debug: bool) -> None:
+    """Train a tuned lens for one of the manifest's models (tuned-lens format).
+
+    Zero-initialised translators, KL(final || lens) summed over layers, SGD with Nesterov
+    momentum, linear decay over the token budget. Checkpoints in the output folder; run the
+    same command again to resume. Then set `lens: {kinds: [logit, tuned], tuned: FOLDER}`.
+
+    \b
+    Example:
+      lensreport train-lens prompts.yaml --model smollm2 --corpus corpus.txt --tokens 10000
+    """
+    _setup_logging(quiet, verbose)
+
+    def action() -> None:
+        from .corpus import CorpusSource
+        from .train import TrainSettings, train_lens as train
+
+        loaded = _load(manifest)
+        path = Path(corpus)
+        source = (CorpusSource(path=path) if path.exists() or path.suffix in (".txt", ".jsonl")
+                  else CorpusSource(dataset=corpus))
+        folder = out or loaded.root / "lenses" / model_name
+        settings = TrainSettings(tokens=tokens, context=context, tokens_per_step=tokens_per_step,
+                                 lr_scale=lr_scale, held_out_tokens=held_out, seed=seed)
+        report = train(loaded, model_name, source, folder, settings)
+        _print_training_report(report, folder)
+
+    _run(debug, action)
+
+
+def _print_training_report(report: dict[str, Any], folder: Path) -> None:
+    if not report["held_out"]:
+        log.info("wrote %s in %.0f s (%d steps); no held-out tokens, so no before/after table",
+                 folder, report["train_seconds"], report["steps"])
+        return
+    logit, tuned = report["held_out"]["logit"], report["held_out"]["tuned"]
+    log.info("wrote %s in %.0f s (%d steps); held-out cross-entropy (nats/token), %d tokens:",
+             folder, report["train_seconds"], report["steps"], report["held_out_tokens"])
+    log.info("  layer   logit   tuned")
+    for layer, (a, b) in enumerate(zip(logit["cross_entropy"], tuned["cross_entropy"])):
+        log.info("  %5d  %6.3f  %6.3f", layer, a, b)
 
 
 @main.command()

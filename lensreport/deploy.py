@@ -18,19 +18,27 @@ def _git(folder: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def deploy(site_dir: Path, repository: Path, *, remote: str = "origin",
-           branch: str = "gh-pages", message: str | None = None, push: bool = True) -> None:
-    """Publish ``site_dir`` as the whole content of ``branch`` (ghp-import, like MkDocs)."""
-    import ghp_import
-
+def check_repository(repository: Path, remote: str, push: bool) -> Path:
+    """The git top-level of ``repository``; fails before any build if git or the remote is
+    missing."""
     try:
         top = Path(_git(repository, "rev-parse", "--show-toplevel"))
     except (LensReportError, FileNotFoundError):
-        raise LensReportError(f"{repository.resolve()} is not inside a git repository; "
-                              "run gh-deploy from the repository GitHub Pages serves") from None
+        raise LensReportError(f"{repository.resolve()} is not inside a git repository (or git "
+                              "is not installed); run gh-deploy from the repository GitHub "
+                              "Pages serves") from None
     if push and remote not in _git(top, "remote").split():
         raise LensReportError(f"git remote '{remote}' does not exist in {top}; add it with "
                               f"`git remote add {remote} URL` or use --remote / --no-push")
+    return top
+
+
+def deploy(site_dir: Path, top: Path, *, remote: str = "origin", branch: str = "gh-pages",
+           message: str | None = None, push: bool = True) -> None:
+    """Publish ``site_dir`` (an absolute path) as the whole content of ``branch`` of the
+    repository at ``top`` (ghp-import, like MkDocs)."""
+    import ghp_import
+
     try:
         sha = _git(top, "rev-parse", "--short", "HEAD")
     except LensReportError:
@@ -39,8 +47,8 @@ def deploy(site_dir: Path, repository: Path, *, remote: str = "origin",
     cwd = Path.cwd()
     try:
         os.chdir(top)  # ghp-import works on the repository of the current directory
-        ghp_import.ghp_import(str(site_dir.resolve()), mesg=text, remote=remote,
-                              branch=branch, push=push, force=True, nojekyll=True)
+        ghp_import.ghp_import(str(site_dir), mesg=text, remote=remote, branch=branch,
+                              push=push, force=True, nojekyll=True)
     except ghp_import.GhpError as exc:
         raise LensReportError(f"publishing to {branch} failed: {exc.message}") from None
     finally:

@@ -24,8 +24,6 @@ from .tokens import display_vocab, tokenizer_kind
 log = logging.getLogger("lensreport")
 
 VERIFY_TEXT = "The quick brown fox"
-# The hidden states of all layers, and a few working copies, must fit well within memory.
-MEMORY_FRACTION = 0.25
 # Padded tokens per batched forward pass.
 BATCH_TOKENS = 4096
 
@@ -41,17 +39,6 @@ class EncodedPrompt:
     target_id: int | None
     target_token: str | None
     warnings: list[str] = field(default_factory=list)
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 1024**3
 
 
 @dataclass
@@ -94,30 +81,16 @@ class ModelSession:
     def max_tokens(self) -> int:
         """Longest prompt this model accepts: its context, and what memory allows."""
         facts = self.facts
-        layers = (facts["num_layers"] or 1) + 1
-        hidden = facts["hidden_size"] or self.head.weight.shape[1]
-        per_token = layers * hidden * 4 * 4
-        by_memory = int(_available_memory() * MEMORY_FRACTION // per_token)
-        return min(facts["max_context"] or by_memory, by_memory)
+        return model_refs.prompt_limit(facts["max_context"], facts["num_layers"],
+                                       facts["hidden_size"] or self.head.weight.shape[1])
 
     def prepare(self, prompt: PromptSpec, manifest_path: Path) -> EncodedPrompt:
         """Tokenize and check a prompt against this model, before any lens work starts."""
         name = self.loaded.spec.name
-        tokenizer = self.loaded.tokenizer
-        ids = tokenizer(prompt.text)["input_ids"]
-        limit = self.max_tokens()
-        if len(ids) > limit:
-            raise ManifestError(manifest_path, prompt.line,
-                                f"prompt '{prompt.name}': {len(ids)} tokens for model '{name}', "
-                                f"which accepts at most {limit} here (context length and "
-                                "memory); shorten the prompt")
+        ids, target_ids = model_refs.check_prompt(self.loaded.tokenizer, prompt, name,
+                                                  self.max_tokens(), manifest_path)
         encoded = EncodedPrompt(prompt.name, ids, None, None)
         if prompt.target is not None:
-            target_ids = tokenizer.encode(prompt.target, add_special_tokens=False)
-            if not target_ids:
-                raise ManifestError(manifest_path, prompt.line,
-                                    f"prompt '{prompt.name}'.target {prompt.target!r} is not in "
-                                    f"the vocabulary of model '{name}'")
             if len(target_ids) > 1:
                 shown = ", ".join(repr(self.vocab[i]) for i in target_ids)
                 encoded.warnings.append(
@@ -221,3 +194,44 @@ class ModelSession:
             lens=lens, input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         return document
+
+    def run_corpus(self, runs: list[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """Curves for one corpus and every lens in ``runs`` (build.CorpusRun), one pass."""
+        import sys
+        import time
+
+        from .corpus import windows
+        from .curves import measure
+        from .results import corpus_document
+
+        corpus, spec = runs[0].corpus, self.loaded.spec
+        kinds = [run.lens for run in runs]
+        started = time.perf_counter()
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=corpus.max_tokens, desc=f"corpus {corpus.name} · {spec.name}",
+                       unit="tok", unit_scale=True, leave=False)
+        try:
+            sums = measure(self, windows(corpus.source, self.loaded.tokenizer, corpus.context,
+                                         corpus.max_tokens), kinds,
+                           bar.update if bar is not None else None)
+        except LensReportError as exc:
+            raise LensReportError(f"model '{spec.name}', corpus '{corpus.name}': {exc}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - started
+        scored = sums[kinds[0]].scored_tokens
+        log.info("corpus '%s' on '%s': %d tokens scored in %.1f s (%.0f tokens/s, %d lens(es))",
+                 corpus.name, spec.name, scored, seconds, scored / max(seconds, 1e-9), len(kinds))
+        if scored == 0:
+            raise LensReportError(f"corpus '{corpus.name}' ({corpus.source.describe()}) has no "
+                                  "text to score")
+        for run in runs:
+            lens = {"kind": run.lens, **self.head.description}
+            if run.lens == "tuned":
+                lens["tuned"] = self.tuned_description
+            yield run, corpus_document(key=run.key, corpus=corpus, model_facts=dict(self.facts),
+                                       lens=lens, sums=sums[run.lens])

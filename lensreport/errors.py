@@ -23,10 +23,16 @@ class ManifestError(LensReportError):
 
 
 class ManifestErrors(LensReportError):
-    """Several manifest problems, reported together (one line each) before anything runs."""
+    """Several manifest problems, reported together (one line each) before anything runs;
+    at most SHOWN of them, then how many more."""
 
     exit_code = 2
+    SHOWN = 10
 
     def __init__(self, errors: list[ManifestError]) -> None:
         self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
+        lines = [str(e) for e in errors[:self.SHOWN]]
+        if len(errors) > self.SHOWN:
+            lines.append(f"… and {len(errors) - self.SHOWN} more problem(s) in "
+                         f"{errors[0].path}")
+        super().__init__("\n".join(lines))

@@ -14,6 +14,9 @@ from typing import Any
 
 PROB_SCALE = 10_000
 NATS_SCALE = 1_000
+# Above this many cells (layers × tokens) a page carries only the first view (entropy and
+# the top-1 token per cell); the rest is fetched from data/<model>/<prompt>.figure.json.
+LIGHT_CELLS = 4096
 
 
 def _flat(rows: Any, scale: int) -> list[int | None]:
@@ -49,6 +52,33 @@ def summary(document: dict[str, Any]) -> dict[str, Any]:
         "first_layer": first,
         "settled_layer": settled,
         "num_layers": last_layer,
+    }
+
+
+def is_long(document: dict[str, Any]) -> bool:
+    return len(document["layers"]) * len(document["input_ids"]) > LIGHT_CELLS
+
+
+def first_view(document: dict[str, Any], figure_id: str) -> dict[str, Any]:
+    """What a long prompt's page needs to draw at once: entropy and the top-1 token (id and
+    probability) per cell, as a k = 1 payload marked ``partial``."""
+    layers = len(document["layers"])
+    length = len(document["input_ids"])
+    top1 = [[cell[0] for cell in row] for row in document["topk_ids"]]
+    used = {str(i) for i in document["input_ids"]}
+    used.update(str(i) for row in top1 for i in row)
+    prompt = document["prompt"]
+    return {
+        "id": figure_id, "model": document["model"]["name"], "prompt": prompt["name"],
+        "layers": layers, "length": length, "k": 1, "partial": True,
+        "input_ids": document["input_ids"],
+        "topk_ids": _flat_ints(top1),
+        "topk_probs": _flat([[cell[0] for cell in row] for row in document["topk_probs"]],
+                            PROB_SCALE),
+        "entropy": _flat(document["entropy"], NATS_SCALE),
+        "target_id": prompt.get("target_id"), "target": prompt.get("target_token"),
+        "lens_kind": document["lens"]["kind"],
+        "vocab": {key: document["vocab"][key] for key in sorted(used, key=int)},
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import ManifestError, ManifestErrors
+from .corpus import CorpusSource
 from .tuned import TunedSource
 
 LENS_KINDS = ("logit", "raw", "tuned")
@@ -41,7 +42,16 @@ class _Seq(list):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences carry line numbers; duplicate keys are errors."""
+    """SafeLoader whose mappings and sequences carry line numbers; duplicate keys are errors;
+    aliases (*name) are refused, so an alias bomb cannot blow up memory or the error list."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ManifestError(self.manifest_path, event.start_mark.line + 1,
+                                f"YAML alias *{event.anchor} is not supported in a manifest; "
+                                "write the value out")
+        return super().compose_node(parent, index)
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
@@ -142,6 +152,19 @@ class PromptSpec:
 
 
 @dataclass(frozen=True)
+class CorpusSpec:
+    """A corpus to average over: see corpus.py for windows, scoring and bytes."""
+
+    name: str
+    slug: str
+    source: CorpusSource
+    max_tokens: int
+    context: int
+    note: str | None
+    line: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     path: Path
     site: SiteSettings
@@ -152,6 +175,7 @@ class Manifest:
     cache_dir: Path | None = None
     result_files: tuple[Path, ...] = ()
     results_line: int | None = None
+    corpora: tuple[CorpusSpec, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -248,7 +272,12 @@ def _is_bool(value: Any) -> bool:
 _TOP_KEYS = {"site": "site settings", "lens": "lens settings", "models": "list of models",
              "prompts": "list of prompts", "site_dir": "output folder",
              "cache_dir": "results cache folder",
-             "results": "saved results files (paths or globs), e.g. from run_lens"}
+             "results": "saved results files (paths or globs), e.g. from run_lens",
+             "corpora": "corpora for per-layer curves"}
+_CORPUS_KEYS = {"name": "", "path": "", "dataset": "", "split": "", "column": "",
+                "max_tokens": "", "context": "", "note": ""}
+DEFAULT_CONTEXT = 512
+DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
 _LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
@@ -288,13 +317,8 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
 def _tuned(checker: _Checker, value: Any, where: str, line: int) -> TunedSource | None:
     """A folder path, or {repo, type, revision, path} on the Hugging Face Hub."""
     if isinstance(value, str) and value.strip():
-        folder = (checker.path.parent / value).resolve()
-        if not folder.is_dir():
-            checker.error(line, f"{where}: folder {value!r} does not exist (a tuned lens folder "
-                                "holds config.json and params.pt; relative paths start at the "
-                                "manifest's folder)")
-            return None
-        return TunedSource(folder=folder)
+        # Checked when the lens is needed (build, validate), not here: train-lens writes it.
+        return TunedSource(folder=(checker.path.parent / value).resolve())
     mapping = checker.mapping(value, where, line, _TUNED_KEYS)
     if mapping is None:
         return None
@@ -410,8 +434,8 @@ def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> lis
 
 
 def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
-    if value == [] and "results" in checker.present:
-        return []
+    if value == [] and checker.present & {"results", "corpora"}:
+        return []  # a site of saved results, or of corpus curves only
     if not isinstance(value, list) or not value:
         checker.error(line, "prompts: expected a non-empty list of prompts, each with 'name' and "
                             f"'text', got {_describe(value)}")
@@ -444,6 +468,62 @@ def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
     return _with_slugs(PromptSpec, specs)
 
 
+def _corpora(checker: _Checker, value: Any, line: int) -> list[CorpusSpec]:
+    if not isinstance(value, list):
+        checker.error(line, f"corpora: expected a list of corpora, each with 'name' and 'path' "
+                            f"(or 'dataset'), got {_describe(value)}")
+        return []
+    specs: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
+        where = f"corpora[{index}]"
+        mapping = checker.mapping(item, where, item_line, _CORPUS_KEYS)
+        if mapping is None:
+            continue
+        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
+                           required=True)
+        if isinstance(name, str):
+            where = f"corpus '{name}'"
+            if name in seen:
+                checker.error(checker.line_of(mapping, "name"),
+                              f"{where}: duplicate name (first used on line {seen[name]})")
+            seen.setdefault(name, checker.line_of(mapping, "name"))
+        path = checker.get(mapping, "path", where, _is_nonempty_text, "a .txt or .jsonl file")
+        dataset = checker.get(mapping, "dataset", where, _is_nonempty_text,
+                              "a Hugging Face datasets id")
+        column = checker.get(mapping, "column", where, _is_nonempty_text, "a field name", "text")
+        source = None
+        if (path is None) == (dataset is None):
+            checker.error(item_line, f"{where}: give exactly one of 'path' (a .txt or .jsonl "
+                                     "file) or 'dataset' (a Hugging Face datasets id)")
+        elif path is not None:
+            file = (checker.path.parent / path).resolve()
+            if file.suffix not in (".txt", ".jsonl"):
+                checker.error(checker.line_of(mapping, "path"),
+                              f"{where}.path: {path!r} is neither a .txt nor a .jsonl file")
+            elif not file.is_file():
+                checker.error(checker.line_of(mapping, "path"),
+                              f"{where}.path: {path!r} does not exist (relative paths start at "
+                              "the manifest's folder)")
+            else:
+                source = CorpusSource(path=file, column=column)
+        else:
+            source = CorpusSource(dataset=dataset, column=column,
+                                  split=checker.get(mapping, "split", where, _is_nonempty_text,
+                                                    "a split name", "train"))
+        max_tokens = checker.get(mapping, "max_tokens", where, lambda v: _is_int(v) and v > 0,
+                                 "a positive integer (scored tokens per model)",
+                                 DEFAULT_CORPUS_TOKENS)
+        context = checker.get(mapping, "context", where, lambda v: _is_int(v) and v >= 2,
+                              "an integer of at least 2 (window length in tokens)",
+                              DEFAULT_CONTEXT)
+        if source is not None and isinstance(name, str):
+            specs.append(dict(name=name, source=source, max_tokens=max_tokens, context=context,
+                              note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
+                              line=item_line))
+    return _with_slugs(CorpusSpec, specs)
+
+
 def _with_slugs(cls: type, specs: list[dict[str, Any]]) -> list:
     valid = [s for s in specs if all(v is not None for k, v in s.items()
                                      if k in ("name", "reference", "text"))]
@@ -467,13 +547,16 @@ def parse_manifest(path: Path, text: str) -> Manifest:
     site = _site(checker, top["site"], checker.line_of(top, "site")) if top.get(
         "site") is not None else SiteSettings()
     for key in ("models", "prompts"):
-        if key not in top and "results" not in top:
+        if key not in top and "results" not in top and not (key == "prompts"
+                                                            and "corpora" in top):
             checker.error(top.line, f"missing required key '{key}' ({_TOP_KEYS[key]})")
     models = _models(checker, top["models"], checker.line_of(top, "models"), lens) \
         if "models" in top else []
     prompts = _prompts(checker, top["prompts"], checker.line_of(top, "prompts")) \
         if "prompts" in top else []
     result_files = _result_files(checker, top)
+    corpora = _corpora(checker, top["corpora"], checker.line_of(top, "corpora")) \
+        if top.get("corpora") is not None else []
     folders = {}
     for key in ("site_dir", "cache_dir"):
         folder = checker.get(top, key, "manifest", _is_nonempty_text, "a folder path")
@@ -481,7 +564,7 @@ def parse_manifest(path: Path, text: str) -> Manifest:
     if checker.errors:
         raise ManifestErrors(checker.errors)
     return Manifest(path=path, site=site, lens=lens, models=tuple(models),
-                    prompts=tuple(prompts), result_files=result_files,
+                    prompts=tuple(prompts), result_files=result_files, corpora=tuple(corpora),
                     results_line=checker.line_of(top, "results") if "results" in top else None,
                     **folders)
 

@@ -260,7 +260,7 @@ def _torch_dtype(name: str, resolved: ResolvedModel) -> Any:
     return getattr(torch, name)
 
 
-def _weights_cache_folder(resolved: ResolvedModel) -> Path:
+def weights_cache_folder(resolved: ResolvedModel) -> Path:
     import transformers
 
     key = hashlib.sha256(f"{resolved.identity}|{transformers.__version__}".encode()).hexdigest()
@@ -310,7 +310,7 @@ def load(spec: ModelSpec, resolved: ResolvedModel) -> LoadedModel:
         kwargs["revision"] = spec.revision
     try:
         if resolved.kind == "gguf":
-            location = str(_weights_cache_folder(resolved))
+            location = str(weights_cache_folder(resolved))
             if not (Path(location) / "config.json").is_file():
                 _convert_gguf(resolved, Path(location))
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
@@ -374,3 +374,96 @@ def model_facts(spec: ModelSpec, resolved: ResolvedModel, model: Any, device: st
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "device": device,
     }
+
+
+# --- Prompt checks without weights -----------------------------------------------------------
+
+# The hidden states of all layers, and a few working copies, must fit well within memory.
+MEMORY_FRACTION = 0.25
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (psutil), for prompt-length limits."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def prompt_limit(max_context: int | None, num_layers: int | None, hidden_size: int | None
+                 ) -> int:
+    """Longest prompt a model takes here: its context, and what memory allows for the hidden
+    states of every layer (float32, with working copies)."""
+    per_token = ((num_layers or 1) + 1) * (hidden_size or 4096) * 4 * 4
+    by_memory = int(available_memory() * MEMORY_FRACTION // per_token)
+    return min(max_context or by_memory, by_memory)
+
+
+def check_prompt(tokenizer: Any, prompt: Any, model_name: str, limit: int,
+                 manifest_path: Path) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt and of its target; ManifestError (file:line) when the prompt is
+    too long or the target encodes to nothing."""
+    ids = tokenizer(prompt.text)["input_ids"]
+    if len(ids) > limit:
+        raise ManifestError(manifest_path, prompt.line,
+                            f"prompt '{prompt.name}': {len(ids)} tokens for model "
+                            f"'{model_name}', which accepts at most {limit} here (context "
+                            "length and memory); shorten the prompt")
+    target_ids: list[int] = []
+    if prompt.target is not None:
+        target_ids = tokenizer.encode(prompt.target, add_special_tokens=False)
+        if not target_ids:
+            raise ManifestError(manifest_path, prompt.line,
+                                f"prompt '{prompt.name}'.target {prompt.target!r} is not in "
+                                f"the vocabulary of model '{model_name}'")
+    return ids, target_ids
+
+
+def tokenizer_and_config(spec: ModelSpec, resolved: ResolvedModel) -> tuple[Any, Any] | None:
+    """The tokenizer and config of a model without its weights; None where that would cost
+    as much as loading (a chunked package not assembled yet)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    location = resolved.location
+    if resolved.kind == "hub":
+        kwargs["revision"] = spec.revision
+    elif resolved.kind == "gguf":
+        converted = weights_cache_folder(resolved)
+        if (converted / "config.json").is_file():
+            location = str(converted)
+        elif (Path(resolved.location) / (resolved.gguf_file or "")).is_file():
+            kwargs["gguf_file"] = resolved.gguf_file
+        else:
+            return None
+    try:
+        return (AutoTokenizer.from_pretrained(location, **kwargs),
+                AutoConfig.from_pretrained(location, **kwargs))
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise LensReportError(_load_failure(spec, resolved, exc)) from exc
+
+
+def check_prompts(manifest: Any, models: list[tuple[ModelSpec, ResolvedModel]],
+                  warn_unreachable: bool = False) -> None:
+    """Every prompt against every given model's tokenizer, before any weights load.
+
+    A Hub model that cannot be reached (offline) is skipped here — loading it reports that —
+    with a warning when ``warn_unreachable`` (validate).
+    """
+    for spec, resolved in models:
+        try:
+            loaded = tokenizer_and_config(spec, resolved)
+        except LensReportError as exc:
+            if resolved.kind != "hub":
+                raise
+            if warn_unreachable:
+                log.warning("prompts not checked against model '%s': %s", spec.name,
+                            str(exc).split(": ", 2)[-1][:200])
+            continue
+        if loaded is None:
+            continue
+        tokenizer, config = loaded
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        limit = prompt_limit(_max_context(text), getattr(text, "num_hidden_layers", None),
+                             getattr(text, "hidden_size", None))
+        for prompt in manifest.prompts:
+            check_prompt(tokenizer, prompt, spec.name, limit, manifest.path)

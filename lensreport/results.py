@@ -96,6 +96,32 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
     return document
 
 
+def corpus_document(*, key: str, corpus: Any, model_facts: dict[str, Any],
+                    lens: dict[str, Any], sums: Any) -> dict[str, Any]:
+    """The curves JSON of one (corpus, model, lens) (see README, "Corpus curves")."""
+    import torch
+    import transformers
+
+    source = corpus.source
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cache_key": key,
+        "generator": {"lensreport": __version__, "torch": torch.__version__,
+                      "transformers": transformers.__version__},
+        "corpus": {"name": corpus.name, "slug": corpus.slug,
+                   "source": source.path.name if source.path else source.dataset,
+                   "split": None if source.path else source.split, "column": source.column,
+                   "context": corpus.context, "max_tokens": corpus.max_tokens,
+                   "documents": len(sums.documents)},
+        "model": model_facts,
+        "lens": lens,
+        "scored_tokens": sums.scored_tokens,
+        "scored_bytes": sums.scored_bytes,
+        "layers": list(range(sums.rows)),
+        **sums.curves(),
+    }
+
+
 def restamp(document: dict[str, Any], model_name: str, model_slug: str, prompt_name: str,
             prompt_slug: str) -> dict[str, Any]:
     """Names are not part of the cache key (renaming never recomputes); set the current ones."""

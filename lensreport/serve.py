@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import logging
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import jinja2
 
 from .build import run_build
 from .errors import LensReportError
@@ -40,12 +43,18 @@ def _watched_files(manifest_path: Path, theme_dir: Path | None) -> dict[Path, in
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     build_id = "0"
+    error: str | None = None  # the last rebuild's failure, shown as a banner on open pages
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        if self.path.split("?")[0] == "/__lensreport__/build-id":
-            body = self.build_id.encode()
+        route = self.path.split("?")[0]
+        if route in ("/__lensreport__/build-id", "/__lensreport__/status"):
+            if route.endswith("status"):
+                body = json.dumps({"build_id": self.build_id, "error": self.error}).encode()
+                kind = "application/json"
+            else:
+                body, kind = self.build_id.encode(), "text/plain"
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", kind)
             self.send_header("Cache-Control", "no-store")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -55,6 +64,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http: " + format, *args)
+
+
+def _describe(exc: Exception) -> str:
+    """One line per problem: ours as written, anything else with its type (and where, for a
+    template syntax error)."""
+    if isinstance(exc, LensReportError):
+        return str(exc)
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    where = ""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        where = f" ({exc.filename or exc.name}:{exc.lineno})"
+    return f"{type(exc).__name__}{where}: {text}"
 
 
 def serve(manifest_path: Path, host: str, port: int, watch: bool = True,
@@ -84,12 +105,15 @@ def serve(manifest_path: Path, host: str, port: int, watch: bool = True,
             try:
                 manifest = load_manifest(manifest_path)
                 run_build(manifest, site_dir, live_reload=True)
+                handler.error = None
                 handler.build_id = str(time.time_ns())
                 log.info("rebuilt; open pages reload")
-            except LensReportError as exc:
-                for line in str(exc).splitlines():
+            except Exception as exc:  # noqa: BLE001 - any failure (a theme's Jinja error too)
+                message = _describe(exc)
+                for line in message.splitlines():
                     log.error("%s", line)
                 log.error("still serving the last good build")
+                handler.error = message
     finally:
         server.shutdown()
         server.server_close()

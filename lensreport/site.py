@@ -26,7 +26,7 @@ from markupsafe import Markup, escape
 from markdown_it import MarkdownIt
 
 from . import __version__
-from .figures import payload, script_json, summary
+from .figures import first_view, is_long, payload, script_json, summary
 from .manifest import Manifest
 from .results import dumps
 
@@ -107,7 +107,25 @@ class Figure:
     def summary(self) -> dict[str, Any]:
         return summary(self.document)
 
+    @property
+    def is_long(self) -> bool:
+        """Too many cells to inline everything: pages carry the first view only."""
+        return is_long(self.document)
+
+    @property
+    def full_data_path(self) -> str:
+        return f"data/{self.model.slug}/{self.prompt.slug}.figure.json"
+
     def payload(self, with_tracks: bool = True) -> dict[str, Any]:
+        """What the page inlines: everything (every lens as ``variants``) for a short
+        prompt; for a long one the first lens's first view, with where the rest is."""
+        if self.is_long:
+            light = first_view(self.document, self.id)
+            light["full"] = self.full_data_path
+            return light
+        return self.full_payload(with_tracks)
+
+    def full_payload(self, with_tracks: bool = True) -> dict[str, Any]:
         """The first lens's payload; the other lenses' ride along as ``variants``."""
         main = payload(self.document, self.id, with_tracks)
         if len(self.lenses) > 1:
@@ -144,15 +162,61 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+CORPUS_METRICS = (("cross_entropy", "Cross-entropy (nats/token)"),
+                  ("bits_per_byte", "Bits per byte"),
+                  ("kl_to_final", "KL(final ‖ layer) (nats)"),
+                  ("entropy", "Entropy (nats)"),
+                  ("top1_agrees_with_final", "Top-1 agrees with the final layer"),
+                  ("top1_accuracy", "Top-1 accuracy (actual next token)"))
+
+
+@dataclass(frozen=True)
+class CurveSeries:
+    """One (corpus, model, lens) curves document and where its JSON lives."""
+
+    corpus: Any
+    model: Any
+    lens: str
+    document: dict[str, Any]
+
+    @property
+    def data_path(self) -> str:
+        suffix = "" if self.lens == self.model.lens.kinds[0] else f".{self.lens}"
+        return f"data/corpora/{self.corpus.slug}/{self.model.slug}{suffix}.json"
+
+    def payload(self) -> dict[str, Any]:
+        fields = [name for name, _ in CORPUS_METRICS]
+        return {"model": self.model.name, "lens": self.lens,
+                "layers": len(self.document["layers"]),
+                **{name: self.document[name] for name in fields},
+                **{f"{name}_ci": self.document[f"{name}_ci"] for name in fields}}
+
+
+def corpus_series(manifest: Manifest, corpus_documents: dict[tuple[str, str, str], Any]
+                  ) -> dict[str, list[CurveSeries]]:
+    """Per corpus, its curves in manifest order of models and lenses."""
+    return {corpus.name: [CurveSeries(corpus, model, kind, corpus_documents[key])
+                          for model in manifest.models for kind in model.lens.kinds
+                          if (key := (corpus.name, model.name, kind)) in corpus_documents]
+            for corpus in manifest.corpora}
+
+
 def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str, Any]],
-                out: Path, live_reload: bool = False) -> None:
+                out: Path, live_reload: bool = False,
+                corpus_documents: dict[tuple[str, str, str], dict[str, Any]] | None = None
+                ) -> None:
     """Write every page, data file and asset under ``out`` (an empty folder)."""
     env = environment(manifest.site.theme_dir)
     figures = make_figures(manifest, documents)
-    models = [m for m in manifest.models if any(k[0] == m.name for k in figures)]
+    curves = corpus_series(manifest, corpus_documents or {})
+    corpora = [c for c in manifest.corpora if curves.get(c.name)]
+    models = [m for m in manifest.models
+              if any(k[0] == m.name for k in figures)
+              or any(s.model.name == m.name for series in curves.values() for s in series)]
     prompts = [p for p in manifest.prompts if any(k[1] == p.name for k in figures)]
     common = {"site": manifest.site, "models": models, "prompts": prompts, "figures": figures,
-              "version": __version__, "live_reload": live_reload}
+              "corpora": corpora, "curves": curves, "version": __version__,
+              "live_reload": live_reload}
 
     def page(template: str, path: str, **context: Any) -> None:
         depth = path.count("/")
@@ -167,12 +231,34 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
                   if (m.name, prompt.name) in figures])
     for model in models:
         row = [figures[model.name, p.name] for p in prompts if (model.name, p.name) in figures]
+        curve_facts = [item.document["model"] for series in curves.values() for item in series
+                       if item.model.name == model.name]
         page("model.html", f"models/{model.slug}/index.html", model=model, row=row,
-             facts=row[0].document["model"] if row else {})
+             facts=row[0].document["model"] if row else curve_facts[0])
+    for corpus in corpora:
+        series = curves[corpus.name]
+        first = series[0].document["corpus"]
+        context = dict(corpus=corpus, series=series, corpus_facts=first,
+                       metrics=CORPUS_METRICS,
+                       payload={"corpus": corpus.name,
+                                "series": [item.payload() for item in series]})
+        base = manifest.site.site_url.rstrip("/") + "/" if manifest.site.site_url \
+            else "https://YOUR-SITE/"
+        snippet = (f'<iframe src="{escape(base)}embed/corpora/{corpus.slug}.html" width="100%" '
+                   f'height="900" style="border:0" loading="lazy" '
+                   f'title="Corpus curves: {escape(corpus.name)}"></iframe>')
+        page("corpus.html", f"corpora/{corpus.slug}/index.html", embed=False,
+             embed_snippet=snippet, **context)
+        page("corpus.html", f"embed/corpora/{corpus.slug}.html", embed=True, embed_snippet="",
+             **context)
+        for item in series:
+            _write(out / item.data_path, dumps(item.document))
     for figure in figures.values():
         page("embed.html", figure.embed_path, figure=figure)
         for kind, document in figure.lenses:
             _write(out / figure.data_path_for(kind), dumps(document))
+        if figure.is_long:
+            _write(out / figure.full_data_path, dumps(figure.full_payload()))
     _copy_assets(manifest.site.theme_dir, out / "assets")
     (out / ".nojekyll").write_bytes(b"")
 

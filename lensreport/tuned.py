@@ -19,11 +19,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import LensReportError
+
+if TYPE_CHECKING:  # torch is imported where lenses are used: manifests read without it
+    import torch
 
 log = logging.getLogger("lensreport")
 
@@ -124,11 +125,13 @@ def check_shape(config: dict[str, Any], hidden_size: int, layers: int, where: st
 class Translators:
     """The per-layer affine maps, as tensors on the model's device (float32 math)."""
 
-    weights: list[torch.Tensor]  # (d, d) each
-    biases: list[torch.Tensor | None]
+    weights: list["torch.Tensor"]  # (d, d) each
+    biases: list["torch.Tensor | None"]
 
     @classmethod
     def load(cls, folder: Path, device: Any = "cpu") -> "Translators":
+        import torch
+
         config = read_config(folder)
         try:
             state = torch.load(folder / PARAMS_FILE, map_location="cpu", weights_only=True)
@@ -147,17 +150,21 @@ class Translators:
             biases.append(None if bias is None else bias.to(device))
         return cls(weights, biases)
 
-    def apply(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    def apply(self, layer: int, hidden: "torch.Tensor") -> "torch.Tensor":
         """h + A h + b, in the translator's precision, returned in the hidden state's dtype."""
+        import torch
+
         weight = self.weights[layer]
         translated = torch.nn.functional.linear(hidden.to(weight.dtype), weight,
                                                 self.biases[layer])
         return (hidden.to(weight.dtype) + translated).to(hidden.dtype)
 
 
-def save(folder: Path, weights: list[torch.Tensor], biases: list[torch.Tensor],
+def save(folder: Path, weights: list["torch.Tensor"], biases: list["torch.Tensor"],
          config: dict[str, Any]) -> None:
     """Write a lens in the tuned-lens format (config.json + params.pt)."""
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     state = {}
     for layer, (weight, bias) in enumerate(zip(weights, biases)):

@@ -10,11 +10,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+# In CI, property tests use a fixed sequence of examples (no run can fail by a new draw);
+# locally they explore, and failures are kept in .hypothesis/ and replayed.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -78,6 +85,12 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory, weights_cache: Path) -> 
     work = tmp_path_factory.mktemp("demo")
     manifest = work / "demo.yaml"
     shutil.copy(REPO / "prompts" / "demo.yaml", manifest)
+    shutil.copytree(REPO / "prompts" / "corpus", work / "corpus")
+    # The demo's tuned lens, on a smaller budget than `make demo` trains (10k tokens).
+    result = run_cli("train-lens", manifest, "--model", "smollm2-135m", "--corpus",
+                     work / "corpus" / "train.txt", "--tokens", "1536", "--held-out", "512",
+                     timeout=1200)
+    assert result.returncode == 0, result.stderr
     result = run_cli("build", manifest, "--site-dir", work / "site", timeout=1200)
     assert result.returncode == 0, result.stderr
     return work / "site"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import subprocess
 import time
 import urllib.request
@@ -105,13 +107,17 @@ def test_template_only_change_loads_no_model(tmp_path, tiny_llama):
 
 def test_output_is_deterministic(tmp_path, tiny_llama):
     manifest = tiny_manifest(tmp_path, tiny_llama)
-    run_cli("build", manifest, "--site-dir", tmp_path / "one")
-    run_cli("build", manifest, "--site-dir", tmp_path / "two")
-    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*")
-                   if p.is_file())
-    assert files
-    for name in files:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    first = run_cli("build", manifest, "--site-dir", tmp_path / "one")
+    second = run_cli("build", manifest, "--site-dir", tmp_path / "two", "--clean")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert summary_counts(second.stderr)[0] == 1  # really recomputed, not copied from cache
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    one, two = tree(tmp_path / "one"), tree(tmp_path / "two")
+    assert len(one) > 10 and one.keys() == two.keys()
+    assert [name for name in one if one[name] != two[name]] == []
 
 
 def test_validate(tmp_path, tiny_llama):
@@ -122,9 +128,55 @@ def test_validate(tmp_path, tiny_llama):
                          "bad.yaml")
     result = run_cli("validate", bad)
     assert result.returncode == 2
-    assert f"{bad}:5: prompts: expected a non-empty list" in result.stderr or \
-        f"{bad}:4:" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}:4: prompts: expected a non-empty list of prompts, each with 'name' and "
+        "'text', got a list"]
+    missing = write_manifest(tmp_path, "models:\n  - name: x\n    model: ./missing\n"
+                                       "prompts: [{name: a, text: b}]\n", "missing.yaml")
+    result = run_cli("validate", missing)
+    assert result.returncode == 2
+    assert f"{missing}:2: model 'x'.model:" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_model_computes_only_that_model(tmp_path, tiny_models, weights_cache):
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - {{name: a, model: {tiny_models("gpt2")}}}
+          - {{name: b, model: {tiny_models("llama", "sentencepiece")}}}
+        prompts:
+          - {{name: fox, text: "The quick brown fox"}}
+    """)
+    result = run_cli("build", manifest, "--only-model", "b")
+    assert result.returncode == 0, result.stderr
+    assert summary_counts(result.stderr) == (1, 0, "b")
+    assert (tmp_path / "site/data/b/fox.json").is_file()
+    assert not (tmp_path / "site/data/a").exists()  # not computed, not cached: not shown
+    result = run_cli("build", manifest, "--only-model", "a")
+    assert summary_counts(result.stderr) == (1, 0, "a")
+    assert (tmp_path / "site/data/b/fox.json").is_file()  # b comes from the cache
+    result = run_cli("build", manifest, "--only-model", "c")
+    assert result.returncode == 2 and "--only-model 'c': no such model" in result.stderr
+
+
+def test_a_cached_build_never_imports_torch(tmp_path, tiny_llama):
+    """A site rebuilt from the cache (the CI recipe) needs no torch at all."""
+    manifest = tiny_manifest(tmp_path, tiny_llama)
+    assert run_cli("build", manifest).returncode == 0
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "from lensreport.cli import main\n"
+        "try:\n"
+        "    main(['build', sys.argv[1]])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
+    result = subprocess.run([sys.executable, str(probe), str(manifest)], capture_output=True,
+                            text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr
+    assert "0 run(s) computed, 1 from the cache" in result.stderr
+    assert result.stdout.split() == ["False", "False"]
 
 
 def test_new_writes_a_valid_starter(tmp_path):
@@ -251,3 +303,38 @@ def test_a_second_clone_reuses_the_results_cache(tmp_path, tiny_llama):
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert summary_counts(run_cli("build", moved).stderr)[0] == 1
+
+
+def test_gh_deploy_from_a_subdirectory_publishes_the_right_folder(tmp_path, tiny_llama):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    repo = tmp_path / "repo"
+    (repo / "docs" / "report").mkdir(parents=True)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    git = ["git", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    manifest = tiny_manifest(repo / "docs" / "report", tiny_llama)
+    subprocess.run(git + ["remote", "add", "origin", str(remote)], check=True)
+    # A decoy at the repository top with the same relative name: it must not be published.
+    (repo / "public").mkdir()
+    (repo / "public" / "decoy.html").write_text("wrong tree")
+    result = run_cli("gh-deploy", "prompts.yaml", "--site-dir", "public",
+                     cwd=repo / "docs" / "report", env=env)
+    assert result.returncode == 0, result.stderr
+    files = subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert "index.html" in files and "decoy.html" not in files
+    assert (repo / "docs" / "report" / "public" / "index.html").is_file()
+    assert not manifest.with_name("site").exists()
+
+
+def test_gh_deploy_checks_the_remote_before_building(tmp_path, tiny_llama):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "-C", str(repo), "init", "-q"], check=True)
+    manifest = tiny_manifest(repo, tiny_llama)
+    result = run_cli("gh-deploy", manifest, "--remote", "nowhere", cwd=repo)
+    assert result.returncode == 1
+    assert "git remote 'nowhere' does not exist" in result.stderr
+    assert "loading model" not in result.stderr and not (repo / "site").exists()

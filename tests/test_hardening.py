@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
@@ -89,6 +89,8 @@ def test_hostile_strings_are_shown_literally(tmp_path, tiny_models, weights_cach
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@example(["a\rb", "line\u2028sep"])
+@example(["next\x85line", "<b>\r\n</b>"])
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
                         max_size=30).filter(lambda s: s.strip() != ""),
                 min_size=1, max_size=3, unique=True))
@@ -99,14 +101,18 @@ def test_property_random_text_builds_and_escapes(tmp_path_factory, tiny_models, 
     manifest = hostile_manifest(folder, tiny_models("gpt2"), texts)
     result = run_cli("build", manifest)
     assert result.returncode == 0, result.stderr
+    # The texts as the manifest holds them: YAML itself folds some line breaks (\x85, …)
+    # that PyYAML's dumper writes raw; the site must show exactly what the manifest says.
+    texts = [p["text"] for p in yaml.safe_load(manifest.read_text(encoding="utf-8"))["prompts"]]
     for i, text in enumerate(texts):
         data = next((folder / "site" / "data").glob(f"*/p{i}*.json"))
         assert json.loads(data.read_text())["prompt"]["text"] == text
-    index = (folder / "site" / "index.html").read_text()
+    # Bytes, decoded without newline translation: '\r' must be found as '\r'.
+    index = (folder / "site" / "index.html").read_bytes().decode("utf-8")
     for text in texts:
         assert str(escape(text)) in index, text
     for html in (folder / "site").rglob("*.html"):
-        content = html.read_text()
+        content = html.read_bytes().decode("utf-8")
         figures = content.count('<script type="application/json" class="figure-data">')
         assert content.count("<script") == 2 + figures, html  # plotly.min.js, lensreport.js
 
@@ -174,10 +180,27 @@ def test_prompt_longer_than_the_context(tmp_path, tiny_models, weights_cache):
           - name: long
             text: "{'fox ' * 400}"
     """)
-    result = run_cli("build", manifest)
-    assert result.returncode == 2, result.stderr
-    assert "prompts.yaml:5: prompt 'long':" in result.stderr
-    assert "accepts at most 128" in result.stderr
+    for command in ("validate", "build"):
+        result = run_cli(command, manifest)
+        assert result.returncode == 2, result.stderr
+        assert "prompts.yaml:5: prompt 'long':" in result.stderr
+        assert "accepts at most 128" in result.stderr
+        assert "loading model" not in result.stderr  # found by the tokenizer, before weights
+
+
+def test_manifest_error_list_is_capped_and_aliases_are_refused(tmp_path):
+    models = "".join(f"  - {{name: m{i}, model: org/m, dtype: bad}}\n" for i in range(15))
+    manifest = write_manifest(tmp_path, "models:\n" + models + "prompts: [{name: a, text: b}]\n")
+    result = run_cli("validate", manifest)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 11, result.stderr
+    assert lines[-1] == f"error: … and 5 more problem(s) in {manifest}"
+    bomb = write_manifest(tmp_path, 'a: &a ["x", "x"]\nb: &b [*a, *a]\nc: &c [*b, *b]\n'
+                                    "models: *c\nprompts: *c\n", name="bomb.yaml")
+    result = run_cli("validate", bomb)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bomb}:2: YAML alias *a is not supported in a manifest; write the value out"]
 
 
 # --- Interrupted builds and a corrupt cache --------------------------------------------
@@ -215,7 +238,10 @@ def test_killed_build_keeps_the_previous_site(tmp_path, weights_cache, demo_site
     time.sleep(1.0)  # inside the lens step
     process.send_signal(how)
     process.wait(timeout=60)
-    assert process.returncode != 0
+    # SIGINT is a user's Ctrl-C: exit code 130 and a line saying nothing was lost.
+    assert process.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL)
+    if how == signal.SIGINT:
+        assert "interrupted" in process.stderr.read()
     assert snapshot(tmp_path / "site") == before
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")]
     assert how == signal.SIGKILL or not leftovers

@@ -115,4 +115,6 @@ def test_slugs_are_safe_unique_and_stable():
     assert slugify("<script>") == "script"
     assert slugify("..") == "item"
     assert unique_slugs(["A b", "a-b", "a b", "c"]) == ["a-b", "a-b-2", "a-b-3", "c"]
-    assert unique_slugs(["A b", "a-b"]) == unique_slugs(["A b", "a-b"])
+    # Stable: a name keeps its slug when later names are added (links do not move).
+    assert unique_slugs(["A b", "a-b", "z"])[:2] == unique_slugs(["A b", "a-b"])
+    assert len(set(unique_slugs(["x"] * 50))) == 50

@@ -30,11 +30,51 @@
     };
   }
 
+  var WINDOW = 120;  // tokens shown at once for long prompts (a range slider pans)
+  var CELL_TEXT_LIMIT = 200;  // longer prompts show the top-1 token on hover only
   function Figure(root, data) {
-    this.root = root; this.d = data;
+    this.root = root;
+    this.setData(data);
+  }
+  Figure.prototype.setData = function (data) {
+    this.d = data;
     this.variants = [data].concat(data.variants || []);  // one per lens, same shape
     this.L = data.layers; this.T = data.length; this.k = data.k;
-  }
+    this.partial = !!data.partial;  // a long prompt's first view: entropy and top-1 only
+  };
+  /* A long prompt's page carries the first view; the rest comes from its .figure.json. */
+  Figure.prototype.loadFull = function () {
+    var url = this.root.getAttribute('data-full'), self = this;
+    if (!this.partial || !url) return Promise.resolve();
+    var fetched = location.protocol === 'file:'
+      ? Promise.reject(new Error('file://'))  // browsers refuse; do not even try (no console error)
+      : fetch(url);
+    return fetched.then(function (r) {
+      if (!r.ok) throw new Error(r.status);
+      return r.json();
+    }).then(function (full) {
+      var key = self.metric && self.metric.key;
+      self.setData(full);
+      self.metricList = self.metrics();
+      self.metric = self.metricList.filter(function (m) { return m.key === key; })[0] || self.metricList[0];
+      self.fillSelect();
+      self.enableLens(true);
+      self.note('');
+      return self.draw().then(function () { self.defaultTrajectory(); });
+    }).catch(function () {
+      self.note('Long prompt: this page shows the first view (entropy and the top-1 token). ' +
+        'Other metrics, the top-k list and trajectories load from ' + url + ', which browsers ' +
+        'do not fetch from file:// pages: open the site through a web server (lensreport serve, GitHub Pages).');
+    });
+  };
+  Figure.prototype.note = function (text) {
+    var el = this.root.querySelector('.figure-note');
+    if (el) { el.textContent = text; el.hidden = !text; }
+  };
+  Figure.prototype.enableLens = function (on) {
+    var select = this.root.querySelector('.lens-select');
+    if (select) select.disabled = !on;
+  };
   Figure.prototype.at = function (array, layer, pos, scale) {
     var v = array[layer * this.T + pos];
     return v === null || v === undefined ? null : v / scale;
@@ -57,6 +97,9 @@
       { key: 'kl', label: 'KL(final ‖ layer) (nats)', get: function (l, t) { return self.at(d.kl_to_final, l, t, NATS); }, colorscale: 'Magma', zmin: 0 },
       { key: 'next', label: 'P(actual next token)', get: function (l, t) { return self.at(d.next_token_prob, l, t, PROB); }, colorscale: 'Greens', zmin: 0, zmax: 1 }
     ];
+    list = list.filter(function (m) {
+      return { entropy: d.entropy, top1: d.topk_probs, kl: d.kl_to_final, next: d.next_token_prob }[m.key];
+    });
     if (d.target_prob) {
       list.push({ key: 'target', label: 'P(target ' + JSON.stringify(d.target) + ')', get: function (l, t) { return self.at(d.target_prob, l, t, PROB); }, colorscale: 'Oranges', zmin: 0, zmax: 1 });
     }
@@ -78,8 +121,9 @@
       for (var t = 0; t < this.T; t++) {
         var lines = ['<b>layer ' + l + (l === this.L - 1 ? ' (output)' : '') + ' · position ' + t + '</b>',
           'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t]))),
-          'entropy ' + this.at(d.entropy, l, t, NATS).toFixed(2) + ' nats · KL ' + this.at(d.kl_to_final, l, t, NATS).toFixed(2)];
-        if (t < this.T - 1) {
+          'entropy ' + this.at(d.entropy, l, t, NATS).toFixed(2) + ' nats' +
+            (d.kl_to_final ? ' · KL ' + this.at(d.kl_to_final, l, t, NATS).toFixed(2) : '')];
+        if (t < this.T - 1 && d.next_token_prob) {
           lines.push('next ' + plotlyText(JSON.stringify(this.token(d.input_ids[t + 1]))) + ': ' +
             pct(this.at(d.next_token_prob, l, t, PROB)) + ' (rank ' + d.next_token_rank[l * this.T + t] + ')');
         }
@@ -115,11 +159,13 @@
     for (var t = 0; t < this.T; t++) { positions.push(t); ticktext.push(plotlyText(shortText(this.token(this.d.input_ids[t]), 12))); }
     this.metricList = this.metrics();
     this.metric = this.metric || this.metricList[0];
-    var width = Math.max(el.parentNode.clientWidth || 600, 90 + 62 * this.T);
-    var height = Math.max(260, 110 + 21 * this.L);
+    var long = this.T > WINDOW, withText = this.T <= CELL_TEXT_LIMIT;
+    var available = el.parentNode.clientWidth || 600;
+    var width = long ? Math.max(available, 600) : Math.max(available, 90 + 62 * this.T);
+    var height = Math.max(260, 110 + 21 * this.L) + (long ? 50 : 0);
     var trace = {
       type: 'heatmap', z: this.matrix(this.metric), x: positions, y: Array.from({ length: this.L }, function (_, i) { return i; }),
-      text: this.cellText(), texttemplate: '%{text}', textfont: { size: 10 },
+      text: this.cellText(), texttemplate: withText ? '%{text}' : '', textfont: { size: 10 },
       customdata: this.hover(), hovertemplate: '%{customdata}<extra></extra>',
       colorscale: this.metric.colorscale, zmin: this.metric.zmin, zmax: this.metric.zmax,
       colorbar: { title: { text: plotlyText(this.metric.label), side: 'right' }, thickness: 12 }, xgap: 1, ygap: 1
@@ -127,7 +173,10 @@
     var layout = {
       width: width, height: height, margin: { l: 60, r: 20, t: 10, b: 90 },
       paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
-      xaxis: { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false },
+      xaxis: long
+        ? { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' },
+            range: [-0.5, WINDOW - 0.5], rangeslider: { visible: true, thickness: 0.08 } }
+        : { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false },
       yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false },
       hoverlabel: { align: 'left', font: { family: 'ui-monospace, monospace', size: 12 } }
     };
@@ -139,13 +188,19 @@
       }
     });
   };
-  Figure.prototype.setupSelect = function () {
-    var select = this.root.querySelector('.metric-select'), self = this;
+  Figure.prototype.fillSelect = function () {
+    var select = this.root.querySelector('.metric-select'), current = this.metric && this.metric.key;
     if (!select) return;
     select.textContent = '';
     this.metrics().forEach(function (m) {
       var o = document.createElement('option'); o.value = m.key; o.textContent = m.label; select.appendChild(o);
     });
+    if (current) select.value = current;
+  };
+  Figure.prototype.setupSelect = function () {
+    var select = this.root.querySelector('.metric-select'), self = this;
+    if (!select) return;
+    this.fillSelect();
     select.addEventListener('change', function () {
       self.metric = self.metricList.filter(function (m) { return m.key === select.value; })[0];
       Plotly.restyle(self.root.querySelector('.heatmap'), {
@@ -262,6 +317,42 @@
     }, { displaylogo: false });
   }
 
+  /* Corpus curves: one panel per metric, a line per (model, lens) with a 95 % band. */
+  var PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#9b5de5', '#f2a541', '#6c757d', '#d63384', '#198754'];
+  function drawCurves(section) {
+    var data = JSON.parse(section.querySelector('script.corpus-data').textContent);
+    var select = section.querySelector('.depth-select');
+    function render() {
+      var byDepth = !select || select.value === 'depth', th = theme(), all = [];
+      section.querySelectorAll('.curve-panel').forEach(function (panel) {
+        var metric = panel.getAttribute('data-metric'), traces = [];
+        data.series.forEach(function (s, i) {
+          var L = s.layers - 1, colour = PALETTE[i % PALETTE.length];
+          var xs = s[metric].map(function (_, l) { return byDepth ? (L ? l / L : 0) : l; });
+          var ci = s[metric + '_ci'], name = plotlyText(s.model) + ' (' + plotlyText(s.lens) + ' lens)';
+          traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[1]; }), line: { width: 0, color: colour },
+            hoverinfo: 'skip', showlegend: false, legendgroup: name });
+          traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[0]; }), line: { width: 0, color: colour },
+            fill: 'tonexty', fillcolor: colour + '33', hoverinfo: 'skip', showlegend: false, legendgroup: name });
+          traces.push({ type: 'scatter', mode: 'lines+markers', x: xs, y: s[metric], name: name, legendgroup: name,
+            line: { color: colour, dash: s.lens === 'logit' ? 'solid' : s.lens === 'tuned' ? 'dash' : 'dot' }, marker: { size: 4 },
+            customdata: s[metric].map(function (_, l) { return [l, ci[l][0], ci[l][1]]; }),
+            hovertemplate: 'layer %{customdata[0]}: %{y:.4f} [%{customdata[1]:.4f}, %{customdata[2]:.4f}]<extra>%{fullData.name}</extra>' });
+        });
+        var el = panel.querySelector('.curve-chart');
+        all.push(Plotly.react(el, traces, {
+          height: 320, margin: { l: 55, r: 10, t: 10, b: 45 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
+          xaxis: { title: { text: byDepth ? 'normalised depth (layer / layers)' : 'layer' } },
+          yaxis: { title: { text: plotlyText(panel.querySelector('h3').textContent) }, rangemode: 'tozero' },
+          legend: { orientation: 'h', y: -0.3 }, hovermode: 'closest'
+        }, { displaylogo: false }));
+      });
+      return Promise.all(all);
+    }
+    if (select) select.addEventListener('change', render);
+    return { render: render };
+  }
+
   var mounted = [];
   /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
   function mount(scope) {
@@ -273,19 +364,32 @@
       var f = new Figure(root, JSON.parse(script.textContent));
       f.setupSelect();
       f.setupLens();
+      f.enableLens(!f.partial);
       figures.push(f);
     });
     var all = figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });
+    if (figures.some(function (f) { return f.partial; })) {
+      Promise.all(all).then(function () {
+        return Promise.all(figures.map(function (f) { return f.loadFull(); }));
+      }).then(function () { drawComparison(figures, scope); });
+    }
     drawComparison(figures, scope);
+    scope.querySelectorAll('section.corpus').forEach(function (section) {
+      if (section.hasAttribute('data-mounted')) return;
+      section.setAttribute('data-mounted', '');
+      var curves = drawCurves(section);
+      api.curves.push(curves);
+      all.push(curves.render());
+    });
     mounted.push({ figures: figures, scope: scope });
     Array.prototype.push.apply(api.figures, figures);
     return Promise.all(all).then(function () {
       var target = scope === document ? document.documentElement : scope;
-      target.setAttribute('data-figures-ready', String(figures.length));
+      target.setAttribute('data-figures-ready', String(all.length));
     });
   }
 
-  var api = { figures: [], plotlyText: plotlyText, mount: mount };
+  var api = { figures: [], curves: [], plotlyText: plotlyText, mount: mount };
   window.lensreport = api;
   if (window.matchMedia) {
     window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', function () {
@@ -293,6 +397,7 @@
         m.figures.forEach(function (f) { f.draw(); });
         drawComparison(m.figures, m.scope);
       });
+      api.curves.forEach(function (c) { c.render(); });
     });
   }
   if (!document.querySelector('[data-lensreport-notebook]')) {

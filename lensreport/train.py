@@ -1,0 +1,281 @@
+"""`lensreport train-lens`: train a tuned lens for a manifest's model on a corpus.
+
+The recipe of Belrose et al. (2023) and the tuned-lens library: one translator per layer,
+zero-initialised (so training starts at the logit lens), loss = Σ over layers of the mean
+KL(final ‖ lens) over tokens, SGD with Nesterov momentum 0.9 (learning rate lr_scale·(1-0.9)),
+weight decay 1e-3, gradient norm clipped to 1, linear decay to zero over a fixed token
+budget. The model is frozen.
+
+The full-vocabulary KL makes the unembedding the cost: per layer and chunk of positions one
+matmul forward and one back (the unembedding itself gets no gradient), with bounded memory
+(a chunk of logits at a time). The first windows of the corpus are held out and measured
+before and after training with the corpus-curve code, for the training report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from . import corpus as corpora
+from . import tuned
+from .curves import measure
+from .errors import LensReportError
+from .manifest import Manifest
+
+log = logging.getLogger("lensreport")
+LOGITS_PER_CHUNK = 1 << 24  # float32 logits held at once while training (64 MB)
+MAX_GRAD_NORM = 1.0  # as the tuned-lens library clips; residual streams can be large
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    tokens: int = 10_000  # training budget: positions whose KL is trained on
+    context: int = 256
+    tokens_per_step: int = 512
+    lr_scale: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    held_out_tokens: int = 1024
+    checkpoint_every: int = 5  # steps
+    seed: int = 0
+
+
+def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource, out: Path,
+               settings: TrainSettings) -> dict[str, Any]:
+    """Train, checkpoint, write the lens folder and its report; returns the report."""
+    from . import models as model_refs
+    from .engine import ModelSession
+
+    spec = next((m for m in manifest.models if m.name == model_name), None)
+    if spec is None:
+        raise LensReportError(f"--model {model_name!r}: no such model in {manifest.path}; known: "
+                              + ", ".join(m.name for m in manifest.models))
+    torch.manual_seed(settings.seed)
+    session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
+    model, head = session.loaded.model, session.head
+    layers, width = session.facts["num_layers"], head.weight.shape[1]
+    device = head.weight.device
+    translators = torch.nn.ModuleList(
+        torch.nn.Linear(width, width, device=device, dtype=torch.float32) for _ in range(layers))
+    for translator in translators:
+        torch.nn.init.zeros_(translator.weight)
+        torch.nn.init.zeros_(translator.bias)
+    optimizer = torch.optim.SGD(translators.parameters(),
+                                lr=settings.lr_scale * (1 - settings.momentum),
+                                momentum=settings.momentum, nesterov=True,
+                                weight_decay=settings.weight_decay)
+    steps = max(1, math.ceil(settings.tokens / settings.tokens_per_step))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    checkpoint = out / "checkpoint.pt"
+    state = {"step": 0, "settings": asdict(settings), "losses": []}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved.get("settings") != state["settings"]:
+            raise LensReportError(f"{checkpoint} was written with other settings; delete it "
+                                  "or use another --out")
+        translators.load_state_dict(saved["translators"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log.info("resuming from step %d of %d", state["step"], steps)
+
+    tokenizer = session.loaded.tokenizer
+    budget = settings.held_out_tokens + settings.tokens
+    stream = corpora.windows(source, tokenizer, settings.context, budget)
+    held_out, first = _take(stream, settings.held_out_tokens)
+    if first is None:
+        raise LensReportError(f"corpus {source.describe()} has no text left to train on after "
+                              f"{settings.held_out_tokens} held-out tokens")
+    wrapper = _Wrapped(translators)
+    before = _evaluate(session, held_out, None) if held_out else None
+    batches = _batches(itertools.chain([first] if first else [], stream),
+                       settings.tokens_per_step)
+    started = time.perf_counter()
+    bar = _bar(steps, state["step"])
+    for step, batch in enumerate(batches):
+        if step >= steps:
+            break
+        if step < state["step"]:
+            continue  # resumed: these windows were trained on already
+        loss = _train_step(session, translators, batch, optimizer)
+        scheduler.step()
+        state["step"] = step + 1
+        state["losses"].append(loss)
+        bar(loss)
+        if state["step"] % settings.checkpoint_every == 0 or state["step"] == steps:
+            _save_checkpoint(checkpoint, translators, optimizer, scheduler, state)
+    seconds = time.perf_counter() - started
+    after = _evaluate(session, held_out, wrapper) if held_out else None
+    config = {"base_model_name_or_path": spec.reference, "d_model": width,
+              "num_hidden_layers": layers, "bias": True, "base_model_revision": spec.revision,
+              "unembed_hash": None, "lens_type": tuned.LENS_TYPE}
+    tuned.save(out, [t.weight for t in translators], [t.bias for t in translators], config)
+    report = {
+        "model": spec.name, "corpus": source.describe(), "settings": asdict(settings),
+        "steps": state["step"], "train_seconds": round(seconds, 1),
+        "held_out_tokens": before["logit"].scored_tokens if before else 0,
+        "loss_per_step": [round(v, 4) for v in state["losses"]],
+        "held_out": ({"logit": before["logit"].curves(), "tuned": after["tuned"].curves()}
+                     if before and after else None),
+    }
+    (out / "training-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    session.close()
+    return report
+
+
+class _Wrapped:
+    """Translators as the lens code reads them (tuned.Translators' interface)."""
+
+    def __init__(self, translators: torch.nn.ModuleList) -> None:
+        self.modules = translators
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return [t.weight for t in self.modules]
+
+    def apply(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        translator = self.modules[layer]
+        return (hidden.float() + translator(hidden.float())).to(hidden.dtype)
+
+
+def _take(windows: Iterator[corpora.Window], tokens: int
+          ) -> tuple[list[corpora.Window], corpora.Window | None]:
+    """The first windows up to ``tokens`` scored positions; and the next window, if any."""
+    taken: list[corpora.Window] = []
+    count = 0
+    for window in windows:
+        if count >= tokens:
+            return taken, window
+        taken.append(window)
+        count += len(window.input_ids) - 1
+    return taken, None
+
+
+def _batches(windows: Iterator[corpora.Window], tokens: int
+             ) -> Iterator[list[corpora.Window]]:
+    batch, count = [], 0
+    for window in windows:
+        batch.append(window)
+        count += len(window.input_ids) - 1  # scored positions, as the budget counts them
+        if count >= tokens:
+            yield batch
+            batch, count = [], 0
+    if batch:
+        yield batch
+
+
+def _evaluate(session: Any, windows: list[corpora.Window], translators: Any) -> dict[str, Any]:
+    previous = session.translators
+    session.translators = translators
+    try:
+        return measure(session, windows, ["logit"] if translators is None else ["tuned"])
+    finally:
+        session.translators = previous
+
+
+def _train_step(session: Any, translators: torch.nn.ModuleList, batch: list[corpora.Window],
+                optimizer: torch.optim.Optimizer) -> float:
+    """One optimizer step on a batch of windows; returns Σ over layers of the mean KL."""
+    from .engine import EncodedPrompt
+
+    head = session.head
+    vocab = head.weight.shape[0]
+    chunk = max(1, LOGITS_PER_CHUNK // vocab)
+    encoded = [EncodedPrompt(f"window {i}", w.input_ids, None, None) for i, w in enumerate(batch)]
+    total_tokens = sum(len(w.input_ids) for w in batch)
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for _, hidden, last in session.hidden_states(encoded):
+        with torch.no_grad():
+            final = torch.log_softmax(head.logits(last), -1)  # (T, V) float32
+            p_final = final.exp()
+            negentropy = (p_final * final).sum(-1)  # Σ p log p, per position
+        for layer, translator in enumerate(translators):
+            h = hidden[layer].to(head.weight.device).float()
+            normalized = head.normalize((h + translator(h)).to(hidden[layer].dtype))
+            gradient = torch.empty_like(normalized)
+            with torch.no_grad():
+                for start in range(0, normalized.shape[0], chunk):
+                    rows = slice(start, start + chunk)
+                    loss, gradient[rows] = _kl_gradient(
+                        head, normalized[rows].detach(), p_final[rows], negentropy[rows],
+                        1.0 / total_tokens)
+                    total += loss
+            normalized.backward(gradient)
+    torch.nn.utils.clip_grad_norm_(translators.parameters(), MAX_GRAD_NORM)
+    optimizer.step()
+    return total
+
+
+def _kl_gradient(head: Any, inputs: torch.Tensor, p_final: torch.Tensor,
+                 negentropy: torch.Tensor, weight: float) -> tuple[float, torch.Tensor]:
+    """weight · Σ KL(final ‖ lens) over these rows, and its gradient wrt ``inputs``.
+
+    By hand rather than through autograd: d KL / d logits = softmax(logits) - p_final, so one
+    matmul forward, a few in-place passes over the logits, and one matmul back (half the
+    memory traffic of autograd's log-softmax graph). Soft-capping and logit scales are
+    differentiated explicitly.
+    """
+    raw = torch.nn.functional.linear(inputs, head.weight, head.bias).float()
+    logits = head.postprocess(raw) if (head.softcap or head.logit_scale != 1.0) else raw
+    chain = None
+    if head.softcap:
+        chain = 1 - (logits / head.softcap) ** 2  # d tanh-cap / d (scaled) raw logits
+    cross = (p_final * logits).sum(-1)  # Σ p z
+    maximum = logits.amax(-1, keepdim=True)
+    logits.sub_(maximum).exp_()
+    total = logits.sum(-1, keepdim=True)
+    # KL = Σ p log p - Σ p (z - max - log Σ e^(z - max))
+    kl = negentropy - cross + maximum[:, 0] + torch.log(total[:, 0])
+    gradient = logits.div_(total).sub_(p_final)  # softmax - p
+    if chain is not None:
+        gradient.mul_(chain)
+    if head.logit_scale != 1.0:
+        gradient.mul_(head.logit_scale)
+    gradient.mul_(weight)
+    back = gradient.to(head.weight.dtype) @ head.weight
+    return kl.sum().item() * weight, back.to(inputs.dtype)
+
+
+def _save_checkpoint(path: Path, translators: torch.nn.ModuleList, optimizer: Any,
+                     scheduler: Any, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save({"translators": translators.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "state": state,
+                "settings": state["settings"]}, temporary)
+    os.replace(temporary, path)
+
+
+def _bar(steps: int, done: int) -> Any:
+    """A progress bar with the loss on a terminal; a log line per step elsewhere."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=done, desc="train-lens", unit="step")
+
+        def update(loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+            if bar.n >= steps:
+                bar.close()
+        return update
+
+    counter = {"step": done}
+
+    def log_line(loss: float) -> None:
+        counter["step"] += 1
+        log.info("step %d/%d: loss %.4f (Σ over layers of mean KL, nats)", counter["step"],
+                 steps, loss)
+    return log_line

@@ -1,0 +1,240 @@
+"""Corpus curves: the window convention, numbers against an independent computation, pages."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import REPO, run_cli, write_manifest
+from lensreport.corpus import CorpusSource, documents, windows
+
+DOCS = ["The quick brown fox jumps over the lazy dog. " * 3,
+        "one two three four five six seven eight nine ten",
+        "Les élèves étudient à l'école. Ünïcödé, 日本語, emoji 🦊.",
+        "def add(a, b):\n    return a + b\n" * 2]
+
+
+def write_corpus(folder: Path) -> Path:
+    path = folder / "corpus.txt"
+    path.write_text("\n\n".join(DOCS) + "\n", encoding="utf-8")
+    return path
+
+
+def reference_windows(tokenizer, texts, context, budget):
+    """The README's convention, written out plainly."""
+    out, scored = [], 0
+    for text in texts:
+        ids = tokenizer(text)["input_ids"]
+        for start in range(0, len(ids), context):
+            chunk = ids[start:start + context]
+            if len(chunk) < 2:
+                continue
+            chunk = chunk[:budget - scored + 1]
+            out.append(chunk)
+            scored += len(chunk) - 1
+            if scored >= budget:
+                return out
+    return out
+
+
+def test_documents_and_windows_follow_the_convention(tmp_path, tiny_models):
+    path = write_corpus(tmp_path)
+    assert list(documents(CorpusSource(path=path))) == [d.rstrip("\n") for d in DOCS]
+    from tokenizers import processors
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("llama", "sentencepiece"))
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", bos)])  # adds BOS, as Llama's does
+    assert tokenizer("a")["input_ids"][0] == bos
+    texts = [d.rstrip("\n") for d in DOCS]
+    got = list(windows(CorpusSource(path=path), tokenizer, 8, 50))
+    assert [w.input_ids for w in got] == reference_windows(tokenizer, texts, 8, 50)
+    assert sum(len(w.input_ids) - 1 for w in got) == 50
+    firsts = [w for i, w in enumerate(got) if i == 0 or got[i - 1].document != w.document]
+    assert all(w.input_ids[0] == bos for w in firsts)
+    assert all(bos not in w.input_ids for w in got if w not in firsts)
+    # Bytes: every scored token covers the text since the token before it; a whole
+    # document's windows cover all its bytes but those of the first token of each window.
+    whole = [w for w in windows(CorpusSource(path=path), tokenizer, 10_000, 10_000)]
+    for window, text in zip(whole, texts):
+        assert sum(window.target_bytes) == len(text.encode("utf-8"))
+
+
+def test_jsonl_corpus_and_its_errors(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "first"}\n\n{"text": "second", "id": 2}\n{"body": "x"}\n')
+    reader = documents(CorpusSource(path=path))
+    assert [next(reader), next(reader)] == ["first", "second"]
+    with pytest.raises(Exception, match=r"c.jsonl:4: no text field 'text'"):
+        next(reader)
+
+
+def independent_rows(model, norm, window, softcap=None):
+    """Per-row log-probabilities by hand: final norm -> unembedding -> log-softmax (float32)."""
+    ids = torch.tensor([window])
+    with torch.no_grad():
+        output = model(input_ids=ids, output_hidden_states=True)
+        head = model.get_output_embeddings()
+        rows = []
+        for hidden in output.hidden_states[:-1]:
+            logits = head(norm(hidden))[0].float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            rows.append(torch.log_softmax(logits, -1))
+        rows.append(torch.log_softmax(output.logits[0].float(), -1))
+    return rows
+
+
+def check_curves(document, model, norm, tokenizer, texts, context, budget, softcap=None):
+    chunks = reference_windows(tokenizer, texts, context, budget)
+    layers = len(document["layers"])
+    ce = [0.0] * layers
+    kl = [0.0] * layers
+    agree = [0.0] * layers
+    tokens = 0
+    for chunk in chunks:
+        rows = independent_rows(model, norm, chunk, softcap)
+        targets = torch.tensor(chunk[1:])
+        final = rows[-1][:-1]
+        for layer, logp in enumerate(rows):
+            logp = logp[:-1]
+            ce[layer] += float(-logp.gather(1, targets[:, None]).sum())
+            kl[layer] += float((final.exp() * (final - logp)).sum())
+            agree[layer] += float((logp.argmax(-1) == final.argmax(-1)).sum())
+        tokens += len(chunk) - 1
+    assert document["scored_tokens"] == tokens == budget
+    for layer in range(layers):
+        assert document["cross_entropy"][layer] == pytest.approx(ce[layer] / tokens, rel=1e-3)
+        assert document["kl_to_final"][layer] == pytest.approx(kl[layer] / tokens, rel=1e-3,
+                                                               abs=1e-4)
+        assert document["top1_agrees_with_final"][layer] == pytest.approx(agree[layer] / tokens,
+                                                                          abs=1e-6)
+        low, high = document["cross_entropy_ci"][layer]
+        assert low <= document["cross_entropy"][layer] <= high
+        bits = document["bits_per_byte"][layer] * document["scored_bytes"] * math.log(2)
+        assert bits == pytest.approx(ce[layer], rel=1e-3)
+    assert document["kl_to_final"][-1] == 0.0 and document["top1_agrees_with_final"][-1] == 1.0
+
+
+@pytest.mark.parametrize("family, tokenizer_kind, norm_path, softcap", [
+    ("llama", "sentencepiece", "model.norm", None), ("gemma2", "sentencepiece", "model.norm", 3.0),
+    ("gpt2", "byte_level", "transformer.ln_f", None)])
+def test_curves_match_an_independent_computation(family, tokenizer_kind, norm_path, softcap,
+                                                 tmp_path, tiny_models, weights_cache):
+    folder = tiny_models(family, tokenizer_kind)
+    write_corpus(tmp_path)
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - {{name: tiny, model: {folder}}}
+        corpora:
+          - {{name: docs, path: corpus.txt, max_tokens: 60, context: 16}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "site/data/corpora/docs/tiny.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    norm = model.get_submodule(norm_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    check_curves(document, model, norm, tokenizer, [d.rstrip("\n") for d in DOCS], 16, 60,
+                 softcap)
+    assert (tmp_path / "site/corpora/docs/index.html").is_file()
+    assert (tmp_path / "site/embed/corpora/docs.html").is_file()
+    # Cached like prompt runs: a rebuild computes nothing.
+    again = run_cli("build", manifest)
+    assert "0 run(s) computed, 1 from the cache" in again.stderr
+
+
+def test_corpus_errors_point_at_the_manifest(tmp_path):
+    manifest = write_manifest(tmp_path, """
+        models:
+          - {name: m, model: org/m}
+        corpora:
+          - {name: docs, path: missing.txt}
+          - {name: both, path: a.txt, dataset: wikitext}
+          - {name: small, path: a.md, context: 1}
+    """)
+    result = run_cli("validate", manifest)
+    assert result.returncode == 2
+    assert f"{manifest}:4: corpus 'docs'.path: 'missing.txt' does not exist" in result.stderr
+    assert f"{manifest}:5: corpus 'both': give exactly one of 'path'" in result.stderr
+    assert f"{manifest}:6: corpus 'small'.path: 'a.md' is neither" in result.stderr
+    assert "context: expected an integer of at least 2" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_curves_match_an_independent_computation(demo_site):
+    """Both real demo models, on the demo corpus (prompts/corpus/eval.txt)."""
+    from lensreport import models
+    from lensreport.manifest import load_manifest
+
+    manifest = load_manifest(REPO / "prompts" / "demo.yaml")
+    corpus = manifest.corpora[0]
+    texts = list(documents(corpus.source))
+    for model_name, norm_path, softcap in (("smollm2-135m", "model.norm", None),
+                                           ("gemma-3-270m", "model.norm", None)):
+        document = json.loads((demo_site / "data" / "corpora" / corpus.slug /
+                               f"{model_name}.json").read_text())
+        spec = manifest.model(model_name)
+        folder = models.weights_cache_folder(models.resolve(spec, manifest.path))
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        check_curves(document, model, model.get_submodule(norm_path), tokenizer, texts,
+                     corpus.context, corpus.max_tokens,
+                     getattr(model.config, "final_logit_softcapping", None) or softcap)
+
+
+@pytest.mark.browser
+def test_corpus_page_draws_curves_bands_and_hover(tmp_path, tiny_models, weights_cache, page):
+    write_corpus(tmp_path)
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - {{name: "a <b>", model: {tiny_models("llama", "sentencepiece")}}}
+          - {{name: b, model: {tiny_models("gpt2")}}}
+        prompts:
+          - {{name: fox, text: "The quick brown fox"}}
+        corpora:
+          - {{name: docs, path: corpus.txt, max_tokens: 40, context: 16}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "site"
+    for path in ("corpora/docs/index.html", "embed/corpora/docs.html"):
+        page.goto((site / path).as_uri())
+        page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+        panels = page.locator(".curve-panel")
+        assert panels.count() == 6
+        assert page.locator(".curve-panel .main-svg").count() >= 6
+        fills = page.evaluate("() => [...document.querySelectorAll('.curve-chart')].map("
+                              "el => el.data.filter(t => t.fill === 'tonexty').length)")
+        assert fills == [2] * 6  # one band per (model, lens)
+        names = page.evaluate("() => document.querySelector('.curve-chart').data"
+                              ".filter(t => t.showlegend !== false).map(t => t.name)")
+        assert names == ["a &lt;b&gt; (logit lens)", "b (logit lens)"]
+        assert page.errors == []
+    page.goto((site / "corpora/docs/index.html").as_uri())
+    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+    chart = page.locator(".curve-chart").first
+    chart.scroll_into_view_if_needed()
+    x, y = page.evaluate("""el => {
+        const layout = el._fullLayout, line = el.data[2];
+        return [layout.xaxis._offset + layout.xaxis.l2p(line.x[0]),
+                layout.yaxis._offset + layout.yaxis.l2p(line.y[0])];
+    }""", chart.element_handle())
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + x + 3, box["y"] + y + 3)
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    page.wait_for_selector(".curve-chart .hoverlayer .hovertext", timeout=10_000)
+    assert "layer 0:" in page.locator(".curve-chart .hoverlayer .hovertext").first.text_content()
+    page.select_option(".depth-select", "layer")
+    page.wait_for_timeout(200)
+    xs = page.evaluate("() => document.querySelector('.curve-chart').data[2].x")
+    assert xs == list(range(len(xs)))
+    index = (site / "index.html").read_text()
+    assert 'href="corpora/docs/index.html"' in index
+    assert 'corpora/docs/index.html' in (site / "models" / "b" / "index.html").read_text()

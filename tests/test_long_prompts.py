@@ -1,0 +1,84 @@
+"""Long prompts: pages carry the first view only, fetch the rest over HTTP, say so on
+file://, and pan through the tokens with a range slider instead of a mile-wide canvas."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import pytest
+
+import tiny
+from conftest import run_cli, write_manifest
+
+
+@pytest.fixture(scope="module")
+def long_site(tmp_path_factory, weights_cache):
+    folder = tmp_path_factory.mktemp("long")
+    tokenizer = tiny.sentencepiece_tokenizer()
+    config = dict(tiny.ARCHITECTURES["llama"], max_position_embeddings=4096)
+    tiny.ARCHITECTURES["llama-long"] = config
+    model = tiny.save_tiny_model("llama-long", folder / "model", tokenizer)
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 130)
+    manifest = write_manifest(folder, f"""
+        models:
+          - {{name: tiny, model: {model}}}
+        prompts:
+          - {{name: long, text: "{text}", target: " dog"}}
+          - {{name: short, text: "The quick brown fox"}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    return folder / "site"
+
+
+@pytest.fixture(scope="module")
+def served(long_site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(long_site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.log_message = lambda *args: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_long_figures_inline_the_first_view_only(long_site):
+    page = (long_site / "prompts" / "long" / "index.html").read_bytes()
+    full = (long_site / "data" / "tiny" / "long.figure.json").read_bytes()
+    assert b'"partial":true' in page and b"tracked_probs" not in page
+    assert len(page) < len(full) / 3
+    short = (long_site / "prompts" / "short" / "index.html").read_bytes()
+    assert b'"partial"' not in short and b"tracked_probs" in short
+    assert not (long_site / "data" / "tiny" / "short.figure.json").exists()
+
+
+@pytest.mark.browser
+def test_http_loads_the_rest_after_the_first_view(served, page):
+    page.goto(served + "prompts/long/index.html")
+    page.wait_for_selector("html[data-figures-ready]", timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.metric-select option')]"
+                           ".some(o => o.value === 'kl')", timeout=60_000)
+    options = page.locator(".metric-select option").all_inner_texts()
+    assert any(o.startswith("P(target") for o in options)
+    layout = page.evaluate("() => document.querySelector('.heatmap').layout.xaxis")
+    assert layout["rangeslider"]["visible"] and layout["range"][1] < 200
+    width = page.evaluate("() => document.querySelector('.heatmap').getBoundingClientRect().width")
+    assert width < 2000  # not one column of 62 px per token
+    assert page.locator(".trajectory .main-svg").count() >= 1  # the target, once loaded
+    assert page.locator(".figure-note").is_hidden()
+    assert page.errors == []
+
+
+@pytest.mark.browser
+def test_file_pages_say_what_they_cannot_load(long_site, page):
+    page.goto((long_site / "prompts" / "long" / "index.html").as_uri())
+    page.wait_for_selector("html[data-figures-ready]", timeout=60_000)
+    note = page.locator(".figure-note")
+    note.wait_for(timeout=10_000)
+    assert "web server" in note.inner_text()
+    options = page.locator(".metric-select option").all_inner_texts()
+    assert options == ["Entropy (nats)", "Top-1 probability"]
+    z = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
+    assert len(z) == 4 and len(z[0]) > 1024
+    assert page.errors == []
