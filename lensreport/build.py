@@ -18,7 +18,8 @@ from typing import Any, Iterable, Iterator
 from . import models as model_refs
 from .errors import LensReportError, ManifestError
 from .manifest import CorpusSpec, Manifest, ModelSpec, PromptSpec
-from .results import ResultsCache, cache_key, restamp
+from .results import cache_key, restamp
+from .store import ResultsStore
 
 log = logging.getLogger("lensreport")
 
@@ -117,7 +118,7 @@ def plan_all(manifest: Manifest) -> tuple[list[Run], list[CorpusRun]]:
     corpus_digests = {corpus.name: digest(corpus.source) for corpus in manifest.corpora}
     for model in manifest.models:
         resolved = model_refs.resolve(model, manifest.path)
-        device = model_refs.device_type(model.device)
+        device = model_refs.device_type(model.device, model.device_map)
         lenses = {kind: tuned_identity(model, resolved, manifest) if kind == "tuned" else None
                   for kind in model.lens.kinds}
         for corpus in manifest.corpora:
@@ -157,7 +158,7 @@ def _progress(items: Iterable[Any], description: str, total: int) -> Iterator[An
 AnyRun = Run | CorpusRun
 
 
-def compute_results(manifest: Manifest, runs: list[AnyRun], cache: ResultsCache, clean: bool,
+def compute_results(manifest: Manifest, runs: list[AnyRun], cache: ResultsStore, clean: bool,
                     summary: BuildSummary) -> dict[DocumentKey, dict[str, Any]]:
     """Every run's document (prompt and corpus runs alike): from the cache, or computed with
     one model load per model."""
@@ -290,14 +291,57 @@ def default_site_dir(manifest: Manifest) -> Path:
     return manifest.site_dir or manifest.root / "site"
 
 
-def default_cache_dir(manifest: Manifest) -> Path:
+def default_cache_dir(manifest: Manifest) -> Path | str:
     return manifest.cache_dir or manifest.root / ".lensreport-cache"
+
+
+def shard_runs(runs: list[AnyRun], shard: int, shards: int) -> list[AnyRun]:
+    """Shard ``shard`` (1-based) of ``shards``: the same answer on every machine.
+
+    With at least as many models as shards, whole models go to the least-loaded shard
+    (largest first), so each model loads once; otherwise the runs, in model order, are cut
+    into contiguous blocks, so a model loads on as few shards as possible.
+    """
+    by_model: dict[str, list[AnyRun]] = {}
+    for run in runs:
+        by_model.setdefault(run.model.name, []).append(run)
+    if len(by_model) >= shards:
+        loads = [0] * shards
+        owner: dict[str, int] = {}
+        for name in sorted(by_model, key=lambda n: (-len(by_model[n]), list(by_model).index(n))):
+            target = min(range(shards), key=lambda i: (loads[i], i))
+            owner[name] = target
+            loads[target] += len(by_model[name])
+        return [run for run in runs if owner[run.model.name] == shard - 1]
+    ordered = [run for group in by_model.values() for run in group]
+    start = len(ordered) * (shard - 1) // shards
+    return ordered[start:len(ordered) * shard // shards]
+
+
+def compute_shard(manifest: Manifest, shard: int, shards: int, *, clean: bool = False
+                  ) -> BuildSummary:
+    """Compute this shard's share of the runs into the results store; render nothing."""
+    started = time.perf_counter()
+    summary = BuildSummary()
+    store = ResultsStore(default_cache_dir(manifest))
+    runs, corpus_runs = plan_all(manifest)
+    mine = shard_runs([*runs, *corpus_runs], shard, shards)
+    log.info("shard %d/%d: %d of %d run(s)", shard, shards, len(mine),
+             len(runs) + len(corpus_runs))
+    compute_results(manifest, mine, store, clean, summary)
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
 def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool = False,
               strict: bool = False, only_models: tuple[str, ...] = (),
-              only_prompts: tuple[str, ...] = (), live_reload: bool = False) -> BuildSummary:
-    """Build the whole site. The previous site is replaced only if everything succeeded."""
+              only_prompts: tuple[str, ...] = (), live_reload: bool = False,
+              compute: bool = True) -> BuildSummary:
+    """Build the whole site. The previous site is replaced only if everything succeeded.
+
+    ``compute=False`` renders from the results store alone and fails, listing them, when
+    runs are missing (the last step after sharded computation).
+    """
     from .site import publish, remove_stale_staging, render_site, staging_folder
 
     started = time.perf_counter()
@@ -307,23 +351,25 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
     log.addHandler(counter)
     try:
         check_selection(manifest, only_models, only_prompts)
-        cache = ResultsCache(default_cache_dir(manifest))
+        store = ResultsStore(default_cache_dir(manifest))
         runs, corpus_runs = plan_all(manifest)
+        if not compute:
+            _require_stored([*runs, *corpus_runs], store)
         selected = [run for run in runs
                     if (not only_models or run.model.name in only_models)
                     and (not only_prompts or run.prompt.name in only_prompts)]
         selected_corpora = [run for run in corpus_runs
                             if (not only_models or run.model.name in only_models)
                             and not only_prompts]
-        computed = compute_results(manifest, [*selected, *selected_corpora], cache, clean,
+        computed = compute_results(manifest, [*selected, *selected_corpora], store, clean,
                                    summary)
         corpus_documents = {run.names: computed.pop(run.names) for run in selected_corpora}
         for run in corpus_runs:  # outside --only-*: shown if cached
-            if run not in selected_corpora and (document := cache.get(run.key)) is not None:
+            if run not in selected_corpora and (document := store.get(run.key)) is not None:
                 corpus_documents[run.names] = _restamp(run, document)
         documents = computed
         for run in runs:  # runs outside --only-*: shown if their results are cached
-            if run not in selected and (document := cache.get(run.key)) is not None:
+            if run not in selected and (document := store.get(run.key)) is not None:
                 documents[run.names] = restamp(document, run.model.name, run.model.slug,
                                                run.prompt.name, run.prompt.slug)
         for run in runs:
@@ -348,3 +394,16 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         log.removeHandler(counter)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _require_stored(runs: list[AnyRun], store: ResultsStore) -> None:
+    """--no-compute: every run must be in the store; list the missing ones otherwise."""
+    missing = [run for run in runs if store.get(run.key) is None]
+    if not missing:
+        return
+    shown = [f"({run.model.name}, {run.prompt.name if isinstance(run, Run) else 'corpus ' + run.corpus.name}, {run.lens} lens)"
+             for run in missing[:10]]
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    raise LensReportError(f"--no-compute: {len(missing)} run(s) are not in the results store "
+                          f"{store.location}: {', '.join(shown)}{more}; run the shards "
+                          "(build --shard K/N) first")

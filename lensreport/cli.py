@@ -15,7 +15,7 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import LensReportError
+from .errors import LensReportError, UsageError
 
 log = logging.getLogger("lensreport")
 
@@ -117,12 +117,29 @@ def main() -> None:
     """
 
 
+def _shard(_context: Any, _parameter: Any, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        shard, shards = (int(part) for part in value.split("/"))
+    except ValueError:
+        shard = shards = 0
+    if not 1 <= shard <= shards:
+        raise click.BadParameter(f"{value!r}: write K/N with 1 <= K <= N, e.g. 2/3")
+    return shard, shards
+
+
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @_build_options
+@click.option("--shard", callback=_shard, metavar="K/N",
+              help="Compute only share K of N of the runs into the results store; no site.")
+@click.option("--no-compute", is_flag=True,
+              help="Render from the results store only; fail listing missing runs.")
 @_common
 def build(manifest: str, site_dir: Path | None, clean: bool, strict: bool,
-          only_models: tuple[str, ...], only_prompts: tuple[str, ...], quiet: bool,
+          only_models: tuple[str, ...], only_prompts: tuple[str, ...],
+          shard: tuple[int, int] | None, no_compute: bool, quiet: bool,
           verbose: bool, debug: bool) -> None:
     """Run the logit lens for every (model, prompt) and write the static site.
 
@@ -134,14 +151,28 @@ def build(manifest: str, site_dir: Path | None, clean: bool, strict: bool,
       lensreport build prompts.yaml
       lensreport build prompts.yaml --site-dir public --strict
       lensreport build prompts.yaml --only-prompt fox --clean
+      lensreport build prompts.yaml --shard 2/3     (one of 3 machines; then:)
+      lensreport build prompts.yaml --no-compute    (render the site from the store)
     """
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .build import run_build
+        from .build import compute_shard, run_build
 
-        summary = run_build(_load(manifest), site_dir, clean=clean, strict=strict,
-                            only_models=only_models, only_prompts=only_prompts)
+        if shard and (no_compute or only_models or only_prompts or site_dir):
+            raise UsageError("--shard computes into the results store only; it takes "
+                                   "no --no-compute, --only-*, or --site-dir")
+        loaded = _load(manifest)
+        if shard:
+            summary = compute_shard(loaded, *shard, clean=clean)
+            log.info("shard %d/%d done in %.1f s: %d run(s) computed, %d already in the "
+                     "store; models loaded: %s", *shard, summary.seconds,
+                     len(summary.computed), len(summary.cached),
+                     ", ".join(summary.loaded_models) or "none")
+            return
+        summary = run_build(loaded, site_dir, clean=clean, strict=strict,
+                            only_models=only_models, only_prompts=only_prompts,
+                            compute=not no_compute)
         _report(summary)
 
     _run(debug, action)

@@ -36,3 +36,9 @@ class ManifestErrors(LensReportError):
             lines.append(f"… and {len(errors) - self.SHOWN} more problem(s) in "
                          f"{errors[0].path}")
         super().__init__("\n".join(lines))
+
+
+class UsageError(LensReportError):
+    """Options that do not go together; exit code 2, like click's own usage errors."""
+
+    exit_code = 2

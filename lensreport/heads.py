@@ -78,12 +78,13 @@ class LensHead:
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.unembedding.weight
+        return _materialized(self.unembedding, "weight")
 
     @property
     def bias(self) -> torch.Tensor | None:
         bias = getattr(self.unembedding, "bias", None)
-        return bias if isinstance(bias, torch.Tensor) else None
+        return _materialized(self.unembedding, "bias") if isinstance(bias, torch.Tensor) \
+            else None
 
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         """What the model's forward does after the unembedding, in the model's dtype."""
@@ -99,6 +100,24 @@ class LensHead:
         normalized = normalized.to(weight.device)
         bias = self.bias
         return self.postprocess(nn.functional.linear(normalized, weight, bias)).float()
+
+
+def _materialized(module: nn.Module, name: str) -> torch.Tensor:
+    """A parameter's values, also when accelerate offloaded it (to the CPU map or to disk:
+    the module then holds a 'meta' placeholder and its hook holds the weights). Read once
+    and kept on the module, since the lens reads the unembedding tile by tile."""
+    tensor = getattr(module, name)
+    if tensor.device.type != "meta":
+        return tensor
+    cache = module.__dict__.setdefault("_lensreport_materialized", {})
+    if name not in cache:
+        hook = getattr(module, "_hf_hook", None)
+        weights = getattr(hook, "weights_map", None)
+        if weights is None:
+            raise LensReportError(f"the unembedding's {name} is offloaded and its values "
+                                  "cannot be read; give it a device in device_map")
+        cache[name] = weights[name].to(getattr(hook, "execution_device", None) or "cpu")
+    return cache[name]
 
 
 def _output_embeddings_path(model: nn.Module) -> str:

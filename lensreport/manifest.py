@@ -139,6 +139,11 @@ class ModelSpec:
     trust_remote_code: bool
     note: str | None
     line: int
+    # Big models (accelerate): where each module lives, how much each device may hold, and
+    # where disk-offloaded weights go. See README, "Scaling up".
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[str, Any] | None = None
+    offload_folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class Manifest:
     models: tuple[ModelSpec, ...]
     prompts: tuple[PromptSpec, ...]
     site_dir: Path | None = None
-    cache_dir: Path | None = None
+    cache_dir: Path | str | None = None  # a folder, or an fsspec URL (s3://…, file://…)
     result_files: tuple[Path, ...] = ()
     results_line: int | None = None
     corpora: tuple[CorpusSpec, ...] = ()
@@ -271,7 +276,7 @@ def _is_bool(value: Any) -> bool:
 
 _TOP_KEYS = {"site": "site settings", "lens": "lens settings", "models": "list of models",
              "prompts": "list of prompts", "site_dir": "output folder",
-             "cache_dir": "results cache folder",
+             "cache_dir": "results store: a folder or an fsspec URL",
              "results": "saved results files (paths or globs), e.g. from run_lens",
              "corpora": "corpora for per-layer curves"}
 _CORPUS_KEYS = {"name": "", "path": "", "dataset": "", "split": "", "column": "",
@@ -281,7 +286,10 @@ DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
 _LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
-_MODEL_KEYS = {"name": "", "model": "", "revision": "", "dtype": "", "device": "", "lens": "",
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B)?$", re.IGNORECASE)
+_MODEL_KEYS = {"device_map": "", "max_memory": "", "offload_folder": "",
+               "name": "", "model": "", "revision": "", "dtype": "", "device": "", "lens": "",
                "final_norm": "", "unembedding": "", "trust_remote_code": "", "note": ""}
 _PROMPT_KEYS = {"name": "", "text": "", "target": "", "note": ""}
 
@@ -426,11 +434,40 @@ def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> lis
                                    "a module path such as model.norm"),
             unembedding=checker.get(mapping, "unembedding", where, _is_nonempty_text,
                                     "a module path such as lm_head"),
+            **_placement(checker, mapping, where),
             trust_remote_code=checker.get(mapping, "trust_remote_code", where, _is_bool,
                                           "true or false", False),
             note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
             line=item_line))
     return _with_slugs(ModelSpec, specs)
+
+
+def _is_device(value: Any) -> bool:
+    return (_is_int(value) and value >= 0) or (isinstance(value, str) and (
+        value in ("cpu", "disk", "mps") or DEVICE_PATTERN.match(value) is not None))
+
+
+def _placement(checker: _Checker, mapping: _Map, where: str) -> dict[str, Any]:
+    """device_map / max_memory / offload_folder, in the forms transformers takes."""
+    device_map = checker.get(
+        mapping, "device_map", where,
+        lambda v: v in DEVICE_MAPS or (isinstance(v, dict) and v and all(
+            isinstance(k, str) and _is_device(d) for k, d in v.items())),
+        f"one of {', '.join(DEVICE_MAPS)}, or a mapping of module paths to devices "
+        "(0, cuda:1, cpu, disk)")
+    max_memory = checker.get(
+        mapping, "max_memory", where,
+        lambda v: isinstance(v, dict) and v and all(
+            _is_device(k) and (_is_int(m) or (isinstance(m, str) and MEMORY_SIZE.match(m)))
+            for k, m in v.items()),
+        "a mapping of devices to sizes, e.g. {0: 20GiB, cpu: 60GiB}")
+    folder = checker.get(mapping, "offload_folder", where, _is_nonempty_text, "a folder path")
+    if (max_memory or folder) and device_map is None:
+        checker.error(checker.line_of(mapping, "max_memory" if max_memory else "offload_folder"),
+                      f"{where}: max_memory and offload_folder need device_map (e.g. auto)")
+    return {"device_map": dict(device_map) if isinstance(device_map, dict) else device_map,
+            "max_memory": dict(max_memory) if max_memory else None,
+            "offload_folder": (checker.path.parent / folder).resolve() if folder else None}
 
 
 def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
@@ -559,8 +596,12 @@ def parse_manifest(path: Path, text: str) -> Manifest:
         if top.get("corpora") is not None else []
     folders = {}
     for key in ("site_dir", "cache_dir"):
-        folder = checker.get(top, key, "manifest", _is_nonempty_text, "a folder path")
-        folders[key] = (path.parent / folder) if folder else None
+        folder = checker.get(top, key, "manifest", _is_nonempty_text,
+                             "a folder path" + (" or an fsspec URL" if key == "cache_dir" else ""))
+        if key == "cache_dir" and folder and "://" in folder:
+            folders[key] = folder  # a results store shared by shards (see store.py)
+        else:
+            folders[key] = (path.parent / folder) if folder else None
     if checker.errors:
         raise ManifestErrors(checker.errors)
     return Manifest(path=path, site=site, lens=lens, models=tuple(models),

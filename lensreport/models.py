@@ -221,12 +221,19 @@ class LoadedModel:
     facts: dict[str, Any]
 
 
-def device_type(requested: str) -> str:
+def device_type(requested: str, device_map: Any = None) -> str:
     """The kind of device a run will use (cpu, cuda, mps), for the results key.
 
     Cheap: torch is imported only for device 'auto' on a machine that may have a GPU, so a
-    build served from the cache never imports torch on a CPU-only machine.
+    build served from the cache never imports torch on a CPU-only machine. A device_map
+    counts as the GPU where it names one (or is automatic on a machine with one): where
+    weights sit (memory or disk) does not change the numbers.
     """
+    if isinstance(device_map, dict):
+        places = {str(d) for d in device_map.values()}
+        return "cuda" if any(p.isdigit() or p.startswith("cuda") for p in places) else "cpu"
+    if device_map is not None:
+        requested = "auto"
     if requested != "auto":
         return requested.split(":")[0]
     if "torch" not in sys.modules and sys.platform.startswith("linux") and \
@@ -308,24 +315,66 @@ def load(spec: ModelSpec, resolved: ResolvedModel) -> LoadedModel:
     location, kwargs = resolved.location, {"trust_remote_code": spec.trust_remote_code}
     if resolved.kind == "hub":
         kwargs["revision"] = spec.revision
+    placement = _placement(spec)
     try:
         if resolved.kind == "gguf":
             location = str(weights_cache_folder(resolved))
             if not (Path(location) / "config.json").is_file():
                 _convert_gguf(resolved, Path(location))
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **placement,
+                                                     **kwargs)
     except LensReportError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise LensReportError(_load_failure(spec, resolved, exc)) from exc
     model.eval().requires_grad_(False)
-    try:
-        model.to(device)
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-        raise LensReportError(f"model '{spec.name}': cannot move to {device}: "
-                              f"{_first_line(exc)}") from exc
+    if placement:
+        device = input_device(model)  # accelerate placed the modules; hooks move tensors
+    else:
+        try:
+            model.to(device)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            raise LensReportError(f"model '{spec.name}': cannot move to {device}: "
+                                  f"{_first_line(exc)}") from exc
     return LoadedModel(spec, model, tokenizer, device, model_facts(spec, resolved, model, device))
+
+
+def _placement(spec: ModelSpec) -> dict[str, Any]:
+    """from_pretrained's device_map / max_memory / offload_folder (accelerate's big-model
+    loading), or nothing for a model that fits one device."""
+    if spec.device_map is None:
+        return {}
+    try:
+        import accelerate  # noqa: F401 - transformers needs it for device_map
+    except ImportError:
+        raise LensReportError(f"model '{spec.name}': device_map needs the accelerate package "
+                              "(pip install accelerate), or remove device_map to load the "
+                              "model on one device") from None
+    placement: dict[str, Any] = {"device_map": spec.device_map}
+    if spec.max_memory:
+        placement["max_memory"] = {_device_key(k): v for k, v in spec.max_memory.items()}
+    if spec.offload_folder:
+        placement["offload_folder"] = str(spec.offload_folder)
+    return placement
+
+
+def _device_key(device: Any) -> Any:
+    """max_memory keys as accelerate wants them: GPU indices as ints, 'cpu' and 'disk'."""
+    text = str(device)
+    if text.isdigit():
+        return int(text)
+    return int(text.split(":")[1]) if text.startswith("cuda:") else text
+
+
+def input_device(model: Any) -> str:
+    """Where a dispatched model's inputs go: its first GPU, else the CPU (disk-offloaded
+    weights run on the CPU)."""
+    devices = getattr(model, "hf_device_map", {}) or {}
+    gpus = sorted({d for d in devices.values() if isinstance(d, int)})
+    gpus += sorted({int(d.split(":")[1]) for d in devices.values()
+                    if isinstance(d, str) and d.startswith("cuda:")})
+    return f"cuda:{min(gpus)}" if gpus else "cpu"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -373,7 +422,21 @@ def model_facts(spec: ModelSpec, resolved: ResolvedModel, model: Any, device: st
         "max_context": _max_context(config),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "device": device,
+        "device_map": _device_summary(model),
     }
+
+
+def _device_summary(model: Any) -> dict[str, int] | None:
+    """How many modules of a dispatched model live on each device (None when on one)."""
+    devices = getattr(model, "hf_device_map", None)
+    if not devices or list(devices) == [""]:  # everything on one device
+        return None
+    summary: dict[str, int] = {}
+    for device in devices.values():
+        key = f"cuda:{device}" if isinstance(device, int) else str(device)
+        summary[key] = summary.get(key, 0) + 1
+    return dict(sorted(summary.items()))
+
 
 
 # --- Prompt checks without weights -----------------------------------------------------------

@@ -1,10 +1,9 @@
-"""LensResult documents (versioned JSON) and the content-keyed results cache.
+"""LensResult documents (versioned JSON), their content keys, and atomic file writes.
 
-One JSON document per (model, prompt). Token strings appear once, in ``vocab``; every other
-field holds ids. Floats are rounded (probabilities to 4 significant digits, nats to 4
-decimals) to keep pages small. The cache key covers everything that changes the numbers,
-so an unchanged run is never recomputed; entries are written atomically and an unreadable
-or mismatched entry counts as missing.
+One JSON document per (model, prompt, lens), and one per (corpus, model, lens). Token strings
+appear once, in ``vocab``; every other field holds ids. Floats are rounded (probabilities to
+4 significant digits, nats to 4 decimals) to keep pages small. The key covers everything that
+changes the numbers, so an unchanged run is never recomputed (the store is store.py).
 """
 
 from __future__ import annotations
@@ -148,32 +147,3 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-class ResultsCache:
-    """``<folder>/<key[:2]>/<key>.json``; safe to delete at any time."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        path = self._path(key)
-        if not path.is_file():
-            return None
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(document, dict) or document.get("cache_key") != key or \
-                    document.get("schema_version") != SCHEMA_VERSION:
-                raise ValueError("mismatched entry")
-            return document
-        except (OSError, ValueError) as exc:
-            log.warning("results cache entry %s is unreadable (%s); recomputing it", path,
-                        str(exc).splitlines()[0][:80])
-            path.unlink(missing_ok=True)
-            return None
-
-    def put(self, key: str, document: dict[str, Any]) -> None:
-        atomic_write(self._path(key), dumps(document).encode("utf-8"))

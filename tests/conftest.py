@@ -88,7 +88,7 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory, weights_cache: Path) -> 
     shutil.copytree(REPO / "prompts" / "corpus", work / "corpus")
     # The demo's tuned lens, on a smaller budget than `make demo` trains (10k tokens).
     result = run_cli("train-lens", manifest, "--model", "smollm2-135m", "--corpus",
-                     work / "corpus" / "train.txt", "--tokens", "1536", "--held-out", "512",
+                     work / "corpus" / "train.txt", "--tokens", "1024", "--held-out", "256",
                      timeout=1200)
     assert result.returncode == 0, result.stderr
     result = run_cli("build", manifest, "--site-dir", work / "site", timeout=1200)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import REPO, run_cli, write_manifest
+from conftest import run_cli, write_manifest
 from lensreport.corpus import CorpusSource, documents, windows
 
 DOCS = ["The quick brown fox jumps over the lazy dog. " * 3,
@@ -76,19 +76,18 @@ def test_jsonl_corpus_and_its_errors(tmp_path):
 
 
 def independent_rows(model, norm, window, softcap=None):
-    """Per-row log-probabilities by hand: final norm -> unembedding -> log-softmax (float32)."""
+    """Per-row log-probabilities by hand, one row at a time (a Gemma row is 0.3 GB):
+    final norm -> unembedding -> log-softmax in float32."""
     ids = torch.tensor([window])
     with torch.no_grad():
         output = model(input_ids=ids, output_hidden_states=True)
         head = model.get_output_embeddings()
-        rows = []
         for hidden in output.hidden_states[:-1]:
             logits = head(norm(hidden))[0].float()
             if softcap:
                 logits = torch.tanh(logits / softcap) * softcap
-            rows.append(torch.log_softmax(logits, -1))
-        rows.append(torch.log_softmax(output.logits[0].float(), -1))
-    return rows
+            yield torch.log_softmax(logits, -1)
+        yield torch.log_softmax(output.logits[0].float(), -1)
 
 
 def check_curves(document, model, norm, tokenizer, texts, context, budget, softcap=None):
@@ -99,14 +98,16 @@ def check_curves(document, model, norm, tokenizer, texts, context, budget, softc
     agree = [0.0] * layers
     tokens = 0
     for chunk in chunks:
-        rows = independent_rows(model, norm, chunk, softcap)
         targets = torch.tensor(chunk[1:])
-        final = rows[-1][:-1]
-        for layer, logp in enumerate(rows):
+        with torch.no_grad():
+            final = torch.log_softmax(model(input_ids=torch.tensor([chunk])).logits[0].float(),
+                                      -1)[:-1]
+        for layer, logp in enumerate(independent_rows(model, norm, chunk, softcap)):
             logp = logp[:-1]
             ce[layer] += float(-logp.gather(1, targets[:, None]).sum())
             kl[layer] += float((final.exp() * (final - logp)).sum())
             agree[layer] += float((logp.argmax(-1) == final.argmax(-1)).sum())
+            del logp
         tokens += len(chunk) - 1
     assert document["scored_tokens"] == tokens == budget
     for layer in range(layers):
@@ -173,11 +174,11 @@ def test_demo_curves_match_an_independent_computation(demo_site):
     from lensreport import models
     from lensreport.manifest import load_manifest
 
-    manifest = load_manifest(REPO / "prompts" / "demo.yaml")
+    manifest = load_manifest(demo_site.parent / "demo.yaml")  # the manifest that was built
     corpus = manifest.corpora[0]
     texts = list(documents(corpus.source))
-    for model_name, norm_path, softcap in (("smollm2-135m", "model.norm", None),
-                                           ("gemma-3-270m", "model.norm", None)):
+    for model_name, norm_path in (("smollm2-135m", "model.norm"),
+                                  ("gemma-3-270m", "model.norm")):
         document = json.loads((demo_site / "data" / "corpora" / corpus.slug /
                                f"{model_name}.json").read_text())
         spec = manifest.model(model_name)
