@@ -41,6 +41,9 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e ".[test]"
+	# The peer library that checks the tuned lens (format and numbers); its own
+	# dependencies are not needed for what the tests import.
+	$(PIP) --no-deps tuned-lens==0.2.0
 	sh scripts/install-chromium.sh
 	touch $@
 

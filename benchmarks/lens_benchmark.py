@@ -8,7 +8,8 @@ shared machine):
   (b) lens:   lensreport's lens step (final norm, all statistics, tracked tokens)
   (c) naive:  the tutorial's way: every layer's full logits kept, then separate
               log_softmax / softmax / entropy / KL / top-k passes
-with the peak resident-memory growth of each, and the ratios b/a and c/b.
+with the peak resident-memory growth of each, and the ratios b/a and c/b. `--device cuda`
+is the CUDA mode (64M-logit tiles, everything on the GPU; peak MB then counts host memory).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def timed(function, *args) -> tuple[float, float]:
     with PeakMemory() as memory:
         started = time.perf_counter()
         function(*args)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # GPU work is asynchronous: time all of it
         seconds = time.perf_counter() - started
     return seconds, memory.growth_mb
 
@@ -99,11 +102,13 @@ def main() -> None:
                         help="smollm2, gemma, or any model reference lensreport accepts")
     parser.add_argument("--tokens", type=int, nargs="+", default=[8, 128, 512, 1024])
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or cuda:N (the CUDA mode: 64M-logit tiles, all on the GPU)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     reference = PACKAGED.get(args.model, args.model)
     manifest = parse_manifest(Path("benchmark.yaml"), f"models: [{{name: bench, model: "
-                                                      f"'{reference}'}}]\n"
+                                                      f"'{reference}', device: {args.device}}}]\n"
                                                       "prompts: [{name: p, text: x}]\n")
     spec = manifest.models[0]
     started = time.perf_counter()
@@ -119,7 +124,7 @@ def main() -> None:
     tokenizer = session.loaded.tokenizer
     long_ids = tokenizer(TEXT * 200)["input_ids"]
     for count in args.tokens:
-        ids = torch.tensor([long_ids[:count]])
+        ids = torch.tensor([long_ids[:count]], device=session.loaded.device)
         output = session.loaded.model.base_model(input_ids=ids, output_hidden_states=True)
         hidden = tuple(h[0] for h in output.hidden_states[:-1]) + (output.last_hidden_state[0],)
         del output

@@ -82,7 +82,8 @@ class ModelSession:
         """Longest prompt this model accepts: its context, and what memory allows."""
         facts = self.facts
         return model_refs.prompt_limit(facts["max_context"], facts["num_layers"],
-                                       facts["hidden_size"] or self.head.weight.shape[1])
+                                       facts["hidden_size"] or self.head.weight.shape[1],
+                                       str(self.head.weight.device))
 
     def prepare(self, prompt: PromptSpec, manifest_path: Path) -> EncodedPrompt:
         """Tokenize and check a prompt against this model, before any lens work starts."""

@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -390,6 +390,28 @@ def unique_slugs(names: list[str]) -> list[str]:
     return slugs
 
 
+def _named_items(checker: _Checker, value: list, plural: str, singular: str,
+                 keys: dict[str, str]) -> Iterator[tuple[_Map, int, str, Any]]:
+    """Each mapping of a list of named items (models, prompts, corpora), with its line, the
+    place to name in errors, and its name; names must be present and unique."""
+    seen: dict[str, int] = {}
+    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
+        where = f"{plural}[{index}]"
+        mapping = checker.mapping(item, where, item_line, keys)
+        if mapping is None:
+            continue
+        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
+                           required=True)
+        if isinstance(name, str):
+            where = f"{singular} '{name}'"
+            if name in seen:
+                checker.error(checker.line_of(mapping, "name"),
+                              f"{where}: duplicate name (first used on line {seen[name]}); "
+                              f"{singular} names must be unique")
+            seen.setdefault(name, checker.line_of(mapping, "name"))
+        yield mapping, item_line, where, name
+
+
 def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> list[ModelSpec]:
     if value == [] and "results" in checker.present:
         return []  # a site of saved results only
@@ -398,21 +420,8 @@ def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> lis
                             f"'model', got {_describe(value)}")
         return []
     specs: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
-        where = f"models[{index}]"
-        mapping = checker.mapping(item, where, item_line, _MODEL_KEYS)
-        if mapping is None:
-            continue
-        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
-                           required=True)
-        if isinstance(name, str):
-            where = f"model '{name}'"
-            if name in seen:
-                checker.error(checker.line_of(mapping, "name"),
-                              f"{where}: duplicate name (first used on line {seen[name]}); "
-                              "model names must be unique")
-            seen.setdefault(name, checker.line_of(mapping, "name"))
+    for mapping, item_line, where, name in _named_items(checker, value, "models", "model",
+                                                        _MODEL_KEYS):
         reference = checker.get(mapping, "model", where, _is_nonempty_text,
                                 "a Hub id (org/name), a folder, a .gguf file or "
                                 "package:PACKAGE/FILE", required=True)
@@ -478,21 +487,8 @@ def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
                             f"'text', got {_describe(value)}")
         return []
     specs: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
-        where = f"prompts[{index}]"
-        mapping = checker.mapping(item, where, item_line, _PROMPT_KEYS)
-        if mapping is None:
-            continue
-        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
-                           required=True)
-        if isinstance(name, str):
-            where = f"prompt '{name}'"
-            if name in seen:
-                checker.error(checker.line_of(mapping, "name"),
-                              f"{where}: duplicate name (first used on line {seen[name]}); "
-                              "prompt names must be unique")
-            seen.setdefault(name, checker.line_of(mapping, "name"))
+    for mapping, item_line, where, name in _named_items(checker, value, "prompts", "prompt",
+                                                        _PROMPT_KEYS):
         text = checker.get(mapping, "text", where, _is_text, "a text", required=True)
         if isinstance(text, str) and text == "":
             checker.error(checker.line_of(mapping, "text"),
@@ -511,20 +507,8 @@ def _corpora(checker: _Checker, value: Any, line: int) -> list[CorpusSpec]:
                             f"(or 'dataset'), got {_describe(value)}")
         return []
     specs: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
-        where = f"corpora[{index}]"
-        mapping = checker.mapping(item, where, item_line, _CORPUS_KEYS)
-        if mapping is None:
-            continue
-        name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
-                           required=True)
-        if isinstance(name, str):
-            where = f"corpus '{name}'"
-            if name in seen:
-                checker.error(checker.line_of(mapping, "name"),
-                              f"{where}: duplicate name (first used on line {seen[name]})")
-            seen.setdefault(name, checker.line_of(mapping, "name"))
+    for mapping, item_line, where, name in _named_items(checker, value, "corpora", "corpus",
+                                                        _CORPUS_KEYS):
         path = checker.get(mapping, "path", where, _is_nonempty_text, "a .txt or .jsonl file")
         dataset = checker.get(mapping, "dataset", where, _is_nonempty_text,
                               "a Hugging Face datasets id")

@@ -445,19 +445,23 @@ def _device_summary(model: Any) -> dict[str, int] | None:
 MEMORY_FRACTION = 0.25
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (psutil), for prompt-length limits."""
+def available_memory(device: str = "cpu") -> int:
+    """Bytes free now where the hidden states live: the GPU's memory on CUDA, else host RAM."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
     import psutil
 
     return int(psutil.virtual_memory().available)
 
 
-def prompt_limit(max_context: int | None, num_layers: int | None, hidden_size: int | None
-                 ) -> int:
+def prompt_limit(max_context: int | None, num_layers: int | None, hidden_size: int | None,
+                 device: str = "cpu") -> int:
     """Longest prompt a model takes here: its context, and what memory allows for the hidden
-    states of every layer (float32, with working copies)."""
+    states of every layer (float32, with working copies) on the device that holds them."""
     per_token = ((num_layers or 1) + 1) * (hidden_size or 4096) * 4 * 4
-    by_memory = int(available_memory() * MEMORY_FRACTION // per_token)
+    by_memory = int(available_memory(device) * MEMORY_FRACTION // per_token)
     return min(max_context or by_memory, by_memory)
 
 
@@ -526,7 +530,9 @@ def check_prompts(manifest: Any, models: list[tuple[ModelSpec, ResolvedModel]],
             continue
         tokenizer, config = loaded
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        kind = device_type(spec.device, spec.device_map)
         limit = prompt_limit(_max_context(text), getattr(text, "num_hidden_layers", None),
-                             getattr(text, "hidden_size", None))
+                             getattr(text, "hidden_size", None),
+                             "cuda" if kind == "cuda" else "cpu")
         for prompt in manifest.prompts:
             check_prompt(tokenizer, prompt, spec.name, limit, manifest.path)

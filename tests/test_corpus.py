@@ -185,9 +185,9 @@ def test_demo_curves_match_an_independent_computation(demo_site):
         folder = models.weights_cache_folder(models.resolve(spec, manifest.path))
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
+        softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         check_curves(document, model, model.get_submodule(norm_path), tokenizer, texts,
-                     corpus.context, corpus.max_tokens,
-                     getattr(model.config, "final_logit_softcapping", None) or softcap)
+                     corpus.context, corpus.max_tokens, softcap)
 
 
 @pytest.mark.browser

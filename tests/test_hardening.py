@@ -271,3 +271,45 @@ def test_corrupt_cache_entry_is_recomputed_with_a_warning(tmp_path, tiny_models,
     assert "warning: results cache entry" in result.stderr
     assert "1 run(s) computed" in result.stderr
     json.loads(entries[0].read_text())
+
+
+@pytest.mark.browser
+def test_hostile_target_tokens_and_site_url_stay_text(tmp_path, weights_cache, page):
+    """Markup that is a single token (as '<b>', '<br>' and '<a href=…>' are in Gemma's
+    vocabulary) reaches Plotly's colorbar title, hover and legend as text, on every page."""
+    import tiny
+
+    tokenizer = tiny.byte_level_tokenizer()
+    tokenizer.add_tokens(["<b>", "<br>", "<a href=x>"])
+    model = tiny.save_tiny_model("gpt2", tmp_path / "model", tokenizer)
+    manifest = write_manifest(tmp_path, f"""
+        site:
+          site_url: 'https://example.org/x"onload="alert(1)'
+        models:
+          - {{name: "m<b>", model: {model}}}
+        prompts:
+          - {{name: "bold <i>", text: "Hello <b> world", target: "<b>"}}
+          - {{name: br, text: "Hello <br> world", target: "<br>"}}
+          - {{name: link, text: "a <a href=x> link", target: "<a href=x>"}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    assert "tracking the first" not in result.stderr  # each target is one token
+    site = tmp_path / "site"
+    for path in sorted(site.glob("prompts/*/index.html")) + sorted(site.glob("embed/*/*.html")) \
+            + sorted(site.glob("models/*/index.html")):
+        page.goto(path.as_uri())
+        page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+        for section in page.locator("section.figure").all():
+            section.locator(".metric-select").select_option("target")
+            title = section.locator(".heatmap .cbtitle").text_content()
+            assert title.startswith('P(target "<'), (path, title)
+            assert section.locator(".heatmap .cbtitle tspan[style*='bold'], "
+                                   ".heatmap .cbtitle a").count() == 0
+        assert page.errors == [] and page.dialogs == []
+        assert page.locator("a[href='x']").count() == 0
+    snippet = (site / "prompts" / "br" / "index.html").read_text(encoding="utf-8")
+    # The embed snippet is text in a <textarea>: its src attribute is escaped for the blog
+    # post it will be pasted into (&#34;), and escaped again for the page (&amp;#34;).
+    assert 'src=&#34;https://example.org/x&amp;#34;onload=&amp;#34;alert(1)/embed/' in snippet
+    assert 'x"onload' not in snippet

@@ -77,3 +77,23 @@ def test_float32_statistics_match_float64():
     kl = (logp[-1].exp() * (logp[-1] - logp)).sum(-1)
     assert torch.from_numpy(stats.entropy).double() == pytest.approx(entropy, abs=1e-4)
     assert torch.from_numpy(stats.kl_to_final).double() == pytest.approx(kl, abs=1e-4)
+
+
+def test_non_finite_logits_name_the_layer():
+    """fp16 overflow or broken weights: a clear error naming the layer, never NaN in JSON."""
+    import pytest
+    import torch
+
+    from lensreport.errors import LensReportError
+    from lensreport.heads import LensHead
+    from lensreport.lens import run_lens
+
+    torch.manual_seed(0)
+    head = LensHead((), [], "lm_head", torch.nn.Linear(8, 20, bias=False))
+    inputs = torch.randn(4, 5, 8)
+    inputs[2, 3] = float("inf")
+    with pytest.raises(LensReportError, match=r"^layer 2: the logits are not finite"):
+        run_lens(inputs, head, torch.arange(5), 3)
+    inputs[2, 3] = float("nan")
+    with pytest.raises(LensReportError, match=r"^layer 2:"):
+        run_lens(inputs, head, torch.arange(5), 3)

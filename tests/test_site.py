@@ -101,8 +101,7 @@ def test_fox_heatmaps_show_dog_on_the_last_layer(page, demo_site):
             const rows = el.data[0].text; return rows[rows.length - 1];
         }""", f"fig-{model}--fox")
         assert texts[-1] == " dog", model
-        rendered = page.locator(f'section[id="fig-{model}--fox"] .heatmap text.textpoint, '
-                                f'section[id="fig-{model}--fox"] .heatmap g.textpoint text')
+        rendered = page.locator(f'section[id="fig-{model}--fox"] .heatmap g.heatmap-label text')
         assert rendered.count() > 0, model  # cell text is drawn (not only in the data)
         assert " dog" in [t.replace("\u00a0", " ") for t in rendered.all_text_contents()]
 
@@ -138,12 +137,13 @@ def test_clicking_a_cell_lists_tokens_to_follow(page, demo_site):
                 layout.yaxis._offset + layout.yaxis.l2p(top)];
     }""", heatmap.element_handle())
     box = heatmap.bounding_box()
-    page.mouse.click(box["x"] + x, box["y"] + y)
+    # A little left of and below the cell's centre: the mode bar floats over the top right.
+    page.mouse.click(box["x"] + x - 10, box["y"] + y + 8)
     buttons = section.locator(".token-picker button")
     buttons.first.wait_for(timeout=10_000)
     assert buttons.count() == 5
     assert buttons.first.inner_text() == " dog"  # the last layer's top-1 at the last position
-    assert "Layer 30, position" in section.locator(".token-picker .hint").inner_text()
+    assert "Layer 30, position 7" in section.locator(".token-picker .hint").inner_text()
     buttons.nth(1).click()
     page.wait_for_function("el => el.data.length === 2",
                            arg=section.locator(".trajectory").element_handle(), timeout=10_000)

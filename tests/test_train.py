@@ -1,0 +1,91 @@
+"""train-lens on a tiny model: deterministic for a seed, resumes from its checkpoint to the
+very same lens, writes the tuned-lens format, and the CLI prints the held-out table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli, write_manifest
+from lensreport import train as training
+from lensreport.corpus import CorpusSource
+from lensreport.manifest import load_manifest
+
+TEXT = ("The quick brown fox jumps over the lazy dog. The capital of France is Paris, and "
+        "the capital of Italy is Rome. one two three four five six seven eight nine ten.")
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_models, weights_cache):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"{TEXT} ({i})" for i in range(40)), encoding="utf-8")
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - {{name: tiny, model: {tiny_models("llama", "sentencepiece")}}}
+        prompts:
+          - {{name: fox, text: "The quick brown fox"}}
+    """)
+    return load_manifest(manifest), CorpusSource(path=corpus)
+
+
+SETTINGS = training.TrainSettings(tokens=400, context=32, tokens_per_step=64,
+                                  held_out_tokens=64, checkpoint_every=2, seed=3)
+
+
+def _params(folder):
+    return torch.load(folder / "params.pt", weights_only=True)
+
+
+def test_same_seed_same_lens_and_resume_gives_the_same_lens(setup, tmp_path, monkeypatch):
+    manifest, source = setup
+    report = training.train_lens(manifest, "tiny", source, tmp_path / "a", SETTINGS)
+    assert report["steps"] == 7 and len(report["loss_per_step"]) == 7
+    again = training.train_lens(manifest, "tiny", source, tmp_path / "b", SETTINGS)
+    first, second = _params(tmp_path / "a"), _params(tmp_path / "b")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert any(float(first[k].abs().max()) > 0 for k in first)  # it trained
+    assert report["loss_per_step"] == again["loss_per_step"]
+
+    # Interrupted after step 5 (the checkpoint holds step 4), then resumed.
+    real_step, calls = training._train_step, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_lens(manifest, "tiny", source, tmp_path / "c", SETTINGS)
+    monkeypatch.setattr(training, "_train_step", real_step)
+    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["state"]["step"] == 4
+    resumed = training.train_lens(manifest, "tiny", source, tmp_path / "c", SETTINGS)
+    assert resumed["loss_per_step"] == report["loss_per_step"]
+    third = _params(tmp_path / "c")
+    assert all(torch.allclose(first[k], third[k], atol=1e-6) for k in first)
+
+
+def test_cli_trains_a_lens_the_tuned_lens_library_loads(setup, tmp_path):
+    from transformers import AutoModelForCausalLM
+    from tuned_lens.nn.lenses import TunedLens
+
+    manifest, source = setup
+    result = run_cli("train-lens", manifest.path, "--model", "tiny", "--corpus", source.path,
+                     "--tokens", "256", "--context", "32", "--tokens-per-step", "64",
+                     "--held-out", "64")
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "lenses" / "tiny"
+    assert "layer   logit   tuned" in result.stderr
+    config = json.loads((folder / "config.json").read_text())
+    assert config["lens_type"] == "linear_tuned_lens" and config["num_hidden_layers"] == 3
+    model = AutoModelForCausalLM.from_pretrained(manifest.models[0].reference)
+    lens = TunedLens.from_model_and_pretrained(model, str(folder))
+    assert len(lens) == 3
+    report = json.loads((folder / "training-report.json").read_text())
+    assert len(report["held_out"]["tuned"]["cross_entropy"]) == 4
+    # A wrong model name is one clear line.
+    bad = run_cli("train-lens", manifest.path, "--model", "nope", "--corpus", source.path)
+    assert bad.returncode == 1 and "--model 'nope': no such model" in bad.stderr
