@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -75,10 +74,9 @@ def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource
                                 lr=settings.lr_scale * (1 - settings.momentum),
                                 momentum=settings.momentum, nesterov=True,
                                 weight_decay=settings.weight_decay)
-    steps = max(1, math.ceil(settings.tokens / settings.tokens_per_step))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    base_lr = settings.lr_scale * (1 - settings.momentum)
     checkpoint = out / "checkpoint.pt"
-    state = {"step": 0, "settings": asdict(settings), "losses": []}
+    state = {"step": 0, "tokens": 0, "settings": asdict(settings), "losses": []}
     if checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
         if saved.get("settings") != state["settings"]:
@@ -86,35 +84,43 @@ def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource
                                   "or use another --out")
         translators.load_state_dict(saved["translators"])
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
-        log.info("resuming from step %d of %d", state["step"], steps)
+        log.info("resuming after step %d (%d of %d tokens)", state["step"], state["tokens"],
+                 settings.tokens)
 
     tokenizer = session.loaded.tokenizer
-    budget = settings.held_out_tokens + settings.tokens
-    stream = corpora.windows(source, tokenizer, settings.context, budget)
-    held_out, first = _take(stream, settings.held_out_tokens)
+    # The first held_out_tokens scored positions are never trained on; training takes the
+    # windows after them, exactly `tokens` positions (the last window cut to fit).
+    held_out = list(corpora.windows(source, tokenizer, settings.context,
+                                    settings.held_out_tokens)) if settings.held_out_tokens else []
+    stream = itertools.islice(
+        corpora.windows(source, tokenizer, settings.context,
+                        settings.held_out_tokens + settings.tokens + settings.context),
+        len(held_out), None)
+    training = _exactly(stream, settings.tokens)
+    first = next(training, None)
     if first is None:
         raise LensReportError(f"corpus {source.describe()} has no text left to train on after "
                               f"{settings.held_out_tokens} held-out tokens")
     wrapper = _Wrapped(translators)
     before = _evaluate(session, held_out, None) if held_out else None
-    batches = _batches(itertools.chain([first] if first else [], stream),
-                       settings.tokens_per_step)
+    batches = _batches(itertools.chain([first], training), settings.tokens_per_step)
     started = time.perf_counter()
-    bar = _bar(steps, state["step"])
+    bar = _bar(settings.tokens, state["tokens"])
     for step, batch in enumerate(batches):
-        if step >= steps:
-            break
         if step < state["step"]:
             continue  # resumed: these windows were trained on already
+        # Linear decay over the token budget: this step's rate from the tokens before it.
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * (1 - state["tokens"] / settings.tokens)
         loss = _train_step(session, translators, batch, optimizer)
-        scheduler.step()
-        state["step"] = step + 1
+        scored = sum(len(window.input_ids) - 1 for window in batch)
+        state["step"], state["tokens"] = step + 1, state["tokens"] + scored
         state["losses"].append(loss)
-        bar(loss)
-        if state["step"] % settings.checkpoint_every == 0 or state["step"] == steps:
-            _save_checkpoint(checkpoint, translators, optimizer, scheduler, state)
+        bar(scored, loss)
+        if state["step"] % settings.checkpoint_every == 0:
+            _save_checkpoint(checkpoint, translators, optimizer, state)
+    _save_checkpoint(checkpoint, translators, optimizer, state)
     seconds = time.perf_counter() - started
     after = _evaluate(session, held_out, wrapper) if held_out else None
     config = {"base_model_name_or_path": spec.reference, "d_model": width,
@@ -123,7 +129,7 @@ def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource
     tuned.save(out, [t.weight for t in translators], [t.bias for t in translators], config)
     report = {
         "model": spec.name, "corpus": source.describe(), "settings": asdict(settings),
-        "steps": state["step"], "train_seconds": round(seconds, 1),
+        "steps": state["step"], "tokens": state["tokens"], "train_seconds": round(seconds, 1),
         "held_out_tokens": before["logit"].scored_tokens if before else 0,
         "loss_per_step": [round(v, 4) for v in state["losses"]],
         "held_out": ({"logit": before["logit"].curves(), "tuned": after["tuned"].curves()}
@@ -149,17 +155,17 @@ class _Wrapped:
         return (hidden.float() + translator(hidden.float())).to(hidden.dtype)
 
 
-def _take(windows: Iterator[corpora.Window], tokens: int
-          ) -> tuple[list[corpora.Window], corpora.Window | None]:
-    """The first windows up to ``tokens`` scored positions; and the next window, if any."""
-    taken: list[corpora.Window] = []
-    count = 0
+def _exactly(windows: Iterator[corpora.Window], tokens: int) -> Iterator[corpora.Window]:
+    """Windows until exactly ``tokens`` scored positions (the last one cut to fit)."""
+    left = tokens
     for window in windows:
-        if count >= tokens:
-            return taken, window
-        taken.append(window)
-        count += len(window.input_ids) - 1
-    return taken, None
+        if left <= 0:
+            return
+        if len(window.input_ids) - 1 > left:
+            window = corpora.Window(window.document, window.input_ids[:left + 1],
+                                    window.target_bytes[:left])
+        left -= len(window.input_ids) - 1
+        yield window
 
 
 def _batches(windows: Iterator[corpora.Window], tokens: int
@@ -249,33 +255,32 @@ def _kl_gradient(head: Any, inputs: torch.Tensor, p_final: torch.Tensor,
 
 
 def _save_checkpoint(path: Path, translators: torch.nn.ModuleList, optimizer: Any,
-                     scheduler: Any, state: dict[str, Any]) -> None:
+                     state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     torch.save({"translators": translators.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state,
-                "settings": state["settings"]}, temporary)
+                "state": state, "settings": state["settings"]}, temporary)
     os.replace(temporary, path)
 
 
-def _bar(steps: int, done: int) -> Any:
-    """A progress bar with the loss on a terminal; a log line per step elsewhere."""
+def _bar(tokens: int, done: int) -> Any:
+    """Progress in tokens, with the loss, on a terminal; a log line per step elsewhere."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, initial=done, desc="train-lens", unit="step")
+        bar = tqdm(total=tokens, initial=done, desc="train-lens", unit="tok", unit_scale=True)
 
-        def update(loss: float) -> None:
+        def update(scored: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
-            if bar.n >= steps:
+            bar.update(scored)
+            if bar.n >= tokens:
                 bar.close()
         return update
 
-    counter = {"step": done}
+    progress = {"tokens": done}
 
-    def log_line(loss: float) -> None:
-        counter["step"] += 1
-        log.info("step %d/%d: loss %.4f (Σ over layers of mean KL, nats)", counter["step"],
-                 steps, loss)
+    def log_line(scored: int, loss: float) -> None:
+        progress["tokens"] += scored
+        log.info("%d/%d tokens: loss %.4f (Σ over layers of mean KL, nats)",
+                 progress["tokens"], tokens, loss)
     return log_line
