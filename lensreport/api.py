@@ -182,8 +182,8 @@ def notebook_html(results: list[LensResult]) -> str:
     figures = []
     for number, result in enumerate(results):
         document = result.document
-        model = _spec_from_document(document, f"{number}")
-        prompt = _prompt_from_document(document, f"{number}")
+        model = spec_from_document(document, f"{number}")
+        prompt = prompt_from_document(document, f"{number}")
         figures.append(Figure(model, prompt, ((model.lens.kind, document),)))
     container = f"lensreport-output-{next(_output_ids)}"
     include_plotly = not _plotly_sent
@@ -196,7 +196,7 @@ def notebook_html(results: list[LensResult]) -> str:
     return html
 
 
-def _spec_from_document(document: dict[str, Any], suffix: str = "") -> ModelSpec:
+def spec_from_document(document: dict[str, Any], suffix: str = "") -> ModelSpec:
     model = document["model"]
     lens = document["lens"]
     name = model.get("name") or "model"
@@ -208,7 +208,7 @@ def _spec_from_document(document: dict[str, Any], suffix: str = "") -> ModelSpec
                      line=0)
 
 
-def _prompt_from_document(document: dict[str, Any], suffix: str = "") -> PromptSpec:
+def prompt_from_document(document: dict[str, Any], suffix: str = "") -> PromptSpec:
     prompt = document["prompt"]
     name = prompt.get("name") or "prompt"
     return PromptSpec(name=name, slug=slugify(name) + (f"-{suffix}" if suffix else ""),

@@ -236,7 +236,7 @@ def add_saved_results(manifest: Manifest, documents: dict[DocumentKey, dict[str,
     site: their models and prompts join the manifest's, by name."""
     from dataclasses import replace
 
-    from .api import _prompt_from_document, _spec_from_document, read_document
+    from .api import prompt_from_document, read_document, spec_from_document
     from .manifest import LensSettings, unique_slugs
 
     models = {m.name: m for m in manifest.models}
@@ -246,7 +246,7 @@ def add_saved_results(manifest: Manifest, documents: dict[DocumentKey, dict[str,
             document = read_document(path)
         except LensReportError as exc:
             raise ManifestError(manifest.path, manifest.results_line, str(exc)) from None
-        model, prompt = _spec_from_document(document), _prompt_from_document(document)
+        model, prompt = spec_from_document(document), prompt_from_document(document)
         names = (model.name, prompt.name, model.lens.kind)
         if names in documents:
             raise ManifestError(manifest.path, manifest.results_line,

@@ -13,7 +13,6 @@ it to its own end (so the space before a word counts with the word), measured in
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +151,3 @@ def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
     ends = [len(tokenizer.decode(ids[:n + 1], skip_special_tokens=True).encode("utf-8"))
             for n in range(len(ids))]
     return ids, ends
-
-
-def content_hash(texts: list[str]) -> str:
-    return hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()

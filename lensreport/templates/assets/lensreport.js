@@ -318,6 +318,7 @@
   }
 
   /* Corpus curves: one panel per metric, a line per (model, lens) with a 95 % band. */
+  var LOG_METRICS = ['cross_entropy', 'bits_per_byte', 'kl_to_final'];
   var PALETTE = ['#2f6fde', '#e4572e', '#17a398', '#9b5de5', '#f2a541', '#6c757d', '#d63384', '#198754'];
   function drawCurves(section) {
     var data = JSON.parse(section.querySelector('script.corpus-data').textContent);
@@ -343,7 +344,10 @@
         all.push(Plotly.react(el, traces, {
           height: 320, margin: { l: 55, r: 10, t: 10, b: 45 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
           xaxis: { title: { text: byDepth ? 'normalised depth (layer / layers)' : 'layer' } },
-          yaxis: { title: { text: plotlyText(panel.querySelector('h3').textContent) }, rangemode: 'tozero' },
+          // Cross-entropy, bits and KL span orders of magnitude from the first rows to the last.
+          yaxis: LOG_METRICS.indexOf(metric) >= 0
+            ? { title: { text: plotlyText(panel.querySelector('h3').textContent) }, type: 'log' }
+            : { title: { text: plotlyText(panel.querySelector('h3').textContent) }, rangemode: 'tozero' },
           legend: { orientation: 'h', y: -0.3 }, hovermode: 'closest'
         }, { displaylogo: false }));
       });
