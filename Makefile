@@ -21,7 +21,7 @@ demo: $(VENV)/.installed $(DEMO_LENS)
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
-# The demo's tuned lens, trained once (about 8 minutes on 2 CPU cores).
+# The demo's tuned lens, trained once (about 6 minutes on 2 CPU cores).
 $(DEMO_LENS): $(VENV)/.installed prompts/corpus/train.txt
 	$(VENV)/bin/lensreport train-lens prompts/demo.yaml --model smollm2-135m \
 	  --corpus prompts/corpus/train.txt --tokens 10000

@@ -166,7 +166,11 @@
     var trace = {
       type: 'heatmap', z: this.matrix(this.metric), x: positions, y: Array.from({ length: this.L }, function (_, i) { return i; }),
       text: this.cellText(), texttemplate: withText ? '%{text}' : '', textfont: { size: 10 },
-      customdata: this.hover(), hovertemplate: '%{customdata}<extra></extra>',
+      // Long prompts: a light hover (top-1 and the value), no string built per cell up
+      // front; clicking a cell lists its top-k. Short ones: the full hover.
+      customdata: long ? undefined : this.hover(),
+      hovertemplate: long ? '<b>layer %{y} · position %{x}</b><br>top-1: %{text}<br>value: %{z:.3f}<extra></extra>'
+        : '%{customdata}<extra></extra>',
       colorscale: this.metric.colorscale, zmin: this.metric.zmin, zmax: this.metric.zmax,
       colorbar: { title: { text: plotlyText(this.metric.label), side: 'right' }, thickness: 12 }, xgap: 1, ygap: 1
     };
