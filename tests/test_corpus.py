@@ -220,7 +220,7 @@ def test_corpus_page_draws_curves_bands_and_hover(tmp_path, tiny_models, weights
         assert page.errors == []
     page.goto((site / "corpora/docs/index.html").as_uri())
     page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
-    chart = page.locator(".curve-chart").first
+    chart = page.locator('.curve-panel[data-metric="entropy"] .curve-chart')  # a linear axis
     chart.scroll_into_view_if_needed()
     x, y = page.evaluate("""el => {
         const layout = el._fullLayout, line = el.data[2];
@@ -230,8 +230,13 @@ def test_corpus_page_draws_curves_bands_and_hover(tmp_path, tiny_models, weights
     box = chart.bounding_box()
     page.mouse.move(box["x"] + x + 3, box["y"] + y + 3)
     page.mouse.move(box["x"] + x, box["y"] + y)
-    page.wait_for_selector(".curve-chart .hoverlayer .hovertext", timeout=10_000)
-    assert "layer 0:" in page.locator(".curve-chart .hoverlayer .hovertext").first.text_content()
+    hover = chart.locator(".hoverlayer .hovertext")
+    hover.first.wait_for(timeout=10_000)
+    assert "layer 0:" in hover.first.text_content()
+    # Cross-entropy, bits and KL span orders of magnitude: log axes.
+    assert page.evaluate("() => [...document.querySelectorAll('.curve-chart')].map("
+                         "el => el._fullLayout.yaxis.type)") == ["log", "log", "log", "linear",
+                                                            "linear", "linear"]
     page.select_option(".depth-select", "layer")
     page.wait_for_timeout(200)
     xs = page.evaluate("() => document.querySelector('.curve-chart').data[2].x")
