@@ -17,21 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
 
 try:  # Python >= 3.11
     from importlib.resources.abc import Traversable
 except ImportError:  # pragma: no cover - Python 3.10
     from importlib.abc import Traversable
-from markupsafe import Markup, escape
-from markdown_it import MarkdownIt
 
 from . import __version__
 from .figures import first_view, is_long, payload, script_json, summary
 from .manifest import Manifest
 from .results import dumps
-
-TEMPLATES = ("base.html", "index.html", "prompt.html", "model.html", "embed.html",
-             "_figure.html")
 
 
 def builtin_templates() -> Traversable:
