@@ -159,30 +159,29 @@ AnyRun = Run | CorpusRun
 
 
 def compute_results(manifest: Manifest, runs: list[AnyRun], cache: ResultsStore, clean: bool,
-                    summary: BuildSummary) -> dict[DocumentKey, dict[str, Any]]:
-    """Every run's document (prompt and corpus runs alike): from the cache, or computed with
-    one model load per model."""
-    documents: dict[DocumentKey, dict[str, Any]] = {}
-    missing: dict[str, list[AnyRun]] = {}
-    for run in runs:
+                    summary: BuildSummary) -> list[dict[str, Any]]:
+    """Every run's document, in the order of ``runs`` (prompt and corpus runs alike): from
+    the cache, or computed with one model load per model."""
+    documents: list[dict[str, Any] | None] = []
+    missing: dict[str, list[tuple[int, AnyRun]]] = {}
+    for index, run in enumerate(runs):
         document = None if clean else cache.get(run.key)
+        documents.append(document)
         if document is None:
-            missing.setdefault(run.model.name, []).append(run)
+            missing.setdefault(run.model.name, []).append((index, run))
         else:
-            documents[run.names] = document
             summary.cached.append(run.names)
     # Prompts too long, targets not in a vocabulary: found with the tokenizers alone, before
     # any weights load.
-    model_refs.check_prompts(manifest, [(group[0].model, group[0].resolved)
+    model_refs.check_prompts(manifest, [(group[0][1].model, group[0][1].resolved)
                                         for group in missing.values()])
-    for model_runs in missing.values():
-        for run, document in _compute_model(manifest, model_runs, summary):
+    for group in missing.values():
+        positions = {id(run): index for index, run in group}
+        for run, document in _compute_model(manifest, [run for _, run in group], summary):
             cache.put(run.key, document)
-            documents[run.names] = document
+            documents[positions[id(run)]] = document
             summary.computed.append(run.names)
-    for run in runs:
-        _restamp(run, documents[run.names])
-    return documents
+    return [_restamp(run, document) for run, document in zip(runs, documents)]
 
 
 def _restamp(run: AnyRun, document: dict[str, Any]) -> dict[str, Any]:
@@ -355,23 +354,22 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         runs, corpus_runs = plan_all(manifest)
         if not compute:
             _require_stored([*runs, *corpus_runs], store)
-        selected = [run for run in runs
-                    if (not only_models or run.model.name in only_models)
-                    and (not only_prompts or run.prompt.name in only_prompts)]
-        selected_corpora = [run for run in corpus_runs
-                            if (not only_models or run.model.name in only_models)
-                            and not only_prompts]
-        computed = compute_results(manifest, [*selected, *selected_corpora], store, clean,
-                                   summary)
-        corpus_documents = {run.names: computed.pop(run.names) for run in selected_corpora}
-        for run in corpus_runs:  # outside --only-*: shown if cached
-            if run not in selected_corpora and (document := store.get(run.key)) is not None:
-                corpus_documents[run.names] = _restamp(run, document)
-        documents = computed
-        for run in runs:  # runs outside --only-*: shown if their results are cached
-            if run not in selected and (document := store.get(run.key)) is not None:
-                documents[run.names] = restamp(document, run.model.name, run.model.slug,
-                                               run.prompt.name, run.prompt.slug)
+        chosen = [run for run in [*runs, *corpus_runs]
+                  if (not only_models or run.model.name in only_models)
+                  and (not only_prompts or (isinstance(run, Run)
+                                            and run.prompt.name in only_prompts))]
+        computed = compute_results(manifest, chosen, store, clean, summary)
+        # Prompt documents by (model, prompt, lens), curves by (corpus, model, lens): two
+        # tables, so a corpus named like a model can never take a prompt's place.
+        documents: dict[DocumentKey, dict[str, Any]] = {}
+        corpus_documents: dict[DocumentKey, dict[str, Any]] = {}
+        found = list(zip(chosen, computed))
+        for run in [*runs, *corpus_runs]:  # outside --only-*: shown if their results are cached
+            if run not in chosen and (document := store.get(run.key)) is not None:
+                found.append((run, _restamp(run, document)))
+        for run, document in found:
+            table = corpus_documents if isinstance(run, CorpusRun) else documents
+            table[run.names] = document
         for run in runs:
             if run.lens == run.model.lens.kind:  # a prompt's warnings once, not per lens
                 for message in documents.get(run.names, {}).get("warnings", []):

@@ -244,3 +244,26 @@ def test_corpus_page_draws_curves_bands_and_hover(tmp_path, tiny_models, weights
     index = (site / "index.html").read_text()
     assert 'href="corpora/docs/index.html"' in index
     assert 'corpora/docs/index.html' in (site / "models" / "b" / "index.html").read_text()
+
+
+def test_a_corpus_named_like_a_model_keeps_every_document(tmp_path, tiny_models, weights_cache):
+    """Corpus 'a' on model 'b' and model 'a' on prompt 'b' share (name, name, lens): the
+    build keeps prompt documents and curves apart."""
+    write_corpus(tmp_path)
+    manifest = write_manifest(tmp_path, f"""
+        models:
+          - {{name: a, model: {tiny_models("gpt2")}}}
+          - {{name: b, model: {tiny_models("llama", "sentencepiece")}}}
+        prompts:
+          - {{name: b, text: "The quick brown fox"}}
+        corpora:
+          - {{name: a, path: corpus.txt, max_tokens: 20, context: 16}}
+    """)
+    for _ in range(2):  # computed, then from the cache
+        result = run_cli("build", manifest)
+        assert result.returncode == 0, result.stderr
+        site = tmp_path / "site"
+        prompt = json.loads((site / "data" / "a" / "b.json").read_text())
+        curves = json.loads((site / "data" / "corpora" / "a" / "b.json").read_text())
+        assert prompt["prompt"]["text"] == "The quick brown fox" and prompt["model"]["name"] == "a"
+        assert curves["corpus"]["name"] == "a" and curves["model"]["name"] == "b"
