@@ -53,7 +53,7 @@ def corpus(args: argparse.Namespace) -> None:
 
     from lensreport.corpus import CorpusSource, windows
     from lensreport.curves import _window_sums
-    from lensreport.lens import lens_inputs, stream
+    from lensreport.lens import lens_inputs, next_token_ids, stream
 
     torch.set_grad_enabled(False)
     session = _session(args.model)
@@ -69,7 +69,7 @@ def corpus(args: argparse.Namespace) -> None:
     for i, window in enumerate(chosen):
         hidden, last = states[i]
         ids = torch.tensor(window.input_ids)
-        next_ids = torch.cat([ids[1:], ids[-1:]])
+        next_ids = next_token_ids(ids)
         started = time.perf_counter()
         rows = stream(lens_inputs(hidden, last, head, "logit"), head, next_ids, 1)
         _window_sums(rows, layers, len(ids) - 1, next_ids)

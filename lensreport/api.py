@@ -111,10 +111,11 @@ class LensResult:
         return len(self.document["layers"])
 
     def _array(self, field: str, dtype: Any = np.float32) -> np.ndarray:
+        """A field as an array; null (no next token at the last position) becomes NaN."""
         value = self.document.get(field)
         if value is None:
             raise AttributeError(f"this result has no {field} (no target was given)")
-        return np.array(value, dtype=np.float64 if dtype is np.float32 else dtype).astype(dtype)
+        return np.asarray(value, dtype=dtype)
 
     @property
     def entropy(self) -> np.ndarray:
@@ -140,8 +141,7 @@ class LensResult:
     @property
     def next_token_prob(self) -> np.ndarray:
         """NaN at the last position (there is no next input token)."""
-        return np.array([[np.nan if v is None else v for v in row]
-                         for row in self.document["next_token_prob"]], dtype=np.float32)
+        return self._array("next_token_prob")
 
     @property
     def target_prob(self) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .corpus import Window
-from .lens import lens_inputs, stream
+from .lens import lens_inputs, next_token_ids, stream
 
 METRICS = ("cross_entropy", "kl_to_final", "entropy", "top1_agrees_with_final", "top1_accuracy")
 BOOTSTRAP_SAMPLES = 1000
@@ -102,8 +102,7 @@ def measure(session: Any, windows: Iterable[Window], kinds: list[str],
                    for i, w in enumerate(group)]
         for index, hidden, last in session.hidden_states(encoded):
             window = group[index]
-            ids = torch.tensor(window.input_ids, device=head.weight.device)
-            next_ids = torch.cat([ids[1:], ids[-1:]])
+            next_ids = next_token_ids(torch.tensor(window.input_ids, device=head.weight.device))
             scored = len(window.input_ids) - 1
             for kind in kinds:
                 with torch.no_grad():

@@ -168,6 +168,13 @@ class ModelSession:
         self.tuned_description = {"source": source.describe(spec.reference),
                                   "base_model": config.get("base_model_name_or_path")}
 
+    def lens_description(self, kind: str) -> dict[str, Any]:
+        """The ``lens`` field of a document: the kind, the head, and a tuned lens's source."""
+        lens = {"kind": kind, **self.head.description}
+        if kind == "tuned":
+            lens["tuned"] = self.tuned_description
+        return lens
+
     def run(self, prompt: PromptSpec, encoded: EncodedPrompt, key: str,
             hidden: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
             kind: str | None = None) -> dict[str, Any]:
@@ -184,15 +191,13 @@ class ModelSession:
         except LensReportError as exc:
             raise LensReportError(f"model '{spec.name}', prompt '{prompt.name}', {kind} lens: "
                                   f"{exc}") from None
-        lens = {"kind": kind, "top_k": spec.lens.top_k, **self.head.description}
-        if kind == "tuned":
-            lens["tuned"] = self.tuned_description
         document = make_document(
             key=key, model_facts=dict(self.facts), tokenizer=self.tokenizer_info,
             prompt={"name": prompt.name, "slug": prompt.slug, "text": prompt.text,
                     "target": prompt.target, "target_id": encoded.target_id,
                     "target_token": encoded.target_token},
-            lens=lens, input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
+            lens={**self.lens_description(kind), "top_k": spec.lens.top_k},
+            input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         return document
 
@@ -231,8 +236,6 @@ class ModelSession:
             raise LensReportError(f"corpus '{corpus.name}' ({corpus.source.describe()}) has no "
                                   "text to score")
         for run in runs:
-            lens = {"kind": run.lens, **self.head.description}
-            if run.lens == "tuned":
-                lens["tuned"] = self.tuned_description
             yield run, corpus_document(key=run.key, corpus=corpus, model_facts=dict(self.facts),
-                                       lens=lens, sums=sums[run.lens])
+                                       lens=self.lens_description(run.lens),
+                                       sums=sums[run.lens])

@@ -198,6 +198,12 @@ def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: 
                          next_token, target)
 
 
+def next_token_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    """The token each position is scored against; the last position has none and gets a
+    placeholder (its own token) that callers mask or leave unscored."""
+    return torch.cat([input_ids[1:], input_ids[-1:]])
+
+
 def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_k: int,
              target_id: int | None = None, chunk: int | None = None,
              block: int | None = None) -> LensStats:
@@ -206,9 +212,7 @@ def run_lens(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_
     ``chunk`` (positions) and ``block`` (vocabulary entries) override the tile shape.
     """
     layers, length, _ = inputs.shape
-    ids = input_ids.to(inputs.device)
-    next_ids = torch.cat([ids[1:], ids[-1:]])  # last position: placeholder, masked below
-    rows = stream(inputs, head, next_ids, top_k, target_id, chunk, block)
+    rows = stream(inputs, head, next_token_ids(input_ids), top_k, target_id, chunk, block)
     return _finish(rows, inputs, head, layers, length)
 
 

@@ -102,7 +102,6 @@ def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource
     if first is None:
         raise LensReportError(f"corpus {source.describe()} has no text left to train on after "
                               f"{settings.held_out_tokens} held-out tokens")
-    wrapper = _Wrapped(translators)
     before = _evaluate(session, held_out, None) if held_out else None
     batches = _batches(itertools.chain([first], training), settings.tokens_per_step)
     started = time.perf_counter()
@@ -122,7 +121,9 @@ def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource
             _save_checkpoint(checkpoint, translators, optimizer, state)
     _save_checkpoint(checkpoint, translators, optimizer, state)
     seconds = time.perf_counter() - started
-    after = _evaluate(session, held_out, wrapper) if held_out else None
+    # The trained parameters, read as the lens reads any tuned lens.
+    trained = tuned.Translators([t.weight for t in translators], [t.bias for t in translators])
+    after = _evaluate(session, held_out, trained) if held_out else None
     config = {"base_model_name_or_path": spec.reference, "d_model": width,
               "num_hidden_layers": layers, "bias": True, "base_model_revision": spec.revision,
               "unembed_hash": None, "lens_type": tuned.LENS_TYPE}
@@ -138,21 +139,6 @@ def train_lens(manifest: Manifest, model_name: str, source: corpora.CorpusSource
     (out / "training-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     session.close()
     return report
-
-
-class _Wrapped:
-    """Translators as the lens code reads them (tuned.Translators' interface)."""
-
-    def __init__(self, translators: torch.nn.ModuleList) -> None:
-        self.modules = translators
-
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return [t.weight for t in self.modules]
-
-    def apply(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        translator = self.modules[layer]
-        return (hidden.float() + translator(hidden.float())).to(hidden.dtype)
 
 
 def _exactly(windows: Iterator[corpora.Window], tokens: int) -> Iterator[corpora.Window]:
