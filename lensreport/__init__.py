@@ -5,7 +5,8 @@ Notebook API: :func:`run_lens`, :func:`compare`, :class:`LensResult` (see lensre
 
 from typing import Any
 
-__version__ = "0.2.0"
+from ._version import __version__
+
 __all__ = ["run_lens", "compare", "LensResult", "__version__"]
 
 

@@ -14,7 +14,7 @@ and the same figure code (templates/_figure.html + assets/lensreport.js) as the 
 from __future__ import annotations
 
 import itertools
-import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,53 +23,78 @@ import numpy as np
 from markupsafe import Markup
 
 from .errors import LensReportError
-from .manifest import LENS_KINDS, MAX_TOP_K, LensSettings, ModelSpec, PromptSpec, SiteSettings
-from .manifest import slugify
-from .results import SCHEMA_VERSION, atomic_write, cache_key, dumps
+from .lens.kinds import Lens, lens_class
+from .manifest.parse import MAX_TOP_K
+from .manifest.specs import SiteSettings
+from .results.documents import dumps, read_document
+from .results.files import atomic_write
+from .results.identity import cache_key
+from .slugs import slugify
 
 _plotly_sent = False  # plotly.min.js is inlined into the first output of a kernel only
 _output_ids = itertools.count(1)
+# What head discovery found per model object (weakly held: a deleted model is forgotten),
+# so a second run_lens on the same model runs no probe forward pass.
+_readings: "weakref.WeakKeyDictionary[Any, tuple[int, Any]]" = weakref.WeakKeyDictionary()
 
 
 def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None,
-             top_k: int = 5, lens: str = "logit", model_name: str | None = None,
+             top_k: int = 5, lens: str | Lens = "logit", model_name: str | None = None,
              prompt_name: str = "prompt") -> "LensResult":
     """The lens on one text with a loaded Hugging Face causal LM (any device, sharded too).
 
-    ``lens`` is ``logit`` (final norm, then unembedding) or ``raw``; ``target`` is a token
-    whose probability is tracked at every layer. Returns the document `lensreport build`
-    writes for the same model and prompt.
+    ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``; ``tuned``
+    fetches the published tuned lens of the model's Hub id) or a Lens object (e.g.
+    ``TunedLens(TunedSource(folder=...))``); ``target`` is a token whose probability is
+    tracked at every layer. Returns the document `lensreport build` writes for the same
+    model and prompt.
     """
-    from .engine import ModelSession
-    from .models import LoadedModel, ResolvedModel, model_facts
+    from .lens.engine import ModelSession, discover
+    from .models.limits import PromptError
+    from .models.loading import LoadedModel, ModelRequest, model_facts
+    from .models.references import ResolvedModel
 
-    if lens not in LENS_KINDS:
-        raise LensReportError(f"lens={lens!r}: expected one of {', '.join(LENS_KINDS)}")
     if not 1 <= top_k <= MAX_TOP_K:
         raise LensReportError(f"top_k={top_k}: expected 1 to {MAX_TOP_K}")
     reference = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    chosen = lens if isinstance(lens, Lens) else _lens_named(lens, reference)
     name = model_name or reference.rstrip("/").split("/")[-1] or "model"
-    spec = ModelSpec(name=name, slug=slugify(name), reference=reference, revision=None,
-                     dtype="auto", device="auto", lens=LensSettings((lens,), top_k),
-                     final_norm=None, unembedding=None, trust_remote_code=False, note=None,
-                     line=0)
-    prompt = PromptSpec(name=prompt_name, slug=slugify(prompt_name), text=text, target=target,
-                        note=None, line=0)
+    request = ModelRequest(name=name, reference=reference, slug=slugify(name))
     device = str(model.get_input_embeddings().weight.device)
     resolved = ResolvedModel("memory", reference, None, f"memory:{reference}")
-    facts = model_facts(spec, resolved, model, device)
+    facts = model_facts(request, resolved, model, device)
     was_training = model.training
     model.eval()
     try:
-        session = ModelSession.from_loaded(LoadedModel(spec, model, tokenizer, device, facts))
-        encoded = session.prepare(prompt, Path("<run_lens>"))
-        [(_, hidden, last)] = session.hidden_states([encoded])
+        known = _readings.get(model)
+        reading = known[1] if known and known[0] == id(tokenizer) else None
+        if reading is None:
+            reading = discover(model, tokenizer, device)
+            _readings[model] = (id(tokenizer), reading)
+        session = ModelSession.from_loaded(LoadedModel(request, model, tokenizer, device, facts),
+                                           reading)
+        try:
+            encoded = session.prepare(prompt_name, text, target, slugify(prompt_name))
+        except PromptError as exc:
+            raise LensReportError(str(exc)) from None
+        [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name])
         key = cache_key({"notebook": reference, "text": text, "target": target,
-                         "lens_kind": lens, "top_k": top_k})
-        document = session.run(prompt, encoded, key, hidden, last)
+                         "lens_kind": chosen.name, "top_k": top_k})
+        document = session.run(encoded, key, hidden, last, chosen, top_k)
     finally:
         model.train(was_training)
     return LensResult(document)
+
+
+def _lens_named(name: str, reference: str) -> Lens:
+    """A lens kind by name, with its default settings (a tuned lens from the Hub)."""
+    from .lens.kinds import TunedLens
+
+    try:
+        cls = lens_class(name)
+    except LensReportError as exc:
+        raise LensReportError(f"lens={name!r}: {exc}") from None
+    return TunedLens(model_reference=reference) if cls is TunedLens else cls()
 
 
 @dataclass
@@ -107,7 +132,12 @@ class LensResult:
 
     @property
     def num_layers(self) -> int:
-        """Rows of every array: the embeddings plus one per block."""
+        """L, the number of blocks (the model's facts say the same)."""
+        return len(self.document["layers"]) - 1
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of every array: the embeddings plus one per block (L + 1)."""
         return len(self.document["layers"])
 
     def _array(self, field: str, dtype: Any = np.float32) -> np.ndarray:
@@ -153,7 +183,7 @@ class LensResult:
 
     def __repr__(self) -> str:
         return (f"LensResult(model={self.model_name!r}, prompt={self.prompt!r}, "
-                f"layers={self.num_layers}, tokens={len(self.tokens)}, "
+                f"rows={self.num_rows}, tokens={len(self.tokens)}, "
                 f"lens={self.document['lens']['kind']!r})")
 
     def _repr_html_(self) -> str:
@@ -173,18 +203,28 @@ class Comparison:
         return notebook_html(self.results)
 
 
+@dataclass(frozen=True)
+class _Named:
+    """A model or prompt as the figure template names it (name, slug)."""
+
+    name: str
+    slug: str
+
+
 def notebook_html(results: list[LensResult]) -> str:
     """The site's figure markup and script for a notebook output, plotly.js inlined once."""
     global _plotly_sent
-    from .site import Figure, builtin_templates, environment, plotly_js
+    from .site.pages import Figure, builtin_templates, environment, plotly_js
 
     env = environment(None)
     figures = []
     for number, result in enumerate(results):
         document = result.document
-        model = spec_from_document(document, f"{number}")
-        prompt = prompt_from_document(document, f"{number}")
-        figures.append(Figure(model, prompt, ((model.lens.kind, document),)))
+        model_name = document["model"].get("name") or "model"
+        prompt_name = document["prompt"].get("name") or "prompt"
+        figures.append(Figure(_Named(model_name, f"{slugify(model_name)}-{number}"),
+                              _Named(prompt_name, f"{slugify(prompt_name)}-{number}"),
+                              ((document["lens"]["kind"], document),)))
     container = f"lensreport-output-{next(_output_ids)}"
     include_plotly = not _plotly_sent
     html = env.get_template("notebook.html").render(
@@ -194,44 +234,3 @@ def notebook_html(results: list[LensResult]) -> str:
         lensreport_js=Markup((builtin_templates() / "assets" / "lensreport.js").read_text("utf-8")))
     _plotly_sent = True
     return html
-
-
-def spec_from_document(document: dict[str, Any], suffix: str = "") -> ModelSpec:
-    model = document["model"]
-    lens = document["lens"]
-    name = model.get("name") or "model"
-    return ModelSpec(name=name, slug=slugify(name) + (f"-{suffix}" if suffix else ""),
-                     reference=model.get("reference") or name, revision=model.get("revision"),
-                     dtype=model.get("dtype") or "auto", device=model.get("device") or "auto",
-                     lens=LensSettings((lens.get("kind", "logit"),), int(lens.get("top_k", 5))),
-                     final_norm=None, unembedding=None, trust_remote_code=False, note=None,
-                     line=0)
-
-
-def prompt_from_document(document: dict[str, Any], suffix: str = "") -> PromptSpec:
-    prompt = document["prompt"]
-    name = prompt.get("name") or "prompt"
-    return PromptSpec(name=name, slug=slugify(name) + (f"-{suffix}" if suffix else ""),
-                      text=prompt["text"], target=prompt.get("target"), note=None, line=0)
-
-
-REQUIRED_FIELDS = ("model", "prompt", "lens", "input_ids", "layers", "topk_ids", "topk_probs",
-                   "entropy", "kl_to_final", "vocab")
-
-
-def read_document(path: Path) -> dict[str, Any]:
-    """A saved results document, checked enough that a page can be drawn from it."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LensReportError(f"{path}: results file not found") from None
-    except (OSError, ValueError) as exc:
-        raise LensReportError(f"{path}: not a lensreport results file "
-                              f"({str(exc).splitlines()[0][:100]})") from None
-    if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
-        raise LensReportError(f"{path}: not a lensreport results file of schema version "
-                              f"{SCHEMA_VERSION}; save it again with this version")
-    missing = [field for field in REQUIRED_FIELDS if field not in document]
-    if missing:
-        raise LensReportError(f"{path}: results file lacks {', '.join(missing)}")
-    return document

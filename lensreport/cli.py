@@ -1,4 +1,5 @@
-"""The `lensreport` command: argument parsing and user-facing errors only.
+"""The `lensreport` command: argument parsing and user-facing errors only; commands/ does
+the work.
 
 Exit codes: 0 ok, 1 build failed, 2 usage or manifest error, 130 interrupted.
 """
@@ -14,8 +15,9 @@ from typing import Any, Callable
 
 import click
 
-from . import __version__
-from .errors import LensReportError, UsageError
+from ._version import __version__
+from .errors import LensReportError, UsageError, first_line
+from .lens.fit.settings import TrainSettings
 
 log = logging.getLogger("lensreport")
 
@@ -37,6 +39,7 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if quiet or not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if quiet:
         os.environ["TQDM_DISABLE"] = "1"
 
 
@@ -56,8 +59,8 @@ def _run(debug: bool, action: Callable[[], Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             traceback.print_exc()
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        click.echo(f"error: {type(exc).__name__}: {message} (run with --debug for details)",
+        click.echo(f"error: {type(exc).__name__}: {first_line(exc)} (run with --debug for "
+                   "details)",
                    err=True)
         sys.exit(1)
 
@@ -157,7 +160,7 @@ def build(manifest: str, site_dir: Path | None, clean: bool, strict: bool,
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .build import compute_shard, run_build
+        from .commands.build import compute_shard, run_build
 
         if shard and (no_compute or only_models or only_prompts or site_dir):
             raise UsageError("--shard computes into the results store only; it takes "
@@ -191,18 +194,10 @@ def validate(manifest: str, quiet: bool, verbose: bool, debug: bool) -> None:
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from . import models as model_refs
-        from .build import plan_all
+        from .commands.validate import validate as check
 
         loaded = _load(manifest)
-        runs, corpus_runs = plan_all(loaded)
-        resolved = {run.model.name: run.resolved for run in [*runs, *corpus_runs]}
-        for model in loaded.models:
-            if model.name in resolved:
-                log.info("model %s: %s (%s)", model.name, model.reference,
-                         resolved[model.name].kind)
-        model_refs.check_prompts(loaded, [(m, resolved[m.name]) for m in loaded.models
-                                          if m.name in resolved], warn_unreachable=True)
+        check(loaded)
         log.info("%s is valid: %d model(s) × %d prompt(s)", manifest, len(loaded.models),
                  len(loaded.prompts))
 
@@ -230,7 +225,7 @@ def serve(manifest: str, host: str, port: int, no_watch: bool, quiet: bool, verb
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .serve import serve as run_server
+        from .commands.serve import serve as run_server
 
         run_server(Path(manifest), host, port, watch=not no_watch)
 
@@ -260,8 +255,8 @@ def gh_deploy(manifest: str, remote: str, branch: str, message: str | None, no_p
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .build import default_site_dir, run_build
-        from .deploy import check_repository, deploy
+        from .commands.build import default_site_dir, run_build
+        from .commands.gh_deploy import check_repository, deploy
 
         loaded = _load(manifest)
         # Paths first (relative to where the command runs), git and the remote next: a
@@ -276,6 +271,9 @@ def gh_deploy(manifest: str, remote: str, branch: str, message: str | None, no_p
     _run(debug, action)
 
 
+_TRAIN = TrainSettings()  # the CLI's defaults are the settings' own
+
+
 @main.command("train-lens")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--model", "model_name", required=True, help="The manifest's model to train for.")
@@ -284,15 +282,16 @@ def gh_deploy(manifest: str, remote: str, branch: str, message: str | None, no_p
                    "'text' field, or a Hugging Face datasets id (when online).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Lens folder to write (default: lenses/MODEL next to the manifest).")
-@click.option("--tokens", type=click.IntRange(1), default=10_000, show_default=True,
+@click.option("--tokens", type=click.IntRange(1), default=_TRAIN.tokens, show_default=True,
               help="Training budget in tokens.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--context", type=click.IntRange(2), default=256, show_default=True,
+@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
+@click.option("--context", type=click.IntRange(2), default=_TRAIN.context, show_default=True,
               help="Window length in tokens.")
-@click.option("--tokens-per-step", type=click.IntRange(1), default=512, show_default=True)
-@click.option("--lr-scale", type=float, default=1.0, show_default=True,
+@click.option("--tokens-per-step", type=click.IntRange(1), default=_TRAIN.tokens_per_step,
+              show_default=True)
+@click.option("--lr-scale", type=float, default=_TRAIN.lr_scale, show_default=True,
               help="Learning rate = lr-scale × (1 - momentum).")
-@click.option("--held-out", "held_out", type=click.IntRange(0), default=1024,
+@click.option("--held-out", "held_out", type=click.IntRange(0), default=_TRAIN.held_out_tokens,
               show_default=True, help="Tokens at the corpus's start kept out of training "
                                       "and measured before and after.")
 @_common
@@ -312,33 +311,14 @@ def train_lens(manifest: str, model_name: str, corpus: str, out: Path | None, to
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .corpus import CorpusSource
-        from .train import TrainSettings, train_lens as train
+        from .commands.train_lens import print_report, train
 
-        loaded = _load(manifest)
-        path = Path(corpus)
-        source = (CorpusSource(path=path) if path.exists() or path.suffix in (".txt", ".jsonl")
-                  else CorpusSource(dataset=corpus))
-        folder = out or loaded.root / "lenses" / model_name
         settings = TrainSettings(tokens=tokens, context=context, tokens_per_step=tokens_per_step,
                                  lr_scale=lr_scale, held_out_tokens=held_out, seed=seed)
-        report = train(loaded, model_name, source, folder, settings)
-        _print_training_report(report, folder)
+        report, folder = train(_load(manifest), model_name, corpus, out, settings)
+        print_report(report, folder)
 
     _run(debug, action)
-
-
-def _print_training_report(report: dict[str, Any], folder: Path) -> None:
-    if not report["held_out"]:
-        log.info("wrote %s in %.0f s (%d steps); no held-out tokens, so no before/after table",
-                 folder, report["train_seconds"], report["steps"])
-        return
-    logit, tuned = report["held_out"]["logit"], report["held_out"]["tuned"]
-    log.info("wrote %s in %.0f s (%d steps); held-out cross-entropy (nats/token), %d tokens:",
-             folder, report["train_seconds"], report["steps"], report["held_out_tokens"])
-    log.info("  layer   logit   tuned")
-    for layer, (a, b) in enumerate(zip(logit["cross_entropy"], tuned["cross_entropy"])):
-        log.info("  %5d  %6.3f  %6.3f", layer, a, b)
 
 
 @main.command()
@@ -354,7 +334,7 @@ def new(directory: Path, quiet: bool, verbose: bool, debug: bool) -> None:
     _setup_logging(quiet, verbose)
 
     def action() -> None:
-        from .scaffold import write_starter
+        from .commands.new import write_starter
 
         path = write_starter(directory)
         log.info("wrote %s; edit it, then run: lensreport build %s", path, path)

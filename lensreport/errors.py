@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line of text (its type's name when it has none), cut to ``limit``."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 class LensReportError(Exception):
     """A failure caused by the user's input or environment; exit code 1."""
 

@@ -11,10 +11,11 @@ import math
 import pytest
 import torch
 
+import tiny
 from conftest import write_manifest
-from lensreport import models as model_refs
-from lensreport.engine import ModelSession
-from lensreport.lens import lens_inputs, run_lens
+from lensreport.lens.engine import ModelSession
+from lensreport.lens.kinds import LogitLens, lens_class
+from lensreport.lens.tiled import lens_inputs, lens_statistics
 from lensreport.manifest import load_manifest
 
 EXPECTED_NORM = {
@@ -48,10 +49,10 @@ def open_session(tmp_path, folder, kind="logit", dtype="auto"):
             target: " fox"
     """))
     spec = manifest.models[0]
-    session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
-    encoded = session.prepare(manifest.prompts[0], manifest.path)
-    [(_, hidden, last)] = session.hidden_states([encoded])
-    return session, session.run(manifest.prompts[0], encoded, "key", hidden, last), encoded
+    session = tiny.open_session(manifest, spec)
+    document, encoded = tiny.prompt_document(session, manifest.prompts[0],
+                                             lens_class(spec.lens.kind)(), spec.lens.top_k)
+    return session, document, encoded
 
 
 def reference_logits(model, name, input_ids, kind="logit"):
@@ -199,18 +200,18 @@ def test_batched_prompts_match_unbatched(name, tiny_models, tmp_path):
           - {{name: mid, text: "The capital of France is", target: " Paris"}}
     """))
     spec = manifest.models[0]
-    session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
-    encoded = [session.prepare(p, manifest.path) for p in manifest.prompts]
+    session = tiny.open_session(manifest, spec)
+    encoded = [tiny.encode(session, p) for p in manifest.prompts]
     assert len({len(e.input_ids) for e in encoded}) == 3
     def stats(encoded_prompt, hidden, last):
-        inputs = lens_inputs(hidden, last, session.head, "logit")
-        return run_lens(inputs, session.head, torch.tensor(encoded_prompt.input_ids), 5,
+        inputs = lens_inputs(hidden, last, session.head, LogitLens())
+        return lens_statistics(inputs, session.head, torch.tensor(encoded_prompt.input_ids), 5,
                         encoded_prompt.target_id)
 
-    batched = {i: stats(encoded[i], h, last) for i, h, last in session.hidden_states(encoded)}
+    batched = {i: stats(encoded[i], h, last) for i, h, last in session.hidden_states([e.input_ids for e in encoded])}
     assert sorted(batched) == [0, 1, 2]
     for i in range(3):
-        [(_, hidden, last)] = session.hidden_states([encoded[i]])
+        [(_, hidden, last)] = session.hidden_states([encoded[i].input_ids])
         alone = stats(encoded[i], hidden, last)
         assert (batched[i].topk_ids == alone.topk_ids).all()
         for field in ("entropy", "kl_to_final", "topk_probs", "next_token_prob"):

@@ -96,7 +96,7 @@ def test_template_only_change_loads_no_model(tmp_path, tiny_llama):
     assert run_cli("build", manifest).returncode == 0
     (theme / "assets").mkdir()
     (theme / "assets" / "style.css").write_text("body { color: rebeccapurple; }")
-    base = (Path(__file__).parent.parent / "lensreport" / "templates" / "index.html").read_text()
+    base = (Path(__file__).parent.parent / "lensreport" / "site" / "templates" / "index.html").read_text()
     (theme / "index.html").write_text(base.replace("{% block content %}",
                                                    "{% block content %}<p>THEMED</p>"))
     result = run_cli("build", manifest)
@@ -262,13 +262,13 @@ def test_serve_rebuilds_on_change(tmp_path, tiny_llama):
         assert address, "serve did not report its address"
         page = urllib.request.urlopen(address + "index.html", timeout=10).read().decode()
         assert "Tiny report" in page and "livereload.js" in page
-        build_id = urllib.request.urlopen(address + "__lensreport__/build-id").read()
-        base = (Path(__file__).parent.parent / "lensreport" / "templates" / "index.html").read_text()
+        build_id = urllib.request.urlopen(address + "__lensreport__/status").read()
+        base = (Path(__file__).parent.parent / "lensreport" / "site" / "templates" / "index.html").read_text()
         (theme / "index.html").write_text(base.replace("{% block content %}",
                                                        "{% block content %}<p>EDITED</p>"))
         deadline = time.time() + 60
         while time.time() < deadline:
-            if urllib.request.urlopen(address + "__lensreport__/build-id").read() != build_id:
+            if urllib.request.urlopen(address + "__lensreport__/status").read() != build_id:
                 break
             time.sleep(0.3)
         page = urllib.request.urlopen(address + "index.html", timeout=10).read().decode()

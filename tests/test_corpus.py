@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import run_cli, write_manifest
-from lensreport.corpus import CorpusSource, documents, windows
+from lensreport.lens.corpus import CorpusSource, documents, windows
 
 DOCS = ["The quick brown fox jumps over the lazy dog. " * 3,
         "one two three four five six seven eight nine ten",
@@ -171,8 +171,9 @@ def test_corpus_errors_point_at_the_manifest(tmp_path):
 @pytest.mark.slow
 def test_demo_curves_match_an_independent_computation(demo_site):
     """Both real demo models, on the demo corpus (prompts/corpus/eval.txt)."""
-    from lensreport import models
     from lensreport.manifest import load_manifest
+    from lensreport.manifest.checks import resolve_model
+    from lensreport.models.loading import weights_cache_folder
 
     manifest = load_manifest(demo_site.parent / "demo.yaml")  # the manifest that was built
     corpus = manifest.corpora[0]
@@ -182,7 +183,7 @@ def test_demo_curves_match_an_independent_computation(demo_site):
         document = json.loads((demo_site / "data" / "corpora" / corpus.slug /
                                f"{model_name}.json").read_text())
         spec = manifest.model(model_name)
-        folder = models.weights_cache_folder(models.resolve(spec, manifest.path))
+        folder = weights_cache_folder(resolve_model(manifest, spec))
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)

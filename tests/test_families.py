@@ -16,9 +16,9 @@ from torch import nn
 
 import tiny
 from conftest import run_cli, write_manifest
-from lensreport import models as model_refs
-from lensreport.engine import ModelSession
-from lensreport.lens import lens_inputs
+from lensreport.lens.engine import ModelSession
+from lensreport.lens.kinds import LogitLens, RawLens
+from lensreport.lens.tiled import lens_inputs
 from lensreport.manifest import load_manifest
 
 # Decoder-only causal-LM families (transformers 5.x), dense, mixture-of-experts, hybrid;
@@ -80,11 +80,11 @@ def test_family_matches_the_truncated_model(family, tokenizer, tmp_path):
           - {{name: p, text: "{TEXT}"}}
     """))
     spec = manifest.models[0]
-    session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
-    encoded = session.prepare(manifest.prompts[0], manifest.path)
-    [(_, hidden, last)] = session.hidden_states([encoded])
+    session = tiny.open_session(manifest, spec)
+    encoded = tiny.encode(session, manifest.prompts[0])
+    [(_, hidden, last)] = session.hidden_states([encoded.input_ids])
     with torch.no_grad():
-        lens = session.head.logits(lens_inputs(hidden, last, session.head, "logit")).double()
+        lens = session.head.logits(lens_inputs(hidden, last, session.head, LogitLens())).double()
     model, ids = session.loaded.model, torch.tensor([encoded.input_ids])
     layers = model.config.get_text_config().num_hidden_layers
     assert lens.shape[0] == layers + 1
@@ -94,7 +94,7 @@ def test_family_matches_the_truncated_model(family, tokenizer, tmp_path):
         assert float((lens[row] - reference).abs().max()) < 1e-4 * scale, f"row {row}"
     # A no-op final norm would make the test blind: the perturbed norm must change logits.
     if session.head.norms and hidden[0].shape[-1] == session.head.weight.shape[1]:
-        raw = session.head.logits(lens_inputs(hidden, last, session.head, "raw")).double()
+        raw = session.head.logits(lens_inputs(hidden, last, session.head, RawLens())).double()
         assert float((raw[:-1] - lens[:-1]).abs().max()) > 1e-3
 
 

@@ -60,8 +60,8 @@ def _run(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_wheel_holds_templates_and_assets(wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("lensreport/templates/base.html", "lensreport/templates/assets/lensreport.js",
-                   "lensreport/templates/assets/style.css", "lensreport/templates/starter.yaml"):
+    for needed in ("lensreport/site/templates/base.html", "lensreport/site/templates/assets/lensreport.js",
+                   "lensreport/site/templates/assets/style.css", "lensreport/site/templates/starter.yaml"):
         assert needed in names, needed
     assert not any(name.startswith(("tests/", "templates/")) for name in names)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lensreport.heads import LensHead
-from lensreport.lens import run_lens
+from lensreport.models.heads import LensHead
+from lensreport.lens.tiled import lens_statistics as run_lens
 
 
 def identity_head(vocab: int) -> LensHead:
@@ -85,8 +85,8 @@ def test_non_finite_logits_name_the_layer():
     import torch
 
     from lensreport.errors import LensReportError
-    from lensreport.heads import LensHead
-    from lensreport.lens import run_lens
+    from lensreport.models.heads import LensHead
+    from lensreport.lens.tiled import lens_statistics as run_lens
 
     torch.manual_seed(0)
     head = LensHead((), [], "lm_head", torch.nn.Linear(8, 20, bias=False))

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import write_manifest
 from lensreport.errors import ManifestErrors
-from lensreport.manifest import load_manifest, slugify, unique_slugs
+from lensreport.manifest import load_manifest
+from lensreport.slugs import slugify, unique_slugs
 
 GOOD = """
 site:

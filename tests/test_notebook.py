@@ -42,7 +42,8 @@ def test_run_lens_gives_the_numbers_build_gives(family, tokenizer, tiny_models, 
     built = _build_one(tmp_path, folder, text, target)
     for field in COMPARED:
         assert result.document[field] == built[field], field
-    assert result.entropy.shape == (result.num_layers, len(result.tokens))
+    assert result.entropy.shape == (result.num_rows, len(result.tokens))
+    assert result.num_layers == result.document["model"]["num_layers"]
     assert result.entropy.dtype == "float32"
     assert result.topk_tokens.shape == result.topk_ids.shape
     assert result.topk_tokens[-1, -1, 0] == built["vocab"][str(built["topk_ids"][-1][-1][0])]

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tiny
 from conftest import lensreport_command, run_cli, write_manifest
-from lensreport import models as model_refs
-from lensreport.build import shard_runs
-from lensreport.engine import ModelSession
+from lensreport.plan import shard_runs
+from lensreport.lens.engine import ModelSession
 from lensreport.manifest import load_manifest
 
 TEXT = "The quick brown fox jumps over the lazy dog"
@@ -36,10 +36,8 @@ def test_offloaded_model_gives_the_same_numbers(tmp_path, tiny_models, weights_c
     """))
     documents = {}
     for spec in manifest.models:
-        session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
-        encoded = session.prepare(manifest.prompts[0], manifest.path)
-        [(_, hidden, last)] = session.hidden_states([encoded])
-        documents[spec.name] = session.run(manifest.prompts[0], encoded, "key", hidden, last)
+        session = tiny.open_session(manifest, spec)
+        documents[spec.name], _ = tiny.prompt_document(session, manifest.prompts[0])
     placed = documents["offloaded"]["model"]["device_map"]
     assert placed and placed.get("cpu") and placed.get("disk"), placed  # really split
     # (safetensors weights are read from their own file when offloaded: nothing is copied)
@@ -83,9 +81,9 @@ def test_shard_assignment_is_stable_and_loads_models_few_times(tmp_path, tiny_mo
           - {{name: p3, text: three}}
           - {{name: p4, text: four}}
     """))
-    from lensreport.build import plan
+    from lensreport.plan import plan
 
-    runs = plan(manifest)
+    runs = plan(manifest).prompt_runs
     for shards in (2, 3, 5, 12):
         parts = [shard_runs(runs, k, shards) for k in range(1, shards + 1)]
         assert sorted(r.key for part in parts for r in part) == sorted(r.key for r in runs)

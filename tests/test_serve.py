@@ -38,7 +38,7 @@ def served(tmp_path, tiny_models, weights_cache):
 @pytest.mark.browser
 def test_live_reload_banner_and_recovery(served, page):
     address, theme, process = served
-    base = (REPO / "lensreport" / "templates" / "index.html").read_text()
+    base = (REPO / "lensreport" / "site" / "templates" / "index.html").read_text()
     page.goto(address + "index.html")
     assert page.locator("h1").inner_text() == "Tiny report"
 

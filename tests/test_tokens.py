@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lensreport.tokens import _make_visible, display_vocab, tokenizer_kind
+from lensreport.models.tokens import _make_visible, display_vocab, tokenizer_kind
 
 
 def test_byte_level_tokens(tokenizers):

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from conftest import run_cli, write_manifest
-from lensreport import train as training
-from lensreport.corpus import CorpusSource
+from lensreport.lens.fit import tuned as training
+from lensreport.lens.corpus import CorpusSource
 from lensreport.manifest import load_manifest
+from lensreport.manifest.checks import resolve_model
 
 TEXT = ("The quick brown fox jumps over the lazy dog. The capital of France is Paris, and "
         "the capital of Italy is Rome. one two three four five six seven eight nine ten.")
@@ -27,7 +28,15 @@ def setup(tmp_path, tiny_models, weights_cache):
         prompts:
           - {{name: fox, text: "The quick brown fox"}}
     """)
-    return load_manifest(manifest), CorpusSource(path=corpus)
+    loaded = load_manifest(manifest)
+    spec = loaded.models[0]
+    source = CorpusSource(path=corpus)
+
+    def train(folder):
+        return training.train_lens(spec.request, resolve_model(loaded, spec), source, folder,
+                                   SETTINGS)
+    train.manifest, train.source = loaded, source
+    return train
 
 
 SETTINGS = training.TrainSettings(tokens=400, context=32, tokens_per_step=64,
@@ -39,10 +48,11 @@ def _params(folder):
 
 
 def test_same_seed_same_lens_and_resume_gives_the_same_lens(setup, tmp_path, monkeypatch):
-    manifest, source = setup
-    report = training.train_lens(manifest, "tiny", source, tmp_path / "a", SETTINGS)
+    train = setup
+    manifest, source = train.manifest, train.source
+    report = train(tmp_path / "a")
     assert report["tokens"] == 400 and report["steps"] == len(report["loss_per_step"]) >= 4
-    again = training.train_lens(manifest, "tiny", source, tmp_path / "b", SETTINGS)
+    again = train(tmp_path / "b")
     first, second = _params(tmp_path / "a"), _params(tmp_path / "b")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert any(float(first[k].abs().max()) > 0 for k in first)  # it trained
@@ -59,10 +69,10 @@ def test_same_seed_same_lens_and_resume_gives_the_same_lens(setup, tmp_path, mon
 
     monkeypatch.setattr(training, "_train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        training.train_lens(manifest, "tiny", source, tmp_path / "c", SETTINGS)
+        train(tmp_path / "c")
     monkeypatch.setattr(training, "_train_step", real_step)
     assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["state"]["step"] == 2
-    resumed = training.train_lens(manifest, "tiny", source, tmp_path / "c", SETTINGS)
+    resumed = train(tmp_path / "c")
     assert resumed["loss_per_step"] == report["loss_per_step"]
     third = _params(tmp_path / "c")
     assert all(torch.allclose(first[k], third[k], atol=1e-6) for k in first)
@@ -72,7 +82,8 @@ def test_cli_trains_a_lens_the_tuned_lens_library_loads(setup, tmp_path):
     from transformers import AutoModelForCausalLM
     from tuned_lens.nn.lenses import TunedLens
 
-    manifest, source = setup
+    train = setup
+    manifest, source = train.manifest, train.source
     result = run_cli("train-lens", manifest.path, "--model", "tiny", "--corpus", source.path,
                      "--tokens", "256", "--context", "32", "--tokens-per-step", "64",
                      "--held-out", "64")

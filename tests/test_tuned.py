@@ -120,7 +120,7 @@ def test_a_lens_for_another_model_is_a_manifest_error(tmp_path, tiny_models, wei
 
 
 def test_old_config_keys_are_tolerated(tmp_path, tiny_models, weights_cache):
-    from lensreport import tuned
+    from lensreport.lens import tuned_format as tuned
 
     llama = AutoModelForCausalLM.from_pretrained(tiny_models("llama", "sentencepiece"))
     library_lens(llama).save(tmp_path / "lens")
@@ -157,8 +157,9 @@ def test_trained_demo_lens_beats_the_logit_lens_and_loads_in_tuned_lens(demo_sit
     the tuned-lens library loads it and computes the same translation."""
     from tuned_lens.nn.lenses import TunedLens
 
-    from lensreport import models
     from lensreport.manifest import load_manifest
+    from lensreport.manifest.checks import resolve_model
+    from lensreport.models.loading import weights_cache_folder
 
     curves = demo_site / "data" / "corpora" / "python-docs"
     logit = json.loads((curves / "smollm2-135m.json").read_text())["cross_entropy"]
@@ -169,14 +170,14 @@ def test_trained_demo_lens_beats_the_logit_lens_and_loads_in_tuned_lens(demo_sit
 
     manifest = load_manifest(demo_site.parent / "demo.yaml")
     spec = manifest.model("smollm2-135m")
-    folder = models.weights_cache_folder(models.resolve(spec, manifest.path))
+    folder = weights_cache_folder(resolve_model(manifest, spec))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     lens_folder = demo_site.parent / "lenses" / "smollm2-135m"
     lens = TunedLens.from_model_and_pretrained(model, str(lens_folder))
     report = json.loads((lens_folder / "training-report.json").read_text())
     assert report["held_out"]["tuned"]["cross_entropy"][0] < \
         report["held_out"]["logit"]["cross_entropy"][0]
-    from lensreport.tuned import Translators
+    from lensreport.lens.tuned_format import Translators
 
     ours = Translators.load(lens_folder)
     hidden = torch.randn(3, model.config.hidden_size)

@@ -171,3 +171,28 @@ def save_any_family(model_type: str, folder: Path, tokenizer: PreTrainedTokenize
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# --- Sessions on a manifest's model, as the build opens them ---------------------------------
+
+
+def open_session(manifest, spec=None):
+    """A ModelSession on one of the manifest's models (the first by default)."""
+    from lensreport.lens.engine import ModelSession
+    from lensreport.manifest.checks import resolve_model
+
+    spec = spec or manifest.models[0]
+    return ModelSession.open(spec.request, resolve_model(manifest, spec))
+
+
+def encode(session, prompt):
+    return session.prepare(prompt.name, prompt.text, prompt.target, prompt.slug)
+
+
+def prompt_document(session, prompt, lens=None, top_k: int = 5):
+    """The results document of one prompt through one lens (logit by default)."""
+    from lensreport.lens.kinds import LogitLens
+
+    encoded = encode(session, prompt)
+    [(_, hidden, last)] = session.hidden_states([encoded.input_ids])
+    return session.run(encoded, "key", hidden, last, lens or LogitLens(), top_k), encoded

@@ -1,0 +1,1 @@
+"""The commands behind `lensreport`: build, serve, gh-deploy, new, validate, train-lens."""

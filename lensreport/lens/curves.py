@@ -1,0 +1,133 @@
+"""Corpus curves: per-layer averages over a corpus, from the same tiled pass as prompts.
+
+For every row 0 … L (layer 0 = embeddings, L = the model's output) and every scored position
+(see corpus.py for windows and bytes): cross-entropy of the actual next token (nats), KL to
+the final row, entropy, whether the row's top-1 equals the final row's top-1, and whether it
+equals the actual next token. Sums are kept per document in float64, so the 95 % intervals
+come from a seeded bootstrap over documents (the unit that is sampled, not tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from ..results.metrics import SUMMED_METRICS as METRICS
+from .corpus import Window
+from .kinds import Lens
+from .tiled import CellStatistics, lens_inputs, next_token_ids, stream
+
+if TYPE_CHECKING:
+    from .engine import ModelSession
+
+BOOTSTRAP_SAMPLES = 1000
+WINDOWS_PER_GROUP = 64  # windows whose hidden states are computed before the lens runs
+
+
+@dataclass
+class CorpusSums:
+    """Per-document sums: ``sums[metric]`` is (documents, rows); counts are per document."""
+
+    rows: int
+    sums: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    tokens: list[int] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+    documents: list[int] = field(default_factory=list)  # corpus index of each entry
+
+    def add(self, document: int, values: dict[str, np.ndarray], tokens: int,
+            covered: int) -> None:
+        if not self.documents or self.documents[-1] != document:
+            self.documents.append(document)
+            self.tokens.append(0)
+            self.bytes.append(0)
+            for metric in METRICS:
+                self.sums.setdefault(metric, []).append(np.zeros(self.rows))
+        for metric in METRICS:
+            self.sums[metric][-1] += values[metric]
+        self.tokens[-1] += tokens
+        self.bytes[-1] += covered
+
+    @property
+    def scored_tokens(self) -> int:
+        return int(sum(self.tokens))
+
+    @property
+    def scored_bytes(self) -> int:
+        return int(sum(self.bytes))
+
+    def curves(self, seed: int = 0) -> dict[str, Any]:
+        """Means per row with 95 % bootstrap intervals; bits per byte from cross-entropy."""
+        tokens = np.array(self.tokens, dtype=np.float64)
+        covered = np.array(self.bytes, dtype=np.float64)
+        per_document = {metric: np.stack(self.sums[metric]) for metric in METRICS}
+        per_document["bits_per_byte"] = per_document["cross_entropy"] / math.log(2)
+        denominators = {metric: tokens for metric in METRICS}
+        denominators["bits_per_byte"] = covered
+        rng = np.random.default_rng(seed)
+        count = len(tokens)
+        weights = rng.multinomial(count, np.full(count, 1.0 / count), size=BOOTSTRAP_SAMPLES)
+        out: dict[str, Any] = {}
+        for metric, values in per_document.items():
+            denominator = denominators[metric]
+            mean = values.sum(0) / max(denominator.sum(), 1.0)
+            resampled = (weights @ values) / np.maximum(weights @ denominator, 1.0)[:, None]
+            low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
+            out[metric] = [round(float(v), 6) for v in mean]
+            out[f"{metric}_ci"] = [[round(float(a), 6), round(float(b), 6)]
+                                   for a, b in zip(low, high)]
+        return out
+
+
+def _groups(windows: Iterable[Window]) -> Iterator[list[Window]]:
+    group: list[Window] = []
+    for window in windows:
+        group.append(window)
+        if len(group) == WINDOWS_PER_GROUP:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def measure(session: "ModelSession", windows: Iterable[Window], lenses: list[Lens],
+            progress: Callable[[int], Any] | None = None) -> dict[Lens, CorpusSums]:
+    """Sums per lens over all windows; one forward pass per window serves every lens."""
+    head = session.head
+    rows = session.num_layers + 1
+    bound = {lens: session.bind(lens) for lens in lenses}
+    results = {lens: CorpusSums(rows) for lens in lenses}
+    for group in _groups(windows):
+        for index, hidden, last in session.hidden_states([w.input_ids for w in group]):
+            window = group[index]
+            next_ids = next_token_ids(torch.tensor(window.input_ids, device=head.weight.device))
+            scored = len(window.input_ids) - 1
+            for lens in lenses:
+                with torch.no_grad():
+                    inputs = lens_inputs(hidden, last, head, bound[lens])
+                    cells = stream(inputs, head, next_ids, 1)
+                values = _window_sums(cells, rows, scored, next_ids)
+                results[lens].add(window.document, values, scored, sum(window.target_bytes))
+            if progress is not None:
+                progress(scored)
+    return results
+
+
+def _window_sums(cells: CellStatistics, rows: int, scored: int, next_ids: torch.Tensor
+                 ) -> dict[str, np.ndarray]:
+    """Per-row sums over a window's scored positions (all but its last)."""
+    def grid(values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(-1, rows)[:scored].double()  # (positions, rows)
+
+    top1 = cells.top_ids[:, 0].reshape(-1, rows)[:scored]
+    cross_entropy = grid(cells.lse - cells.next_token.own)
+    return {
+        "cross_entropy": cross_entropy.sum(0).cpu().numpy(),
+        "kl_to_final": grid(cells.kl_to_final).sum(0).cpu().numpy(),
+        "entropy": grid(cells.entropy).sum(0).cpu().numpy(),
+        "top1_agrees_with_final": (top1 == top1[:, -1:]).double().sum(0).cpu().numpy(),
+        "top1_accuracy": (top1 == next_ids[:scored, None]).double().sum(0).cpu().numpy(),
+    }

@@ -1,0 +1,227 @@
+"""One loaded model and everything needed to run lenses on its prompts and corpus windows.
+
+The engine knows no manifest: it takes a :class:`ModelRequest` (or a model already in
+memory), raises errors that say what went wrong and how to fix it, and returns results
+documents. Kept apart from the build so that a build served from the cache never imports
+torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import LensReportError
+from ..models import loading
+from ..models.heads import LensHead, check_hidden_states, find_head
+from ..models.limits import encode_prompt, prompt_limit
+from ..models.references import ResolvedModel
+from ..models.tokens import display_vocab, tokenizer_kind
+from ..results.documents import make_document
+from .kinds import Lens
+from .tiled import lens_inputs, lens_statistics
+
+log = logging.getLogger("lensreport")
+
+VERIFY_TEXT = "The quick brown fox"
+# Padded tokens per batched forward pass.
+BATCH_TOKENS = 4096
+
+
+@dataclass
+class EncodedPrompt:
+    """A prompt tokenized for one model, checked against its limits."""
+
+    name: str
+    slug: str
+    text: str
+    target: str | None
+    input_ids: list[int]
+    target_id: int | None = None
+    target_token: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """The ``prompt`` field of a document."""
+        return {"name": self.name, "slug": self.slug, "text": self.text, "target": self.target,
+                "target_id": self.target_id, "target_token": self.target_token}
+
+
+@dataclass(frozen=True)
+class ModelReading:
+    """What head discovery found out about a model and its tokenizer (reused per model)."""
+
+    head: LensHead
+    vocab: list[str]
+    tokenizer_info: dict[str, Any]
+
+
+def discover(model: Any, tokenizer: Any, device: str, final_norm: str | None = None,
+             unembedding: str | None = None) -> ModelReading:
+    """Find and prove the head (three probe forward passes), and read the vocabulary."""
+    probe = tokenizer(VERIFY_TEXT, return_tensors="pt").input_ids.to(device)
+    head = find_head(model, probe, final_norm, unembedding)
+    check_hidden_states(model, head, probe)
+    info = {"class": type(tokenizer).__name__, "kind": tokenizer_kind(tokenizer),
+            "size": len(tokenizer), "bos_token": tokenizer.bos_token}
+    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info)
+
+
+@dataclass
+class ModelSession:
+    loaded: loading.LoadedModel
+    reading: ModelReading
+    _bound: dict[Lens, Lens] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, request: loading.ModelRequest, resolved: ResolvedModel) -> "ModelSession":
+        return cls.from_loaded(loading.load(request, resolved))
+
+    @classmethod
+    def from_loaded(cls, loaded: loading.LoadedModel,
+                    reading: ModelReading | None = None) -> "ModelSession":
+        """A session on a model that is already in memory (the build's, or a notebook's);
+        ``reading`` skips head discovery for a model seen before."""
+        request = loaded.request
+        reading = reading or discover(loaded.model, loaded.tokenizer, loaded.device,
+                                      request.final_norm, request.unembedding)
+        loaded.facts["head_check_max_abs_diff"] = float(
+            f"{reading.head.check_max_abs_diff:.3g}")
+        return cls(loaded, reading)
+
+    @property
+    def head(self) -> LensHead:
+        return self.reading.head
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.reading.vocab
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.loaded.facts
+
+    @property
+    def name(self) -> str:
+        return self.loaded.request.name
+
+    @property
+    def num_layers(self) -> int:
+        """L: the number of blocks (documents have L + 1 rows)."""
+        return self.facts["num_layers"] or 0
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the residual stream (what a translator acts on)."""
+        return self.facts["hidden_size"] or self.head.weight.shape[1]
+
+    def close(self) -> None:
+        del self.loaded.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def max_tokens(self) -> int:
+        """Longest prompt this model accepts: its context, and what memory allows."""
+        return prompt_limit(self.facts["max_context"], self.facts["num_layers"],
+                            self.hidden_size, str(self.head.weight.device))
+
+    def bind(self, lens: Lens) -> Lens:
+        """``lens`` ready to read this model (loaded and checked once per session)."""
+        if lens not in self._bound:
+            self._bound[lens] = lens.bind(self)
+        return self._bound[lens]
+
+    def prepare(self, name: str, text: str, target: str | None = None, slug: str = "prompt"
+                ) -> EncodedPrompt:
+        """Tokenize and check a prompt against this model, before any lens work starts.
+        Raises models.limits.PromptError when it does not fit."""
+        ids, target_ids = encode_prompt(self.loaded.tokenizer, text, target, name, self.name,
+                                        self.max_tokens())
+        encoded = EncodedPrompt(name, slug, text, target, ids)
+        if target is not None:
+            if len(target_ids) > 1:
+                shown = ", ".join(repr(self.vocab[i]) for i in target_ids)
+                encoded.warnings.append(
+                    f"prompt '{name}': target {target!r} is {len(target_ids)} tokens for "
+                    f"model '{self.name}' ({shown}); tracking the first")
+            encoded.target_id = target_ids[0]
+            encoded.target_token = self.vocab[target_ids[0]]
+        return encoded
+
+    def hidden_states(self, sequences: list[list[int]], names: list[str] | None = None
+                      ) -> Iterator[tuple[int, tuple[torch.Tensor, ...], torch.Tensor]]:
+        """Forward passes in padded batches of sequences of similar length.
+
+        Yields (index into ``sequences``, its hidden states, its last hidden state),
+        unpadded, in batch order (shortest first). Batches are right-padded whatever the
+        tokenizer's padding side: with causal attention no real token sees the padding after
+        it, and positions stay 0..n-1 (left padding would shift them), so a batched sequence
+        gets the numbers it gets alone. ``names`` label sequences in memory errors.
+        """
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        batches: list[list[int]] = []
+        for index in order:
+            length = len(sequences[index])
+            if batches and (len(batches[-1]) + 1) * length <= BATCH_TOKENS:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+        tokenizer, device = self.loaded.tokenizer, self.loaded.device
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        for batch in batches:
+            longest = max(len(sequences[i]) for i in batch)
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            for row, index in enumerate(batch):
+                tokens = sequences[index]
+                ids[row, :len(tokens)] = torch.tensor(tokens)
+                mask[row, :len(tokens)] = 1
+            shown = ", ".join(repr(names[i]) for i in batch) if names else \
+                f"{len(batch)} sequence(s)"
+            with torch.no_grad(), self._memory_errors(shown):
+                output = self.loaded.model.base_model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device),
+                    output_hidden_states=True, use_cache=False)
+            for row, index in enumerate(batch):
+                length = len(sequences[index])
+                yield (index, tuple(h[row, :length] for h in output.hidden_states),
+                       output.last_hidden_state[row, :length])
+            del output
+
+    @contextmanager
+    def _memory_errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as exc:
+            raise LensReportError(f"model '{self.name}', {what}: out of GPU memory; shorten "
+                                  "the prompt or use device: cpu") from exc
+        except MemoryError as exc:
+            raise LensReportError(f"model '{self.name}', {what}: out of memory; shorten the "
+                                  "prompt") from exc
+
+    def lens_description(self, lens: Lens) -> dict[str, Any]:
+        """The ``lens`` field of a document: the kind, the head, and what the lens adds."""
+        return {"kind": lens.name, **self.head.description, **self.bind(lens).describe()}
+
+    def run(self, encoded: EncodedPrompt, key: str, hidden: tuple[torch.Tensor, ...],
+            last_hidden: torch.Tensor, lens: Lens, top_k: int) -> dict[str, Any]:
+        """One lens on one prompt's hidden states, as a results document."""
+        bound = self.bind(lens)
+        input_ids = torch.tensor(encoded.input_ids, device=self.loaded.device)
+        try:
+            with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}'"):
+                inputs = lens_inputs(hidden, last_hidden, self.head, bound)
+                stats = lens_statistics(inputs, self.head, input_ids, top_k, encoded.target_id)
+        except LensReportError as exc:
+            raise LensReportError(f"model '{self.name}', prompt '{encoded.name}', "
+                                  f"{lens.label}: {exc}") from None
+        document = make_document(
+            key=key, model_facts=dict(self.facts), tokenizer=self.reading.tokenizer_info,
+            prompt=encoded.describe(), lens={**self.lens_description(lens), "top_k": top_k},
+            input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
+        document["warnings"] = encoded.warnings  # kept, so a cached run warns again
+        return document

@@ -1,0 +1,1 @@
+"""Fitting lenses: the tuned lens (resumable training)."""

@@ -1,0 +1,66 @@
+"""What a lens is: a rule for what the final norm and unembedding read at each row.
+
+Row i of every lens is ``hidden_states[i]`` (row 0 = embeddings, row i = the output of block
+i) read through the lens; row L is always the model's own logits. A lens says what it does to
+``h_i`` before the final norm (``translate``), whether the final norm is applied at all
+(``normalizes``), which rows it covers, its content identity (for cache keys) and its
+description (for documents and pages). The tiled pass, corpus curves, fitting, pages and the
+notebook take Lens objects; none of them switches on a lens's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...errors import LensReportError
+
+if TYPE_CHECKING:  # torch is imported where lenses run: manifests are read without it
+    import torch
+
+    from ..engine import ModelSession
+    from ...manifest.specs import LensSettings
+
+
+class LensSettingError(LensReportError):
+    """The manifest's settings for a lens are wrong (a missing source, a folder without a
+    lens): the manifest layer reports it at the model's line."""
+
+
+@dataclass(frozen=True)
+class Lens:
+    """A lens kind. Subclasses set ``name`` and override what differs from the logit lens."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]  # how pages name it, e.g. "logit lens"
+    line_dash: ClassVar[str] = "dot"  # Plotly dash style of its curves on comparison charts
+    normalizes: ClassVar[bool] = True  # apply the final norm after translate()
+
+    @classmethod
+    def from_settings(cls, settings: "LensSettings", model_reference: str, on_hub: bool
+                      ) -> "Lens":
+        """The lens for one model from the manifest's lens settings (cheap: nothing loaded)."""
+        return cls()
+
+    def identity(self) -> str | None:
+        """Content that sets this lens's numbers beyond its name (e.g. a tuned lens's file
+        digests), for cache keys; None when the name says it all."""
+        return None
+
+    def bind(self, session: "ModelSession") -> "Lens":
+        """This lens ready to read one loaded model (weights loaded, shapes checked); raises
+        LensReportError when it does not fit the model."""
+        return self
+
+    def translate(self, layer: int, hidden: "torch.Tensor") -> "torch.Tensor":
+        """What the final norm reads at row ``layer`` < L."""
+        return hidden
+
+    def covers(self, row: int, num_layers: int) -> bool:
+        """Whether the lens has numbers for ``row`` (0 … L); a row it does not cover is
+        null in documents and blank on figures, never another lens's numbers."""
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        """Fields this lens adds to a document's ``lens`` description (after kind and head)."""
+        return {}

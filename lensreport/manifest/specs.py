@@ -1,0 +1,112 @@
+"""The manifest's typed specs: what a validated prompts.yaml says, with the line of each item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..lens.corpus import CorpusSource
+from ..lens.tuned_format import TunedSource
+from ..models.loading import ModelRequest
+
+
+@dataclass(frozen=True)
+class LensSettings:
+    """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
+    number of top tokens kept per cell, and where a tuned lens comes from. The first kind is
+    the model's main figure."""
+
+    kinds: tuple[str, ...] = ("logit",)
+    top_k: int = 5
+    tuned: TunedSource | None = None
+
+    @property
+    def kind(self) -> str:
+        """The model's main lens (its figures and pages open with it)."""
+        return self.kinds[0]
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    title: str = "Logit lens report"
+    description: str = ""
+    site_url: str | None = None
+    note: str | None = None
+    theme_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    slug: str
+    reference: str
+    revision: str | None
+    dtype: str
+    device: str
+    lens: LensSettings
+    final_norm: str | None
+    unembedding: str | None
+    trust_remote_code: bool
+    note: str | None
+    line: int
+    # Big models (accelerate): where each module lives, how much each device may hold, and
+    # where disk-offloaded weights go. See README, "Scaling up".
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[str, Any] | None = None
+    offload_folder: Path | None = None
+
+    @property
+    def request(self) -> ModelRequest:
+        """What the engine needs to load this model (it knows no manifest)."""
+        return ModelRequest(
+            name=self.name, reference=self.reference, slug=self.slug, revision=self.revision,
+            dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code,
+            device_map=self.device_map, max_memory=self.max_memory,
+            offload_folder=self.offload_folder, final_norm=self.final_norm,
+            unembedding=self.unembedding)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    name: str
+    slug: str
+    text: str
+    target: str | None
+    note: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A corpus to average over: see lens/corpus.py for windows, scoring and bytes."""
+
+    name: str
+    slug: str
+    source: CorpusSource
+    max_tokens: int
+    context: int
+    note: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    site: SiteSettings
+    lens: LensSettings
+    models: tuple[ModelSpec, ...]
+    prompts: tuple[PromptSpec, ...]
+    site_dir: Path | None = None
+    cache_dir: Path | str | None = None  # a folder, or an fsspec URL (s3://…, file://…)
+    result_files: tuple[Path, ...] = ()
+    results_line: int | None = None
+    corpora: tuple[CorpusSpec, ...] = ()
+
+    @property
+    def root(self) -> Path:
+        """Relative paths in the manifest are relative to its folder."""
+        return self.path.parent
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)

@@ -1,0 +1,1 @@
+"""Models: references (Hub, folder, GGUF, package), loading, head discovery, tokens, limits."""

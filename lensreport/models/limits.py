@@ -1,0 +1,91 @@
+"""Prompt checks with the tokenizer alone: length against context and memory, targets in the
+vocabulary. Found before any weights load; the manifest layer adds file:line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import LensReportError
+from .loading import ModelRequest, _load_failure, _max_context, weights_cache_folder
+from .references import ResolvedModel
+
+log = logging.getLogger("lensreport")
+
+# The hidden states of all layers, and a few working copies, must fit well within memory.
+MEMORY_FRACTION = 0.25
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes free now where the hidden states live: the GPU's memory on CUDA, else host RAM."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def prompt_limit(max_context: int | None, num_layers: int | None, hidden_size: int | None,
+                 device: str = "cpu") -> int:
+    """Longest prompt a model takes here: its context, and what memory allows for the hidden
+    states of every layer (float32, with working copies) on the device that holds them."""
+    per_token = ((num_layers or 1) + 1) * (hidden_size or 4096) * 4 * 4
+    by_memory = int(available_memory(device) * MEMORY_FRACTION // per_token)
+    return min(max_context or by_memory, by_memory)
+
+
+class PromptError(LensReportError):
+    """A prompt that does not fit a model (too long, target not in the vocabulary)."""
+
+
+def encode_prompt(tokenizer: Any, text: str, target: str | None, prompt_name: str,
+                  model_name: str, limit: int) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt and of its target; PromptError when the prompt is too long or
+    the target encodes to nothing."""
+    ids = tokenizer(text)["input_ids"]
+    if len(ids) > limit:
+        raise PromptError(f"prompt '{prompt_name}': {len(ids)} tokens for model "
+                          f"'{model_name}', which accepts at most {limit} here (context length "
+                          "and memory); shorten the prompt")
+    target_ids: list[int] = []
+    if target is not None:
+        target_ids = tokenizer.encode(target, add_special_tokens=False)
+        if not target_ids:
+            raise PromptError(f"prompt '{prompt_name}'.target {target!r} is not in the "
+                              f"vocabulary of model '{model_name}'")
+    return ids, target_ids
+
+
+def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[Any, Any] | None:
+    """The tokenizer and config of a model without its weights; None where that would cost
+    as much as loading (a chunked package not assembled yet)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    location = resolved.location
+    if resolved.kind == "hub":
+        kwargs["revision"] = spec.revision
+    elif resolved.kind == "gguf":
+        converted = weights_cache_folder(resolved)
+        if (converted / "config.json").is_file():
+            location = str(converted)
+        elif (Path(resolved.location) / (resolved.gguf_file or "")).is_file():
+            kwargs["gguf_file"] = resolved.gguf_file
+        else:
+            return None
+    try:
+        return (AutoTokenizer.from_pretrained(location, **kwargs),
+                AutoConfig.from_pretrained(location, **kwargs))
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise LensReportError(_load_failure(spec, resolved, exc)) from exc
+
+
+def text_config_limit(config: Any, device_kind: str) -> int:
+    """Longest prompt for a model's config (its text config where it has one) here."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return prompt_limit(_max_context(text), getattr(text, "num_hidden_layers", None),
+                        getattr(text, "hidden_size", None),
+                        "cuda" if device_kind == "cuda" else "cpu")

@@ -1,0 +1,268 @@
+"""Loading a resolved model: device, dtype, accelerate placement, GGUF conversion, facts.
+
+Every failure becomes one clear line naming the model (the manifest layer adds file:line).
+GGUF files are dequantized once into a local weights cache, so the next load takes seconds
+instead of a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LensReportError, first_line
+from ..results.identity import cache_home
+from .references import ResolvedModel
+
+log = logging.getLogger("lensreport")
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model to load and how: all the engine needs from a manifest's model entry."""
+
+    name: str
+    reference: str
+    slug: str = "model"
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    # Big models (accelerate): where each module lives, how much each device may hold, and
+    # where disk-offloaded weights go. See README, "Scaling up".
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[str, Any] | None = None
+    offload_folder: Path | None = None
+    # Head overrides (module paths); discovered when None.
+    final_norm: str | None = None
+    unembedding: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    request: ModelRequest
+    model: Any
+    tokenizer: Any
+    device: str
+    facts: dict[str, Any]
+
+
+def device_type(requested: str, device_map: Any = None) -> str:
+    """The kind of device a run will use (cpu, cuda, mps), for the results key.
+
+    Cheap: torch is imported only for device 'auto' on a machine that may have a GPU, so a
+    build served from the cache never imports torch on a CPU-only machine. A device_map
+    counts as the GPU where it names one (or is automatic on a machine with one): where
+    weights sit (memory or disk) does not change the numbers.
+    """
+    if isinstance(device_map, dict):
+        places = {str(d) for d in device_map.values()}
+        return "cuda" if any(p.isdigit() or p.startswith("cuda") for p in places) else "cpu"
+    if device_map is not None:
+        requested = "auto"
+    if requested != "auto":
+        return requested.split(":")[0]
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and \
+            not any(Path("/dev").glob("nvidia*")) and not Path("/proc/driver/nvidia").exists():
+        return "cpu"
+    return pick_device(requested).split(":")[0]
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise LensReportError(f"device '{requested}' was asked for but CUDA is not available "
+                                  "here; use device: auto or cpu")
+        if requested == "mps" and not torch.backends.mps.is_available():
+            raise LensReportError("device 'mps' was asked for but is not available here; use "
+                                  "device: auto or cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _torch_dtype(name: str, resolved: ResolvedModel) -> Any:
+    import torch
+
+    if name == "auto":
+        # GGUF weights are quantized; dequantize to float32 unless asked otherwise.
+        return torch.float32 if resolved.kind == "gguf" else "auto"
+    return getattr(torch, name)
+
+
+def weights_cache_folder(resolved: ResolvedModel) -> Path:
+    import transformers
+
+    key = hashlib.sha256(f"{resolved.identity}|{transformers.__version__}".encode()).hexdigest()
+    return cache_home() / "weights" / key[:24]
+
+
+def _convert_gguf(resolved: ResolvedModel, folder: Path) -> None:
+    """Dequantize a GGUF file once into a save_pretrained folder (written atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(resolved.location) / (resolved.gguf_file or "")
+    if resolved.assemble_from and not gguf_path.is_file():
+        module = importlib.import_module(resolved.assemble_from)
+        gguf_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = gguf_path.with_suffix(".partial")
+        module.assemble(partial, overwrite=True)
+        os.replace(partial, gguf_path)
+    log.info("converting %s (first load of this GGUF file; cached for next time)", gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(resolved.location, gguf_file=resolved.gguf_file,
+                                                 dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.location, gguf_file=resolved.gguf_file)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "lensreport-source.json").write_text(json.dumps(
+            {"gguf": str(gguf_path), "identity": resolved.identity}))
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:
+    """Load model and tokenizer; every failure becomes one clear line naming the model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(spec.device)
+    dtype = _torch_dtype(spec.dtype, resolved)
+    location, kwargs = resolved.location, {"trust_remote_code": spec.trust_remote_code}
+    if resolved.kind == "hub":
+        kwargs["revision"] = spec.revision
+    placement = _placement(spec)
+    try:
+        if resolved.kind == "gguf":
+            location = str(weights_cache_folder(resolved))
+            if not (Path(location) / "config.json").is_file():
+                _convert_gguf(resolved, Path(location))
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **placement,
+                                                     **kwargs)
+    except LensReportError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise LensReportError(_load_failure(spec, resolved, exc)) from exc
+    model.eval().requires_grad_(False)
+    if placement:
+        device = input_device(model)  # accelerate placed the modules; hooks move tensors
+    else:
+        try:
+            model.to(device)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            raise LensReportError(f"model '{spec.name}': cannot move to {device}: "
+                                  f"{first_line(exc)}") from exc
+    return LoadedModel(spec, model, tokenizer, device, model_facts(spec, resolved, model, device))
+
+
+def _placement(spec: ModelRequest) -> dict[str, Any]:
+    """from_pretrained's device_map / max_memory / offload_folder (accelerate's big-model
+    loading), or nothing for a model that fits one device."""
+    if spec.device_map is None:
+        return {}
+    try:
+        import accelerate  # noqa: F401 - transformers needs it for device_map
+    except ImportError:
+        raise LensReportError(f"model '{spec.name}': device_map needs the accelerate package "
+                              "(pip install accelerate), or remove device_map to load the "
+                              "model on one device") from None
+    placement: dict[str, Any] = {"device_map": spec.device_map}
+    if spec.max_memory:
+        placement["max_memory"] = {_device_key(k): v for k, v in spec.max_memory.items()}
+    if spec.offload_folder:
+        placement["offload_folder"] = str(spec.offload_folder)
+    return placement
+
+
+def _device_key(device: Any) -> Any:
+    """max_memory keys as accelerate wants them: GPU indices as ints, 'cpu' and 'disk'."""
+    text = str(device)
+    if text.isdigit():
+        return int(text)
+    return int(text.split(":")[1]) if text.startswith("cuda:") else text
+
+
+def input_device(model: Any) -> str:
+    """Where a dispatched model's inputs go: its first GPU, else the CPU (disk-offloaded
+    weights run on the CPU)."""
+    devices = getattr(model, "hf_device_map", {}) or {}
+    gpus = sorted({d for d in devices.values() if isinstance(d, int)})
+    gpus += sorted({int(d.split(":")[1]) for d in devices.values()
+                    if isinstance(d, str) and d.startswith("cuda:")})
+    return f"cuda:{min(gpus)}" if gpus else "cpu"
+
+
+def _load_failure(spec: ModelRequest, resolved: ResolvedModel, exc: BaseException) -> str:
+    where = f"model '{spec.name}' ({spec.reference})"
+    message = first_line(exc)
+    if resolved.kind == "hub":
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        return (f"{where}: cannot load from the Hugging Face Hub: {message} — check the id and "
+                f"revision, your network{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}, and "
+                "for gated models `huggingface-cli login`; or point `model:` at a local folder")
+    if resolved.kind == "gguf":
+        return (f"{where}: cannot read the GGUF file (truncated or unsupported?): {message} — "
+                "re-download it or convert it with save_pretrained")
+    return f"{where}: cannot load the model folder: {message}"
+
+
+def _max_context(config: Any) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "seq_length", "max_seq_len"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def model_facts(spec: ModelRequest, resolved: ResolvedModel, model: Any, device: str
+                ) -> dict[str, Any]:
+    config = model.config
+    return {
+        "name": spec.name,
+        "slug": spec.slug,
+        "reference": spec.reference,
+        "revision": spec.revision,
+        "source": resolved.kind,
+        "architecture": type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "num_layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "vocab_size": model.get_output_embeddings().weight.shape[0],
+        "num_parameters": int(model.num_parameters()),
+        "max_context": _max_context(config),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": device,
+        "device_map": _device_summary(model),
+    }
+
+
+def _device_summary(model: Any) -> dict[str, int] | None:
+    """How many modules of a dispatched model live on each device (None when on one)."""
+    devices = getattr(model, "hf_device_map", None)
+    if not devices or list(devices) == [""]:  # everything on one device
+        return None
+    summary: dict[str, int] = {}
+    for device in devices.values():
+        key = f"cuda:{device}" if isinstance(device, int) else str(device)
+        summary[key] = summary.get(key, 0) + 1
+    return dict(sorted(summary.items()))

@@ -1,0 +1,1 @@
+"""Results: documents (JSON), their content identity and keys, and the store that holds them."""

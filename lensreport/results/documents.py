@@ -1,0 +1,138 @@
+"""Results documents (versioned JSON): one per (model, prompt, lens) and per (corpus, model, lens).
+
+Token strings appear once, in ``vocab``; every other field holds ids. Floats are rounded
+(probabilities to 4 significant digits, nats to 4 decimals) to keep pages small. Documents
+are written by the engine, kept in the store (store.py) under their content key
+(identity.py), and read by the site and the notebook API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import LensReportError, first_line
+from .identity import SCHEMA_VERSION
+
+
+def _sig(value: float, digits: int = 4) -> float | None:
+    if value != value:  # NaN
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def _probs(array: np.ndarray) -> Any:
+    return [_probs(row) for row in array] if array.ndim > 1 else [_sig(v) for v in array.tolist()]
+
+
+def _nats(array: np.ndarray) -> Any:
+    return [[round(v, 4) for v in row] for row in array.tolist()]
+
+
+def _ints(array: np.ndarray) -> Any:
+    return array.tolist()
+
+
+def _generator() -> dict[str, str]:
+    """The versions that wrote a document (recorded, never keyed: caches move between setups)."""
+    import torch
+    import transformers
+
+    return {"lensreport": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, Any],
+                  lens: dict[str, Any], tokenizer: dict[str, Any], input_ids: list[int],
+                  vocab: list[str], stats: Any) -> dict[str, Any]:
+    """Assemble the LensResult JSON document (see README, "Results JSON")."""
+    layers = stats.entropy.shape[0]
+    used = set(input_ids) | set(stats.topk_ids.reshape(-1).tolist())
+    if prompt.get("target_id") is not None:
+        used.add(prompt["target_id"])
+    for ids in stats.tracked_ids:
+        used.update(ids.tolist())
+    last = len(input_ids) - 1
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "cache_key": key,
+        "generator": _generator(),
+        "model": model_facts,
+        "tokenizer": tokenizer,
+        "prompt": prompt,
+        "lens": lens,
+        "input_ids": input_ids,
+        "input_tokens": [vocab[i] for i in input_ids],
+        "layers": list(range(layers)),
+        "topk_ids": _ints(stats.topk_ids),
+        "topk_probs": _probs(stats.topk_probs),
+        "entropy": _nats(stats.entropy),
+        "kl_to_final": _nats(stats.kl_to_final),
+        "next_token_prob": [[_sig(v) if t < last else None for t, v in enumerate(row)]
+                            for row in stats.next_token_prob.tolist()],
+        "next_token_rank": [[v if t < last else None for t, v in enumerate(row)]
+                            for row in stats.next_token_rank.tolist()],
+        "target_prob": None if stats.target_prob is None else _probs(stats.target_prob),
+        "target_rank": None if stats.target_rank is None else _ints(stats.target_rank),
+        "tracked_ids": [ids.tolist() for ids in stats.tracked_ids],
+        "tracked_probs": [_probs(probs) for probs in stats.tracked_probs],
+        "vocab": {str(i): vocab[i] for i in sorted(used)},
+    }
+    return document
+
+
+def corpus_document(*, key: str, corpus: dict[str, Any], model_facts: dict[str, Any],
+                    lens: dict[str, Any], sums: Any) -> dict[str, Any]:
+    """The curves JSON of one (corpus, model, lens) (see README, "Corpus curves");
+    ``corpus`` describes the corpus (name, slug, source, split, column, context, max_tokens)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cache_key": key,
+        "generator": _generator(),
+        "corpus": {**corpus, "documents": len(sums.documents)},
+        "model": model_facts,
+        "lens": lens,
+        "scored_tokens": sums.scored_tokens,
+        "scored_bytes": sums.scored_bytes,
+        "layers": list(range(sums.rows)),
+        **sums.curves(),
+    }
+
+
+def restamp(document: dict[str, Any], model_name: str, model_slug: str, prompt_name: str,
+            prompt_slug: str) -> dict[str, Any]:
+    """Names are not part of the cache key (renaming never recomputes); set the current ones."""
+    document["model"]["name"], document["model"]["slug"] = model_name, model_slug
+    document["prompt"]["name"], document["prompt"]["slug"] = prompt_name, prompt_slug
+    return document
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """Compact, deterministic JSON (no NaN: missing values are null)."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+REQUIRED_FIELDS = ("model", "prompt", "lens", "input_ids", "layers", "topk_ids", "topk_probs",
+                   "entropy", "kl_to_final", "vocab")
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """A saved results document, checked enough that a page can be drawn from it."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LensReportError(f"{path}: results file not found") from None
+    except (OSError, ValueError) as exc:
+        raise LensReportError(f"{path}: not a lensreport results file "
+                              f"({first_line(exc, 100)})") from None
+    if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
+        raise LensReportError(f"{path}: not a lensreport results file of schema version "
+                              f"{SCHEMA_VERSION}; save it again with this version")
+    missing = [field for field in REQUIRED_FIELDS if field not in document]
+    if missing:
+        raise LensReportError(f"{path}: results file lacks {', '.join(missing)}")
+    return document

@@ -1,0 +1,67 @@
+"""Content identity: what a result's cache key is made of (weights, lens files, settings).
+
+Keys are content, never places: file digests, resolved Hub commits, settings, and the lens
+implementation's version, so a results store moves between machines, clones and CI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write
+
+SCHEMA_VERSION = 1
+# Bump when the lens computation changes its numbers, so cached results are recomputed
+# (library versions are recorded in each document, not keyed, so caches move between setups).
+LENS_IMPLEMENTATION = 2
+
+
+def cache_home() -> Path:
+    """Where lensreport keeps converted weights and digests: $LENSREPORT_CACHE or
+    ~/.cache/lensreport."""
+    env = os.environ.get("LENSREPORT_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lensreport"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, computed once and remembered by (path, size, mtime).
+
+    Results are keyed by content, so a results cache moves between clones, machines and CI
+    (a copied model file has the same digest); the memo keeps rebuilds from re-reading
+    gigabytes of weights.
+    """
+    path = path.resolve()
+    stat = path.stat()
+    memo_path = cache_home() / "digests.json"
+    where = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if not isinstance(memo, dict):
+        memo = {}
+    if where in memo:
+        return memo[where]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    memo[where] = value = f"sha256:{digest.hexdigest()}"
+    try:
+        atomic_write(memo_path, json.dumps(memo, sort_keys=True).encode("utf-8"))
+    except OSError:
+        pass  # a read-only cache home only costs a re-read next time
+    return value
+
+
+def cache_key(material: dict[str, Any]) -> str:
+    blob = json.dumps({"schema": SCHEMA_VERSION, "lens": LENS_IMPLEMENTATION, **material},
+                      sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()

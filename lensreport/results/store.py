@@ -1,0 +1,133 @@
+"""The results store: content-keyed JSON documents in a folder or at an fsspec URL.
+
+``cache_dir`` may be a local folder (the default, ``.lensreport-cache`` next to the
+manifest) or any fsspec URL — ``file://``, ``s3://`` (lensreport[s3]), ``gs://``
+(lensreport[gcs]), ``hf://`` (lensreport[hf]), … — so shards on many machines share one
+store. Entries live at ``<root>/<key[:2]>/<key>.json``.
+
+Every write is atomic per entry: on file systems a temporary file next to the entry is
+renamed over it; object stores make a single PUT visible whole. Many writers may put the same
+key at once (two shards computing the same run): each writes a complete, identical document
+and the last rename or PUT wins, so exactly one valid entry remains. A killed writer leaves at
+most a temporary ``.tmp`` file, which is never read as an entry. A reader never changes the
+store: an entry that does not parse or does not match its key is reported (a warning, so
+``--strict`` fails) and treated as missing; the writer that recomputes it replaces it,
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..errors import LensReportError, first_line
+from .documents import dumps
+from .files import atomic_write
+from .identity import SCHEMA_VERSION
+
+log = logging.getLogger("lensreport")
+
+# Extras that bring each protocol's fsspec implementation.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}
+
+
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+class ResultsStore:
+    """get/put of results documents by content key, in a folder or at an fsspec URL."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location)
+        self.fs: Any = None
+        if is_url(location):
+            import fsspec
+
+            protocol = self.location.split("://", 1)[0]
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(self.location)
+            except (ImportError, ValueError) as exc:
+                extra = EXTRAS.get(protocol)
+                hint = (f"pip install 'lensreport[{extra}]'" if extra
+                        else "install the fsspec implementation for it")
+                raise LensReportError(f"results store {self.location}: the '{protocol}' "
+                                      f"protocol is not available ({hint}): "
+                                      f"{first_line(exc, 120)}") from None
+            self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple)
+                                    else (self.fs.protocol,))
+        else:
+            self.root = str(location)
+            self.local = True
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({self.location!r})"
+
+    def _path(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{key[:2]}/{key}.json"
+
+    def _read(self, path: str) -> bytes | None:
+        if self.fs is None:
+            try:
+                return Path(path).read_bytes()
+            except FileNotFoundError:
+                return None
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self._path(key)
+        try:
+            data = self._read(path)
+        except OSError as exc:
+            raise LensReportError(f"results store {self.location}: cannot read {path} "
+                                  f"({exc})") from None
+        if data is None:
+            return None
+        try:
+            document = json.loads(data.decode("utf-8"))
+            if not isinstance(document, dict) or document.get("cache_key") != key or \
+                    document.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError("mismatched entry")
+            return document
+        except ValueError as exc:
+            log.warning("results cache entry %s is unreadable (%s); it is recomputed and "
+                        "replaced", path, first_line(exc, 80))
+            return None
+
+    def put(self, key: str, document: dict[str, Any]) -> None:
+        data = dumps(document).encode("utf-8")
+        path = self._path(key)
+        try:
+            if self.fs is None:
+                atomic_write(Path(path), data)
+            elif self.local:
+                # A unique temporary name per writer, then a rename over the entry.
+                temporary = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.pipe_file(temporary, data)
+                try:
+                    self.fs.mv(temporary, path)
+                except BaseException:
+                    self._remove(temporary)
+                    raise
+            else:
+                self.fs.pipe_file(path, data)  # an object store's PUT appears whole
+        except OSError as exc:
+            raise LensReportError(f"results store {self.location}: cannot write {path} "
+                                  f"({exc})") from None
+
+    def _remove(self, path: str) -> None:
+        try:
+            if self.fs is None:
+                Path(path).unlink(missing_ok=True)
+            else:
+                self.fs.rm_file(path)
+        except (OSError, FileNotFoundError):
+            pass
