@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import lensreport
+from lensreport.errors import LensReportError
 from conftest import REPO, run_cli, write_manifest
 
 COMPARED = ("input_ids", "input_tokens", "layers", "topk_ids", "topk_probs", "entropy",
@@ -53,9 +54,9 @@ def test_run_lens_gives_the_numbers_build_gives(family, tokenizer, tiny_models, 
 def test_run_lens_rejects_bad_arguments(tiny_models, weights_cache):
     folder = tiny_models("gpt2")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    with pytest.raises(lensreport.api.LensReportError, match="lens='tuned-ish'"):
+    with pytest.raises(LensReportError, match="lens='tuned-ish'"):
         lensreport.run_lens(model, tokenizer, "hi", lens="tuned-ish")
-    with pytest.raises(lensreport.api.LensReportError, match="top_k=0"):
+    with pytest.raises(LensReportError, match="top_k=0"):
         lensreport.run_lens(model, tokenizer, "hi", top_k=0)
 
 
