@@ -109,13 +109,13 @@ def plan(manifest: Manifest) -> Plan:
         lenses = model_lenses(manifest, model, resolved)
         for corpus in manifest.corpora:
             for lens, identity in lenses:
-                key = cache_key({**common, "lens_kind": lens.name, "tuned": identity,
+                key = cache_key({**common, "lens_kind": lens.name, "lens_identity": identity,
                                  "corpus": corpus_digests[corpus.name],
                                  "max_tokens": corpus.max_tokens, "context": corpus.context})
                 corpus_runs.append(CorpusRun(corpus, model, lens, resolved, key))
         for prompt in manifest.prompts:
             for lens, identity in lenses:
-                key = cache_key({**common, "lens_kind": lens.name, "tuned": identity,
+                key = cache_key({**common, "lens_kind": lens.name, "lens_identity": identity,
                                  "top_k": model.lens.top_k, "text": prompt.text,
                                  "target": prompt.target})
                 prompt_runs.append(PromptRun(model, prompt, lens, resolved, key))

@@ -72,6 +72,9 @@ def reference_logits(model, name, input_ids, kind="logit"):
     return rows, output
 
 
+TIE = 1e-4  # logits this close are tied within float32 noise (the lens's own margin is smaller)
+
+
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_lens_matches_reference(name, tiny_models, tmp_path):
     tokenizer = "sentencepiece" if name in ("llama", "gemma", "gemma3_text") else "byte_level"
@@ -95,11 +98,17 @@ def test_lens_matches_reference(name, tiny_models, tmp_path):
             top = torch.topk(p[t], 4)
             assert document["topk_probs"][layer][t] == pytest.approx(top.values.tolist(),
                                                                      rel=1e-3, abs=1e-6)
-            assert document["topk_ids"][layer][t][0] == int(top.indices[0])
+            # Near-ties break differently on other CPUs: any token within the reference's
+            # tolerance of the best one is a right top-1, and a rank may fall anywhere in
+            # the band of tokens tied with the next token within that tolerance.
+            best = int(document["topk_ids"][layer][t][0])
+            assert float(logits[t, best]) >= float(logits[t].max()) - TIE
             if t + 1 < ids.shape[1]:
                 next_id = int(ids[0, t + 1])
-                rank = int((p[t] > p[t, next_id]).sum()) + 1
-                assert document["next_token_rank"][layer][t] == rank
+                z = logits[t, next_id]
+                lowest = int((logits[t] > z + TIE).sum()) + 1
+                highest = int((logits[t] >= z - TIE).sum())
+                assert lowest <= document["next_token_rank"][layer][t] <= highest
                 assert document["next_token_prob"][layer][t] == pytest.approx(
                     float(p[t, next_id]), rel=1e-3, abs=1e-7)
             else:
@@ -124,7 +133,9 @@ def test_final_norm_applied_once(name, tiny_models, tmp_path):
     last = document["layers"][-1]
     for t in range(ids.shape[1]):
         top = torch.topk(own[t], 4)
-        assert document["topk_ids"][last][t] == top.indices.tolist()
+        # Each listed token's own probability, whatever order near-ties take.
+        assert [float(own[t, i]) for i in document["topk_ids"][last][t]] == pytest.approx(
+            top.values.tolist(), rel=1e-3)
         assert document["topk_probs"][last][t] == pytest.approx(top.values.tolist(), rel=1e-3)
     # The perturbed norm makes a second normalisation visible: guard against a no-op test.
     assert float((twice - own).abs().max()) > 1e-2
@@ -136,7 +147,8 @@ def test_raw_lens_skips_the_norm(tiny_models, tmp_path):
                                kind="raw")
     for layer, logits in enumerate(rows):
         p = torch.softmax(logits, -1)
-        assert document["topk_ids"][layer][-1][0] == int(p[-1].argmax())
+        assert float(logits[-1, document["topk_ids"][layer][-1][0]]) >= \
+            float(logits[-1].max()) - TIE
         assert document["topk_probs"][layer][-1][0] == pytest.approx(float(p[-1].max()),
                                                                      rel=1e-3)
     assert document["lens"]["kind"] == "raw"

@@ -63,7 +63,9 @@ def test_library_lens_gives_the_same_numbers(tuned_site):
         entropy = -(logp.exp() * logp).sum(-1)
         kl = (final.exp() * (final - logp)).sum(-1)
         for t in range(ids.shape[1]):
-            assert document["topk_ids"][layer][t][0] == int(logp[t].argmax())
+            # Any token tied with the best within float32 noise is a right top-1.
+            assert float(logp[t, document["topk_ids"][layer][t][0]]) >= \
+                float(logp[t].max()) - 1e-4
             assert document["entropy"][layer][t] == pytest.approx(float(entropy[t]), abs=2e-4)
             assert document["kl_to_final"][layer][t] == pytest.approx(float(kl[t]), abs=2e-3)
     # The translators matter (else this test could not fail), and the last row is shared.

@@ -37,19 +37,24 @@ class CorpusSums:
     tokens: list[int] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
     documents: list[int] = field(default_factory=list)  # corpus index of each entry
+    _entry: dict[int, int] = field(default_factory=dict, repr=False)  # document -> entry
 
     def add(self, document: int, values: dict[str, np.ndarray], tokens: int,
             covered: int) -> None:
-        if not self.documents or self.documents[-1] != document:
+        """Add one window's sums to its document's entry: a document is one bootstrap unit,
+        whatever order its windows arrive in (the engine batches them by length)."""
+        entry = self._entry.get(document)
+        if entry is None:
+            entry = self._entry[document] = len(self.documents)
             self.documents.append(document)
             self.tokens.append(0)
             self.bytes.append(0)
             for metric in METRICS:
                 self.sums.setdefault(metric, []).append(np.zeros(self.rows))
         for metric in METRICS:
-            self.sums[metric][-1] += values[metric]
-        self.tokens[-1] += tokens
-        self.bytes[-1] += covered
+            self.sums[metric][entry] += values[metric]
+        self.tokens[entry] += tokens
+        self.bytes[entry] += covered
 
     @property
     def scored_tokens(self) -> int:
@@ -108,7 +113,7 @@ def measure(session: "ModelSession", windows: Iterable[Window], lenses: list[Len
             for lens in lenses:
                 with torch.no_grad():
                     inputs = lens_inputs(hidden, last, head, bound[lens])
-                    cells = stream(inputs, head, next_ids, 1)
+                    cells = stream(inputs, head, next_ids, 1, ranks=False)
                 values = _window_sums(cells, rows, scored, next_ids)
                 results[lens].add(window.document, values, scored, sum(window.target_bytes))
             if progress is not None:

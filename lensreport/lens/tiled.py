@@ -20,8 +20,9 @@ tied tokens share the better rank.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 CPU_TILE_ELEMENTS = 256 * 1024
 GPU_TILE_ELEMENTS = 64 * 1024 * 1024
 TILE_ROWS = 128
+# Logits closer than this (relative, at least 1) count as tied for ranks: float32 matmuls
+# round one logit differently by its column position, by a few units in the last place.
+TIE_MARGIN = 2.0 ** -16
 
 
 @dataclass
@@ -89,18 +93,29 @@ class _TokenRank:
     """Probability and rank of one chosen token per cell (the next input token, the target).
 
     ``threshold`` is the token's logit from a dot product, known before the first tile, so
-    each tile can count the tokens above it; ``own`` is the token's logit as its tile computed
-    it, which may differ in the last bit and must not count the token itself.
+    each tile counts the tokens above it; ``own`` is the token's logit as its tile computes
+    it. Float32 matmuls round the same logit differently by its column position (and a dot
+    product differs from a tile in the last bits), so "above" means above by more than
+    ``margin``: a few units of the logits' precision (TIE_MARGIN relative in float32, one
+    unit of the model's dtype in bf16/fp16). Tokens within it are tied and share the better
+    rank, on every CPU and tile shape.
     """
 
-    def __init__(self, cells: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -> None:
+    def __init__(self, cells: torch.Tensor, head: LensHead, token_ids: torch.Tensor,
+                 ranked: bool = True) -> None:
         self.token_ids = token_ids
-        self.threshold = _token_logits(cells, head, token_ids)
+        self.ranked = ranked
+        if ranked:
+            self.threshold = _token_logits(cells, head, token_ids)
+            precision = max(TIE_MARGIN, torch.finfo(head.weight.dtype).eps)
+            self.margin = precision * self.threshold.abs().clamp_min(1.0)
         self.above = torch.zeros(len(token_ids), dtype=torch.int64, device=cells.device)
         self.own = torch.zeros(len(token_ids), device=cells.device)
 
     def update(self, span: slice, logits: torch.Tensor, offset: int) -> None:
-        self.above[span] += (logits > self.threshold[span, None]).sum(-1)
+        if self.ranked:
+            bound = self.threshold[span] + self.margin[span]
+            self.above[span] += (logits > bound[:, None]).sum(-1)
         token_ids = self.token_ids[span]
         inside = (token_ids >= offset) & (token_ids < offset + logits.shape[1])
         if bool(inside.any()):
@@ -112,7 +127,7 @@ class _TokenRank:
         return torch.exp(self.own - lse)
 
     def rank(self) -> torch.Tensor:
-        return self.above - (self.own > self.threshold).long() + 1
+        return self.above + 1
 
 
 class _Running:
@@ -140,13 +155,37 @@ class CellStatistics:
     target: "_TokenRank | None"
 
 
+def _tile(cells: torch.Tensor, head: LensHead, start: int, stop: int) -> torch.Tensor:
+    """One tile of float32 logits: the only place the lens multiplies by the unembedding."""
+    weight = head.weight[start:stop]
+    bias = None if head.bias is None else head.bias[start:stop]
+    return head.postprocess(torch.nn.functional.linear(cells, weight, bias)).float()
+
+
+@contextmanager
+def _exact_reductions() -> Iterator[None]:
+    """Full-precision reductions in half-precision GPU matmuls while the lens runs, so its
+    numbers do not depend on that global setting."""
+    matmul = torch.backends.cuda.matmul
+    saved = (matmul.allow_bf16_reduced_precision_reduction,
+             matmul.allow_fp16_reduced_precision_reduction)
+    matmul.allow_bf16_reduced_precision_reduction = False
+    matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        (matmul.allow_bf16_reduced_precision_reduction,
+         matmul.allow_fp16_reduced_precision_reduction) = saved
+
+
 def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: int,
-           target_id: int | None = None, chunk: int | None = None, block: int | None = None
-           ) -> CellStatistics:
-    """The tiled pass over ``inputs`` (layers, T, d): every statistic, per cell, in float32.
+           target_id: int | None = None, chunk: int | None = None, block: int | None = None,
+           ranks: bool = True) -> CellStatistics:
+    """The tiled pass over ``inputs`` (rows, T, d): every statistic, per cell, in float32.
 
     ``next_ids`` (T) are the tokens scored as "the next token" (the last is a placeholder
-    where there is none). Raises LensReportError naming the layer if logits are not finite.
+    where there is none); ``ranks=False`` skips the exact rank counts (curves need only the
+    tokens' probabilities). Raises LensReportError naming the row if logits are not finite.
     """
     layers, length, width = inputs.shape
     device = inputs.device
@@ -159,22 +198,21 @@ def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: 
     cells = inputs.transpose(0, 1).reshape(length * layers, width)
     cell_next = next_ids.to(device).repeat_interleave(layers)
     state = _Running(length * layers, top_k, device)
-    next_token = _TokenRank(cells, head, cell_next)
-    target = (_TokenRank(cells, head, torch.full_like(cell_next, target_id))
-              if target_id is not None else None)
-    trackers = [next_token] if target is None else [next_token, target]
-    with torch.no_grad():
+    spans = [slice(first * layers, min(length, first + chunk) * layers)
+             for first in range(0, length, chunk)]
+    token_sets = [cell_next] + ([] if target_id is None else
+                                [torch.full_like(cell_next, target_id)])
+    with torch.no_grad(), _exact_reductions():
+        trackers = [_TokenRank(cells, head, ids, ranks) for ids in token_sets]
         for start in range(0, vocab, block):
             stop = min(vocab, start + block)
-            weight = head.weight[start:stop]
-            bias = None if head.bias is None else head.bias[start:stop]
-            for first in range(0, length, chunk):
-                span = slice(first * layers, min(length, first + chunk) * layers)
-                logits = head.postprocess(torch.nn.functional.linear(cells[span], weight, bias))
-                logits = logits.float()
+            for span in spans:
+                logits = _tile(cells[span], head, start, stop)
                 for tracker in trackers:
                     tracker.update(span, logits, start)
                 _update(state, span, logits, start, layers)
+    next_token = trackers[0]
+    target = trackers[1] if target_id is not None else None
     lse = state.max + torch.log(state.sum)
     entropy = (torch.log(state.sum) - state.centred / state.sum).clamp_min(0)
     final_lse = lse.view(length, layers)[:, -1:]
@@ -209,7 +247,8 @@ def lens_statistics(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tenso
     return _finish(cells, inputs, head, layers, length)
 
 
-def _token_logits(cells: torch.Tensor, head: LensHead, token_ids: torch.Tensor) -> torch.Tensor:
+def _token_logits(cells: torch.Tensor, head: LensHead, token_ids: torch.Tensor
+                  ) -> torch.Tensor:
     """Logit of one given token per cell (for ranks: how many tokens score higher).
 
     Accumulated in float32 and rounded to the model's dtype, as the tiles' matmul is.

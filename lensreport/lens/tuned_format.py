@@ -47,10 +47,13 @@ class TunedSource:
     repo_type: str = DEFAULT_REPO_TYPE
     revision: str | None = None
     path: str | None = None  # subfolder in the repo; default lens/<model Hub id>
+    # How the manifest wrote the folder (relative to the manifest): what documents and pages
+    # show, so a published site never carries the build machine's absolute paths.
+    label: str | None = None
 
     def describe(self, model_reference: str) -> str:
         if self.folder is not None:
-            return str(self.folder)
+            return self.label or self.folder.name
         return (f"{self.repo_type} {self.repo}, {self.subfolder(model_reference)}"
                 f"{'@' + self.revision if self.revision else ''}")
 
@@ -145,8 +148,9 @@ class Translators:
                 raise LensReportError(f"tuned lens {folder}: {PARAMS_FILE} has no {width}×{width} "
                                       f"'{layer}.weight'")
             bias = state.get(f"{layer}.bias")
-            weights.append(weight.to(device))
-            biases.append(None if bias is None else bias.to(device))
+            # float32 math whatever params.pt stores (a float16 lens loses the small A_i).
+            weights.append(weight.to(device, torch.float32))
+            biases.append(None if bias is None else bias.to(device, torch.float32))
         return cls(weights, biases)
 
     def apply(self, layer: int, hidden: "torch.Tensor") -> "torch.Tensor":

@@ -155,7 +155,8 @@ def _tuned(checker: _Checker, value: Any, where: str, line: int) -> TunedSource 
     """A folder path, or {repo, type, revision, path} on the Hugging Face Hub."""
     if isinstance(value, str) and value.strip():
         # Checked when the lens is needed (build, validate), not here: train-lens writes it.
-        return TunedSource(folder=(checker.path.parent / value).resolve())
+        return TunedSource(folder=(checker.path.parent / value).resolve(),
+                           label=Path(value).as_posix())
     mapping = checker.mapping(value, where, line, _TUNED_KEYS)
     if mapping is None:
         return None

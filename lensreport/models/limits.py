@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LensReportError
-from .loading import ModelRequest, _load_failure, _max_context, weights_cache_folder
+from .loading import (ModelRequest, _load_failure, _max_context, text_config,
+                      weights_cache_folder)
 from .references import ResolvedModel
 
 log = logging.getLogger("lensreport")
@@ -85,7 +86,7 @@ def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[A
 
 def text_config_limit(config: Any, device_kind: str) -> int:
     """Longest prompt for a model's config (its text config where it has one) here."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     return prompt_limit(_max_context(text), getattr(text, "num_hidden_layers", None),
                         getattr(text, "hidden_size", None),
                         "cuda" if device_kind == "cuda" else "cpu")

@@ -234,9 +234,15 @@ def _max_context(config: Any) -> int | None:
     return None
 
 
+def text_config(config: Any) -> Any:
+    """The language model's own config: a multimodal checkpoint (Gemma-3 4B+, LLaVA, …)
+    keeps layers, width, context and vocabulary there, not at the top level."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def model_facts(spec: ModelRequest, resolved: ResolvedModel, model: Any, device: str
                 ) -> dict[str, Any]:
-    config = model.config
+    config = text_config(model.config)
     return {
         "name": spec.name,
         "slug": spec.slug,
@@ -244,7 +250,7 @@ def model_facts(spec: ModelRequest, resolved: ResolvedModel, model: Any, device:
         "revision": spec.revision,
         "source": resolved.kind,
         "architecture": type(model).__name__,
-        "model_type": getattr(config, "model_type", None),
+        "model_type": getattr(model.config, "model_type", None),
         "num_layers": getattr(config, "num_hidden_layers", None),
         "hidden_size": getattr(config, "hidden_size", None),
         "vocab_size": model.get_output_embeddings().weight.shape[0],

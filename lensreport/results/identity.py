@@ -17,7 +17,7 @@ from .files import atomic_write
 SCHEMA_VERSION = 1
 # Bump when the lens computation changes its numbers, so cached results are recomputed
 # (library versions are recorded in each document, not keyed, so caches move between setups).
-LENS_IMPLEMENTATION = 2
+LENS_IMPLEMENTATION = 3  # 3: ties within float32 noise share a rank; one bootstrap unit per document
 
 
 def cache_home() -> Path:
