@@ -114,6 +114,18 @@ def read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+def unembed_hash(weight: "torch.Tensor") -> str:
+    """The unembedding's fingerprint exactly as the tuned-lens library computes it
+    (``Unembed.unembedding_hash``: sha256 of NumPy's one-decimal print of the float32
+    matrix), so either tool can tell a lens trained for another model."""
+    import hashlib
+
+    import numpy as np
+
+    array = weight.detach().cpu().float().numpy()
+    return hashlib.sha256(str.encode(np.array_str(array, precision=1))).hexdigest()
+
+
 def check_shape(config: dict[str, Any], hidden_size: int, layers: int) -> None:
     """A lens made for another model is refused before any lens work."""
     if config["d_model"] != hidden_size or config["num_hidden_layers"] != layers:

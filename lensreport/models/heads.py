@@ -15,6 +15,7 @@ so a wrong guess can never give a silently wrong figure. Manifest overrides (``f
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,25 @@ class LensHead:
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
+
+    def in_float32(self) -> "LensHead":
+        """This head computing in float32 (copies of the norms and the unembedding): what a
+        lens being trained differentiates through, whatever the model's dtype (float16
+        gradients underflow)."""
+        if self.weight.dtype == torch.float32 and all(
+                p.dtype == torch.float32 for norm in self.norms for p in norm.parameters()):
+            return self
+        weight, bias = self.weight, self.bias
+        unembedding = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                                device=weight.device, dtype=torch.float32)
+        with torch.no_grad():
+            unembedding.weight.copy_(weight)
+            if bias is not None:
+                unembedding.bias.copy_(bias)
+        norms = [copy.deepcopy(norm).float() for norm in self.norms]
+        return LensHead(self.norm_paths, norms, self.unembedding_path,
+                        unembedding.requires_grad_(False), self.softcap, self.logit_scale,
+                        self.check_max_abs_diff, dict(self.description))
 
     def logits(self, normalized: torch.Tensor) -> torch.Tensor:
         """float32 logits for already-normalised hidden states (upcast before any softmax)."""

@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,7 +48,7 @@ def train_lens(request: ModelRequest, resolved: ResolvedModel,
     """Train, checkpoint, write the lens folder and its report; returns the report."""
     torch.manual_seed(settings.seed)
     session = ModelSession.open(request, resolved)
-    head = session.head
+    head = session.head.in_float32()
     # Translators act on the residual stream (hidden_size), which a final projection (OPT's
     # project_out) may map to another width before the unembedding.
     layers, width = session.num_layers, session.hidden_size
@@ -80,11 +81,14 @@ def train_lens(request: ModelRequest, resolved: ResolvedModel,
     # windows after them, exactly `tokens` positions (the last window cut to fit).
     held_out = list(corpora.windows(source, tokenizer, settings.context,
                                     settings.held_out_tokens)) if settings.held_out_tokens else []
-    stream = itertools.islice(
+    windows = list(itertools.islice(
         corpora.windows(source, tokenizer, settings.context,
                         settings.held_out_tokens + settings.tokens + settings.context),
-        len(held_out), None)
-    training = _exactly(stream, settings.tokens)
+        len(held_out), None))
+    # Shuffled with the seed, as the tuned-lens library shuffles its data: the same seed
+    # gives the same lens, another seed another one.
+    random.Random(settings.seed).shuffle(windows)
+    training = _exactly(iter(windows), settings.tokens)
     first = next(training, None)
     if first is None:
         raise LensReportError(f"corpus {source.describe()} has no text left to train on after "
@@ -100,7 +104,7 @@ def train_lens(request: ModelRequest, resolved: ResolvedModel,
         # Linear decay over the token budget: this step's rate from the tokens before it.
         for group in optimizer.param_groups:
             group["lr"] = base_lr * (1 - state["tokens"] / settings.tokens)
-        loss = _train_step(session, translators, batch, optimizer)
+        loss = _train_step(session, head, translators, batch, optimizer)
         scored = sum(len(window.input_ids) - 1 for window in batch)
         state["step"], state["tokens"] = step + 1, state["tokens"] + scored
         state["losses"].append(loss)
@@ -119,7 +123,8 @@ def train_lens(request: ModelRequest, resolved: ResolvedModel,
     after = _evaluate(session, held_out, trained) if held_out else None
     config = {"base_model_name_or_path": request.reference, "d_model": width,
               "num_hidden_layers": layers, "bias": True, "base_model_revision": request.revision,
-              "unembed_hash": None, "lens_type": tuned_format.LENS_TYPE}
+              "unembed_hash": tuned_format.unembed_hash(session.head.weight),
+              "lens_type": tuned_format.LENS_TYPE}
     tuned_format.save(out, [t.weight for t in translators], [t.bias for t in translators], config)
     report = {
         "model": request.name, "corpus": source.describe(), "settings": asdict(settings),
@@ -165,10 +170,11 @@ def _evaluate(session: ModelSession, windows: list[corpora.Window], lens: Lens) 
     return measure(session, windows, [lens])[lens]
 
 
-def _train_step(session: ModelSession, translators: torch.nn.ModuleList, batch: list[corpora.Window],
-                optimizer: torch.optim.Optimizer) -> float:
-    """One optimizer step on a batch of windows; returns Σ over layers of the mean KL."""
-    head = session.head
+def _train_step(session: ModelSession, head: Any, translators: torch.nn.ModuleList,
+                batch: list[corpora.Window], optimizer: torch.optim.Optimizer) -> float:
+    """One optimizer step on a batch of windows; returns Σ over layers of the mean KL.
+    ``head`` is the model's head in float32 (LensHead.in_float32): the lens, its loss and
+    its gradient are float32 whatever the model's dtype."""
     vocab = head.weight.shape[0]
     chunk = max(1, LOGITS_PER_CHUNK // vocab)
     total_tokens = sum(len(w.input_ids) for w in batch)
@@ -176,12 +182,12 @@ def _train_step(session: ModelSession, translators: torch.nn.ModuleList, batch: 
     total = 0.0
     for _, hidden, last in session.hidden_states([w.input_ids for w in batch]):
         with torch.no_grad():
-            final = torch.log_softmax(head.logits(last), -1)  # (T, V) float32
+            final = torch.log_softmax(head.logits(last.float()), -1)  # (T, V) float32
             p_final = final.exp()
             negentropy = (p_final * final).sum(-1)  # Σ p log p, per position
         for layer, translator in enumerate(translators):
             h = hidden[layer].to(head.weight.device).float()
-            normalized = head.normalize((h + translator(h)).to(hidden[layer].dtype))
+            normalized = head.normalize(h + translator(h))
             gradient = torch.empty_like(normalized)
             with torch.no_grad():
                 for start in range(0, normalized.shape[0], chunk):

@@ -6,6 +6,7 @@ or on the Hugging Face Hub (by default the tuned-lens project's published lenses
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 
     from ...manifest.specs import LensSettings
     from ..engine import ModelSession
+
+
+log = logging.getLogger("lensreport")
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,15 @@ class TunedLens(Lens):
         config = tuned_format.read_config(folder)
         tuned_format.check_shape(config, session.hidden_size, session.num_layers)
         source = self.source or tuned_format.TunedSource()
+        expected = config.get("unembed_hash")
+        if expected and expected != tuned_format.unembed_hash(session.head.weight):
+            # Lenses are legitimately reused across fine-tunes: a warning (--strict fails).
+            log.warning("tuned lens %s was trained for another unembedding than model '%s' "
+                        "has (lens: %s, unembed_hash %s…; model: %s, unembed_hash %s…)",
+                        source.describe(self.model_reference), session.name,
+                        config.get("base_model_name_or_path"), expected[:12],
+                        session.loaded.request.reference,
+                        tuned_format.unembed_hash(session.head.weight)[:12])
         return replace(self, translators=tuned_format.Translators.load(
             folder, session.head.weight.device), description={
             "tuned": {"source": source.describe(self.model_reference),
