@@ -15,7 +15,7 @@ from conftest import write_manifest
 from lensreport.lens.curves import BOOTSTRAP_SAMPLES, CorpusSums
 from lensreport.lens.tiled import TIE_MARGIN, lens_statistics
 from lensreport.models.heads import LensHead
-from lensreport.results.metrics import SUMMED_METRICS
+from lensreport.results.metrics import MIN_INTERVAL_DOCUMENTS, SUMMED_METRICS
 
 
 def _head(weight: torch.Tensor) -> LensHead:
@@ -57,25 +57,52 @@ def _sums(documents: list[int], windows: list[np.ndarray], tokens: list[int]) ->
 
 def test_a_document_is_one_bootstrap_unit_whatever_the_window_order():
     """Windows arrive sorted by length, so a long document's short last window comes before
-    its full windows: [doc 0 short, doc 1, doc 0 full, doc 0 full] is still two units."""
+    its full windows: [doc 0 short, docs 1-5, doc 0 full, doc 0 full] is six units, and the
+    interval is an independent document-level bootstrap's (0.2 made it eight)."""
     rng = np.random.default_rng(1)
-    windows = [rng.random(3) * n for n in (50, 300, 511, 511)]
-    documents, tokens = [0, 1, 0, 0], [50, 300, 511, 511]
+    documents = [0, 1, 2, 3, 4, 5, 0, 0]
+    tokens = [50, 300, 120, 90, 200, 60, 511, 511]
+    windows = [rng.random(3) * n for n in tokens]
     sums = _sums(documents, windows, tokens)
-    assert sums.documents == [0, 1]
+    assert sums.documents == [0, 1, 2, 3, 4, 5]
     curves = sums.curves(seed=0)
-    # An independent document-level bootstrap: resample documents, ratio of sums.
-    per_document = {0: windows[0] + windows[2] + windows[3], 1: windows[1]}
-    counts = {0: 50 + 511 + 511, 1: 300}
-    values = np.stack([per_document[0], per_document[1]])
-    denominators = np.array([counts[0], counts[1]], dtype=np.float64)
-    weights = np.random.default_rng(0).multinomial(2, [0.5, 0.5], size=BOOTSTRAP_SAMPLES)
+    values = np.stack([sum(w for d, w in zip(documents, windows) if d == k) for k in range(6)])
+    denominators = np.array([sum(n for d, n in zip(documents, tokens) if d == k)
+                             for k in range(6)], dtype=np.float64)
+    weights = np.random.default_rng(0).multinomial(6, [1 / 6] * 6, size=BOOTSTRAP_SAMPLES)
     resampled = (weights @ values) / (weights @ denominators)[:, None]
     low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
     assert curves["entropy"] == pytest.approx(list(values.sum(0) / denominators.sum()),
                                               abs=1e-6)
     assert [c[0] for c in curves["entropy_ci"]] == pytest.approx(list(low), abs=1e-6)
     assert [c[1] for c in curves["entropy_ci"]] == pytest.approx(list(high), abs=1e-6)
+
+
+def test_too_few_documents_give_no_interval_rather_than_a_false_one():
+    one = _sums([0, 0], [np.ones(3), np.ones(3)], [10, 10]).curves()
+    assert one["entropy_ci"] is None and one["entropy"] == pytest.approx([0.1] * 3)
+    assert _sums(list(range(MIN_INTERVAL_DOCUMENTS)), [np.ones(3)] * MIN_INTERVAL_DOCUMENTS,
+                 [10] * MIN_INTERVAL_DOCUMENTS).curves()["entropy_ci"] is not None
+
+
+def test_a_legacy_sentencepiece_target_takes_its_single_token_form():
+    """Llama-2-style tokenizers spell " dog" as ['▁', '▁dog']; the target is '▁dog', not '▁'."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lensreport.models.limits import target_token_ids
+
+    pieces = [("<unk>", 0.0), ("▁", -2.0), ("▁dog", -2.0), ("d", -5.0), ("o", -5.0),
+              ("g", -5.0)]
+    raw = Tokenizer(models.Unigram(pieces, unk_id=0))
+    # As Llama-2's tokenizer.json does it: prepend "▁", then every space becomes "▁".
+    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                           normalizers.Replace(" ", "▁")])
+    raw.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>")
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode(" dog", add_special_tokens=False)) \
+        == ["▁", "▁dog"]  # the trap
+    assert tokenizer.convert_ids_to_tokens(target_token_ids(tokenizer, " dog")) == ["▁dog"]
 
 
 def test_multimodal_configs_give_the_text_models_facts():
@@ -140,3 +167,42 @@ def test_published_tuned_lens_source_is_relative_to_the_manifest(tmp_path, tiny_
               if p.is_file()}
     assert first.keys() == second.keys()
     assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_an_unknown_hub_commit_is_never_cached(tmp_path, monkeypatch):
+    """Offline with no local ref, a branch name cannot say which weights it meant: the run is
+    not keyed by the name (0.2 reused a cache made at another commit)."""
+    from lensreport.models import references
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    references.hub_reachable.cache_clear()
+    resolved = references.resolve("someone/some-model", "main", tmp_path)
+    assert resolved.kind == "hub" and not resolved.cacheable
+    pinned = references.resolve("someone/some-model", "a" * 40, tmp_path)
+    assert pinned.cacheable and pinned.identity.endswith("@" + "a" * 40)
+
+
+def test_a_closed_network_is_found_with_one_short_probe(tmp_path, monkeypatch):
+    """No network and no HF_HUB_OFFLINE: one connection attempt, then the Hub client is never
+    asked (0.2 waited 50 s in its retries before the same clear error)."""
+    import socket
+
+    import huggingface_hub
+
+    from lensreport.models import references
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    references.hub_reachable.cache_clear()
+    attempts, asked = [], []
+
+    def refuse(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda *args, **kwargs: asked.append(args) or None)
+    for name in ("a/b", "c/d", "e/f"):
+        assert not references.resolve(name, None, tmp_path).cacheable
+    assert len(attempts) == 1 and asked == []
+    references.hub_reachable.cache_clear()

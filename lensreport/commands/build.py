@@ -43,8 +43,12 @@ def compute_results(manifest: Manifest, runs: list[Run], store: ResultsStore, cl
     the store, or computed with one model load per model."""
     documents: list[dict[str, Any] | None] = []
     missing: dict[str, list[tuple[int, Run]]] = {}
+    uncached = {run.model.name for run in runs if not run.resolved.cacheable}
+    for name in uncached:
+        log.warning("model '%s': the Hub commit of its revision is unknown here (offline, no "
+                    "local ref), so its results are computed and not cached", name)
     for index, run in enumerate(runs):
-        document = None if clean else store.get(run.key)
+        document = None if clean or not run.resolved.cacheable else store.get(run.key)
         documents.append(document)
         if document is None:
             missing.setdefault(run.model.name, []).append((index, run))
@@ -57,7 +61,8 @@ def compute_results(manifest: Manifest, runs: list[Run], store: ResultsStore, cl
     for group in missing.values():
         positions = {id(run): index for index, run in group}
         for run, document in _compute_model(manifest, [run for _, run in group], summary):
-            store.put(run.key, document)
+            if run.resolved.cacheable:
+                store.put(run.key, document)
             documents[positions[id(run)]] = document
             summary.computed.append(run.names)
     return [_restamp(run, document) for run, document in zip(runs, documents)]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from ..results.metrics import MIN_INTERVAL_DOCUMENTS
 from ..results.metrics import SUMMED_METRICS as METRICS
 from .corpus import Window
 from .kinds import Lens
@@ -82,8 +83,8 @@ class CorpusSums:
             resampled = (weights @ values) / np.maximum(weights @ denominator, 1.0)[:, None]
             low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
             out[metric] = [round(float(v), 6) for v in mean]
-            out[f"{metric}_ci"] = [[round(float(a), 6), round(float(b), 6)]
-                                   for a, b in zip(low, high)]
+            out[f"{metric}_ci"] = None if count < MIN_INTERVAL_DOCUMENTS else [
+                [round(float(a), 6), round(float(b), 6)] for a, b in zip(low, high)]
         return out
 
 

@@ -75,8 +75,11 @@ def fetch(source: TunedSource, model_reference: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
+        from ..models.references import hub_reachable
+
         paths = [Path(hf_hub_download(repo_id=source.repo, repo_type=source.repo_type,
                                       revision=source.revision,
+                                      local_files_only=not hub_reachable(),
                                       filename=f"{source.subfolder(model_reference)}/{name}"))
                  for name in (CONFIG_FILE, PARAMS_FILE)]
     except Exception as exc:  # noqa: BLE001 - offline, missing lens, gated repo: one line

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import LensReportError
+from ..errors import LensReportError, first_line
 
 OVERRIDE_HINT = ("set `final_norm:` and `unembedding:` for this model in the manifest "
                  "(module paths as in model.named_modules(), e.g. final_norm: model.norm, "
@@ -211,10 +211,9 @@ def _trace(model: nn.Module, unembedding: nn.Module, blocks_path: str, last_bloc
         with torch.no_grad():
             output = model(input_ids=input_ids, use_cache=False)
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        text = str(exc).strip().splitlines()
         raise LensReportError(f"{model_name}: a forward pass on a short probe failed "
-                              f"({type(exc).__name__}: {text[0][:200] if text else ''}); is this "
-                              "a causal language model?") from exc
+                              f"({type(exc).__name__}: {first_line(exc, 200)}); is this a "
+                              "causal language model?") from exc
     finally:
         for handle in handles:
             handle.remove()
@@ -355,6 +354,11 @@ def check_hidden_states(model: nn.Module, head: LensHead, input_ids: torch.Tenso
             output = model.base_model(input_ids=input_ids, output_hidden_states=True,
                                       use_cache=False)
             model_logits = model(input_ids=input_ids, use_cache=False).logits.float()
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise LensReportError(f"{name}: its base model cannot run on its own with hidden "
+                              f"states ({type(exc).__name__}: {first_line(exc, 200)}); this "
+                              "family is not supported by the lens (its blocks need inputs "
+                              "the base model does not pass)") from exc
     finally:
         for handle in handles:
             handle.remove()

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import LensReportError
 from .loading import (ModelRequest, _load_failure, _max_context, text_config,
                       weights_cache_folder)
-from .references import ResolvedModel
+from .references import ResolvedModel, hub_reachable
 
 log = logging.getLogger("lensreport")
 
@@ -53,11 +53,23 @@ def encode_prompt(tokenizer: Any, text: str, target: str | None, prompt_name: st
                           "and memory); shorten the prompt")
     target_ids: list[int] = []
     if target is not None:
-        target_ids = tokenizer.encode(target, add_special_tokens=False)
+        target_ids = target_token_ids(tokenizer, target)
         if not target_ids:
             raise PromptError(f"prompt '{prompt_name}'.target {target!r} is not in the "
                               f"vocabulary of model '{model_name}'")
     return ids, target_ids
+
+
+def target_token_ids(tokenizer: Any, target: str) -> list[int]:
+    """A target's token ids; its single-token form where the text as written is several
+    tokens only because of how the tokenizer spells a leading space (legacy SentencePiece,
+    Llama-2 and Mistral v0.1, encodes " dog" as ['▁', '▁dog'] and "dog" as ['▁dog'])."""
+    ids = tokenizer.encode(target, add_special_tokens=False)
+    if len(ids) > 1 and target != target.lstrip(" "):
+        stripped = tokenizer.encode(target.lstrip(" "), add_special_tokens=False)
+        if len(stripped) == 1:
+            return stripped
+    return ids
 
 
 def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[Any, Any] | None:
@@ -69,6 +81,7 @@ def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[A
     location = resolved.location
     if resolved.kind == "hub":
         kwargs["revision"] = spec.revision
+        kwargs["local_files_only"] = not hub_reachable()
     elif resolved.kind == "gguf":
         converted = weights_cache_folder(resolved)
         if (converted / "config.json").is_file():

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import LensReportError, first_line
 from ..results.identity import cache_home
-from .references import ResolvedModel
+from .references import ResolvedModel, hub_reachable
 
 log = logging.getLogger("lensreport")
 
@@ -150,6 +150,7 @@ def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:
     location, kwargs = resolved.location, {"trust_remote_code": spec.trust_remote_code}
     if resolved.kind == "hub":
         kwargs["revision"] = spec.revision
+        kwargs["local_files_only"] = not hub_reachable()
     placement = _placement(spec)
     try:
         if resolved.kind == "gguf":
@@ -216,10 +217,11 @@ def _load_failure(spec: ModelRequest, resolved: ResolvedModel, exc: BaseExceptio
     where = f"model '{spec.name}' ({spec.reference})"
     message = first_line(exc)
     if resolved.kind == "hub":
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        return (f"{where}: cannot load from the Hugging Face Hub: {message} — check the id and "
-                f"revision, your network{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}, and "
-                "for gated models `huggingface-cli login`; or point `model:` at a local folder")
+        offline = "" if hub_reachable() else " (the Hub cannot be reached from here: " \
+            "offline or HF_HUB_OFFLINE)"
+        return (f"{where}: cannot load from the Hugging Face Hub{offline}: {message} — check "
+                "the id and revision, your network, and for gated models `huggingface-cli "
+                "login`; or point `model:` at a local folder")
     if resolved.kind == "gguf":
         return (f"{where}: cannot read the GGUF file (truncated or unsupported?): {message} — "
                 "re-download it or convert it with save_pretrained")

@@ -7,10 +7,12 @@ key. Errors say what is wrong with the reference; the manifest layer adds file:l
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +33,31 @@ class ResolvedModel:
     gguf_file: str | None
     identity: str  # changes whenever the weights could change
     assemble_from: str | None = None  # package whose assemble() writes the gguf file
+    # False for a Hub revision whose commit could not be found (offline, no local ref): its
+    # results must not be cached, or a cache made at one commit would serve another.
+    cacheable: bool = True
 
 
-def _hub_commit(reference: str, revision: str | None) -> str:
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub can be reached: HF_HUB_OFFLINE unset and one short
+    connection succeeds (a closed network fails in well under a second instead of the Hub
+    client's retries with backoff)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    name, _, port = host.partition(":")
+    try:
+        socket.create_connection((name, int(port or 443)), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_commit(reference: str, revision: str | None) -> str | None:
     """The commit a Hub revision names: itself if it is one, the local HF cache's ref, or the
-    Hub's answer when online; else the revision name (results then follow the name)."""
+    Hub's answer when it can be reached; None when none of them knows."""
     revision = revision or "main"
     if re.fullmatch(r"[0-9a-f]{40}", revision):
         return revision
@@ -46,13 +68,13 @@ def _hub_commit(reference: str, revision: str | None) -> str:
                / revision)
         if ref.is_file():
             return ref.read_text().strip()
-        if not constants.HF_HUB_OFFLINE:
+        if hub_reachable():
             from huggingface_hub import HfApi
 
-            return HfApi().model_info(reference, revision=revision, timeout=10).sha or revision
+            return HfApi().model_info(reference, revision=revision, timeout=10).sha
     except Exception:  # noqa: BLE001 - offline, unknown id, …: loading reports it clearly
         pass
-    return revision
+    return None
 
 
 def _package_folder(package: str) -> Path | None:
@@ -144,4 +166,8 @@ def resolve(reference: str, revision: str | None = None, base: Path = Path(".")
         raise LensReportError(f"{reference!r} is neither an existing path nor a Hugging Face "
                               "Hub id (org/name)")
     commit = _hub_commit(reference, revision)
+    if commit is None:
+        return ResolvedModel("hub", reference, None,
+                             f"hub:{reference}@{revision or 'main'} (commit unknown)",
+                             cacheable=False)
     return ResolvedModel("hub", reference, None, f"hub:{reference}@{commit}")

@@ -25,6 +25,9 @@ CORPUS_METRICS = (
     Metric("top1_agrees_with_final", "Top-1 agrees with the final layer"),
     Metric("top1_accuracy", "Top-1 accuracy (actual next token)"),
 )
+# Fewer documents than this give no interval (null): a bootstrap over 1–4 units is not a
+# 95 % interval (one document gives a zero-width one).
+MIN_INTERVAL_DOCUMENTS = 5
 # Summed per document and token; bits per byte is derived from cross-entropy.
 SUMMED_METRICS = tuple(m.name for m in CORPUS_METRICS if m.name != "bits_per_byte")
 

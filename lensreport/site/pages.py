@@ -26,7 +26,7 @@ from .._version import __version__
 from ..lens.kinds import lens_style
 from ..manifest.specs import Manifest
 from ..results.documents import dumps
-from ..results.metrics import CORPUS_METRICS, metric_table
+from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, metric_table
 from .figures import first_view, is_long, payload, script_json, summary
 
 
@@ -235,7 +235,7 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
         series = curves[corpus.name]
         first = series[0].document["corpus"]
         context = dict(corpus=corpus, series=series, corpus_facts=first,
-                       metrics=CORPUS_METRICS,
+                       metrics=CORPUS_METRICS, min_interval_documents=MIN_INTERVAL_DOCUMENTS,
                        payload={"corpus": corpus.name, "metrics": metric_table(),
                                 "series": [item.payload() for item in series]})
         snippet = embed_snippet(manifest.site.site_url, f"embed/corpora/{corpus.slug}.html", 900,

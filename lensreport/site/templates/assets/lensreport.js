@@ -335,14 +335,16 @@
           var L = s.layers - 1, colour = PALETTE[i % PALETTE.length];
           var xs = s[metric].map(function (_, l) { return byDepth ? (L ? l / L : 0) : l; });
           var ci = s[metric + '_ci'], name = plotlyText(s.model) + ' (' + plotlyText(s.style.label) + ')';
-          traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[1]; }), line: { width: 0, color: colour },
-            hoverinfo: 'skip', showlegend: false, legendgroup: name });
-          traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[0]; }), line: { width: 0, color: colour },
-            fill: 'tonexty', fillcolor: colour + '33', hoverinfo: 'skip', showlegend: false, legendgroup: name });
+          if (ci) {  // no interval below the minimum number of documents
+            traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[1]; }), line: { width: 0, color: colour },
+              hoverinfo: 'skip', showlegend: false, legendgroup: name });
+            traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[0]; }), line: { width: 0, color: colour },
+              fill: 'tonexty', fillcolor: colour + '33', hoverinfo: 'skip', showlegend: false, legendgroup: name });
+          }
           traces.push({ type: 'scatter', mode: 'lines+markers', x: xs, y: s[metric], name: name, legendgroup: name,
             line: { color: colour, dash: s.style.dash }, marker: { size: 4 },
-            customdata: s[metric].map(function (_, l) { return [l, ci[l][0], ci[l][1]]; }),
-            hovertemplate: 'layer %{customdata[0]}: %{y:.4f} [%{customdata[1]:.4f}, %{customdata[2]:.4f}]<extra>%{fullData.name}</extra>' });
+            customdata: s[metric].map(function (_, l) { return ci ? [l, ci[l][0], ci[l][1]] : [l]; }),
+            hovertemplate: 'layer %{customdata[0]}: %{y:.4f}' + (ci ? ' [%{customdata[1]:.4f}, %{customdata[2]:.4f}]' : ' (no interval)') + '<extra>%{fullData.name}</extra>' });
         });
         var el = panel.querySelector('.curve-chart');
         all.push(Plotly.react(el, traces, {
