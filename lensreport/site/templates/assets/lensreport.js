@@ -18,15 +18,20 @@
     return chars.length > n ? chars.slice(0, n - 1).join('') + '…' : chars.join('');
   }
   function pct(p) { return p === null || p === undefined ? '–' : (100 * p).toFixed(p < 0.001 ? 3 : 1) + '%'; }
-  function css(name, fallback) {
-    var v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-    return v || fallback;
+  /* Colours where the figure is, not at the page root: a notebook output sets its own
+     variables (transparent background, the notebook's text colour), so figures follow a
+     dark notebook theme as pages follow theirs. */
+  function css(el, name, fallback) {
+    var v = getComputedStyle(el).getPropertyValue(name).trim();
+    return v && v !== 'inherit' && v !== 'transparent' ? v : fallback;
   }
-  function theme() {
+  function theme(el) {
+    el = el || document.documentElement;
+    var bg = css(el, '--bg', 'rgba(0,0,0,0)');
     return {
-      paper_bgcolor: css('--bg', '#fff'), plot_bgcolor: css('--bg', '#fff'),
-      font: { color: css('--fg', '#222'), family: 'system-ui, sans-serif', size: 12 },
-      gridcolor: css('--grid', '#ddd')
+      paper_bgcolor: bg, plot_bgcolor: bg,
+      font: { color: css(el, '--fg', getComputedStyle(el).color || '#222'), family: 'system-ui, sans-serif', size: 12 },
+      gridcolor: css(el, '--grid', '#ddd')
     };
   }
 
@@ -154,7 +159,7 @@
     return ticks;
   };
   Figure.prototype.draw = function () {
-    var el = this.root.querySelector('.heatmap'), th = theme(), self = this;
+    var el = this.root.querySelector('.heatmap'), th = theme(this.root), self = this;
     var positions = [], ticktext = [];
     for (var t = 0; t < this.T; t++) { positions.push(t); ticktext.push(plotlyText(shortText(this.token(this.d.input_ids[t]), 12))); }
     this.metricList = this.metrics();
@@ -243,7 +248,7 @@
   Figure.prototype.addTrajectory = function (pos, id, probs) {
     var el = this.root.querySelector('.trajectory');
     if (!el) return;
-    var th = theme(), key = pos + ':' + id;
+    var th = theme(this.root), key = pos + ':' + id;
     this.tracks = this.tracks || [];
     if (this.tracks.indexOf(key) >= 0) return;
     this.tracks.push(key);
@@ -305,7 +310,7 @@
   function drawComparison(figures, scope) {
     var el = (scope || document).querySelector('.comparison-chart');
     if (!el) return;
-    var th = theme(), traces = [];
+    var th = theme(el), traces = [];
     figures.forEach(function (f) {
       f.answerCurves().forEach(function (c) {
         traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y,
@@ -328,7 +333,7 @@
     var select = section.querySelector('.depth-select'), logAxis = {};
     data.metrics.forEach(function (m) { logAxis[m.name] = m.log; });  // the metric table, from Python
     function render() {
-      var byDepth = !select || select.value === 'depth', th = theme(), all = [];
+      var byDepth = !select || select.value === 'depth', th = theme(section), all = [];
       section.querySelectorAll('.curve-panel').forEach(function (panel) {
         var metric = panel.getAttribute('data-metric'), traces = [];
         data.series.forEach(function (s, i) {
