@@ -3,8 +3,9 @@
 Row i of every lens is ``hidden_states[i]`` (row 0 = embeddings, row i = the output of block
 i) read through the lens; row L is always the model's own logits. A lens says what it does to
 ``h_i`` before the final norm (``translate``), whether the final norm is applied at all
-(``normalizes``), which rows it covers, its content identity (for cache keys) and its
-description (for documents and pages). The tiled pass, corpus curves, fitting, pages and the
+(``normalizes``), its content identity (for cache keys) and its description (for documents
+and pages). Every lens so far covers every row; the Jacobian lens (no matrix for the
+embeddings row) will add row coverage, with uncovered rows null, never another lens's numbers. The tiled pass, corpus curves, fitting, pages and the
 notebook take Lens objects; none of them switches on a lens's name.
 """
 
@@ -55,11 +56,6 @@ class Lens:
     def translate(self, layer: int, hidden: "torch.Tensor") -> "torch.Tensor":
         """What the final norm reads at row ``layer`` < L."""
         return hidden
-
-    def covers(self, row: int, num_layers: int) -> bool:
-        """Whether the lens has numbers for ``row`` (0 … L); a row it does not cover is
-        null in documents and blank on figures, never another lens's numbers."""
-        return True
 
     def describe(self) -> dict[str, Any]:
         """Fields this lens adds to a document's ``lens`` description (after kind and head)."""
