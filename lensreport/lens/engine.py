@@ -110,6 +110,10 @@ class ModelSession:
         return self.loaded.request.name
 
     @property
+    def reference(self) -> str:
+        return self.loaded.request.reference
+
+    @property
     def num_layers(self) -> int:
         """L: the number of blocks (documents have L + 1 rows)."""
         return self.facts["num_layers"] or 0

@@ -12,15 +12,30 @@ notebook take Lens objects; none of them switches on a lens's name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ...errors import LensReportError
 
 if TYPE_CHECKING:  # torch is imported where lenses run: manifests are read without it
     import torch
 
-    from ..engine import ModelSession
     from ...manifest.specs import LensSettings
+    from ...models.heads import LensHead
+
+
+class LoadedModelView(Protocol):
+    """What a lens may know of the model it binds to (the engine's ModelSession is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def head(self) -> "LensHead": ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
 
 
 class LensSettingError(LensReportError):
@@ -48,7 +63,7 @@ class Lens:
         digests), for cache keys; None when the name says it all."""
         return None
 
-    def bind(self, session: "ModelSession") -> "Lens":
+    def bind(self, session: LoadedModelView) -> "Lens":
         """This lens ready to read one loaded model (weights loaded, shapes checked); raises
         LensReportError when it does not fit the model."""
         return self

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from ...errors import LensReportError
-from .base import Lens
-
-if TYPE_CHECKING:
-    from ..engine import ModelSession
+from .base import Lens, LoadedModelView
 
 
 @dataclass(frozen=True)
@@ -19,7 +14,7 @@ class RawLens(Lens):
     line_dash = "dot"
     normalizes = False
 
-    def bind(self, session: "ModelSession") -> "RawLens":
+    def bind(self, session: LoadedModelView) -> "RawLens":
         width, unembedding = session.hidden_size, session.head.weight.shape[1]
         if width != unembedding:
             raise LensReportError(f"the raw lens cannot read this model's hidden states (width "

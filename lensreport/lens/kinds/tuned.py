@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 from ...errors import LensReportError
 from ...results.identity import file_digest
 from .. import tuned_format
-from .base import Lens, LensSettingError
+from .base import Lens, LensSettingError, LoadedModelView
 
 if TYPE_CHECKING:
     import torch
 
     from ...manifest.specs import LensSettings
-    from ..engine import ModelSession
 
 
 log = logging.getLogger("lensreport")
@@ -67,7 +66,7 @@ class TunedLens(Lens):
         return "|".join(file_digest(folder / name)
                         for name in (tuned_format.CONFIG_FILE, tuned_format.PARAMS_FILE))
 
-    def bind(self, session: "ModelSession") -> "TunedLens":
+    def bind(self, session: LoadedModelView) -> "TunedLens":
         if self.translators is not None:
             return self
         folder = self._folder()
@@ -81,7 +80,7 @@ class TunedLens(Lens):
                         "has (lens: %s, unembed_hash %s…; model: %s, unembed_hash %s…)",
                         source.describe(self.model_reference), session.name,
                         config.get("base_model_name_or_path"), expected[:12],
-                        session.loaded.request.reference,
+                        session.reference,
                         tuned_format.unembed_hash(session.head.weight)[:12])
         return replace(self, translators=tuned_format.Translators.load(
             folder, session.head.weight.device), description={
