@@ -206,3 +206,12 @@ def test_a_closed_network_is_found_with_one_short_probe(tmp_path, monkeypatch):
         assert not references.resolve(name, None, tmp_path).cacheable
     assert len(attempts) == 1 and asked == []
     references.hub_reachable.cache_clear()
+
+
+def test_intervals_do_not_depend_on_the_window_order():
+    rng = np.random.default_rng(2)
+    documents, tokens = [0, 1, 2, 3, 4, 5, 0], [30, 40, 50, 60, 70, 80, 90]
+    windows = [rng.random(3) * n for n in tokens]
+    forward = _sums(documents, windows, tokens).curves()
+    backward = _sums(documents[::-1], windows[::-1], tokens[::-1]).curves()
+    assert forward["entropy_ci"] == backward["entropy_ci"]

@@ -67,9 +67,12 @@ class CorpusSums:
 
     def curves(self, seed: int = 0) -> dict[str, Any]:
         """Means per row with 95 % bootstrap intervals; bits per byte from cross-entropy."""
-        tokens = np.array(self.tokens, dtype=np.float64)
-        covered = np.array(self.bytes, dtype=np.float64)
-        per_document = {metric: np.stack(self.sums[metric]) for metric in METRICS}
+        # Documents in corpus order, so the seeded resamples do not depend on the order in
+        # which batching delivered their windows.
+        order = np.argsort(self.documents, kind="stable")
+        tokens = np.array(self.tokens, dtype=np.float64)[order]
+        covered = np.array(self.bytes, dtype=np.float64)[order]
+        per_document = {metric: np.stack(self.sums[metric])[order] for metric in METRICS}
         per_document["bits_per_byte"] = per_document["cross_entropy"] / math.log(2)
         denominators = {metric: tokens for metric in METRICS}
         denominators["bits_per_byte"] = covered

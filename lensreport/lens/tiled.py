@@ -164,18 +164,22 @@ def _tile(cells: torch.Tensor, head: LensHead, start: int, stop: int) -> torch.T
 
 @contextmanager
 def _exact_reductions() -> Iterator[None]:
-    """Full-precision reductions in half-precision GPU matmuls while the lens runs, so its
-    numbers do not depend on that global setting."""
+    """Full-precision matmuls while the lens runs (no TF32, no reduced-precision reductions
+    in half precision), so its numbers and tie margins do not depend on global settings."""
     matmul = torch.backends.cuda.matmul
     saved = (matmul.allow_bf16_reduced_precision_reduction,
-             matmul.allow_fp16_reduced_precision_reduction)
+             matmul.allow_fp16_reduced_precision_reduction, matmul.allow_tf32,
+             torch.get_float32_matmul_precision())
     matmul.allow_bf16_reduced_precision_reduction = False
     matmul.allow_fp16_reduced_precision_reduction = False
+    matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
         (matmul.allow_bf16_reduced_precision_reduction,
-         matmul.allow_fp16_reduced_precision_reduction) = saved
+         matmul.allow_fp16_reduced_precision_reduction, matmul.allow_tf32) = saved[:3]
+        torch.set_float32_matmul_precision(saved[3])
 
 
 def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: int,
