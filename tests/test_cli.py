@@ -1,49 +1,38 @@
-"""Every command, run as a user runs it: the installed console script in a subprocess."""
+"""Every command as a user runs it: in this process through click (``run_cli``), and the
+installed console script itself where the process matters."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import sys
+import shutil
 import subprocess
-import time
+import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
+from conftest import (REPO, run_cli, run_console_script, serving, summary_counts, tiny_manifest,
+                      wait_until, write_manifest)
 
-from conftest import lensreport_command, run_cli, write_manifest
-
-
-def tiny_manifest(folder: Path, model: Path, prompts: str = "", extra: str = "") -> Path:
-    """A one-model manifest; ``prompts`` adds prompt items, ``extra`` adds site keys."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "prompts.yaml"
-    path.write_text("site:\n  title: Tiny report\n" + extra
-                    + f"models:\n  - name: tiny\n    model: {model}\n"
-                    + "prompts:\n  - name: fox\n"
-                    + '    text: "The quick brown fox jumps over the lazy"\n'
-                    + '    target: " dog"\n' + prompts, encoding="utf-8")
-    return path
+BASE_INDEX = REPO / "lensreport" / "site" / "templates" / "index.html"
 
 
-def summary_counts(stderr: str) -> tuple[int, int, str]:
-    match = re.search(r"(\d+) run\(s\) computed, (\d+) from the cache; models loaded: (.*)",
-                      stderr)
-    assert match, stderr
-    return int(match.group(1)), int(match.group(2)), match.group(3).strip()
-
-
-@pytest.fixture
-def tiny_llama(tiny_models, weights_cache):
-    return tiny_models("llama", "sentencepiece")
+def test_the_console_script_runs(tmp_path):
+    """The installed entry point, once, as a process: it starts, parses, exits 0, and a
+    user error is an exit code and one line, with nothing else on stderr."""
+    result = run_console_script("--version")
+    assert result.returncode == 0 and "lensreport" in result.stdout, result.stderr
+    assert result.stderr == ""
+    result = run_console_script("validate", tmp_path / "none.yaml")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'none.yaml'}: manifest file not found"), line
 
 
 def test_version_and_help():
     result = run_cli("--version")
     assert result.returncode == 0 and "lensreport" in result.stdout
-    for command in ("build", "serve", "gh-deploy", "new", "validate"):
+    for command in ("build", "serve", "gh-deploy", "new", "validate", "train-lens"):
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "Example" in result.stdout, command
@@ -69,6 +58,17 @@ def test_build_writes_results_and_reuses_the_cache(tmp_path, tiny_llama):
     assert summary_counts(clean.stderr) == (2, 0, "tiny")
 
 
+def test_quiet_shows_only_warnings_and_errors(tmp_path, built_tiny):
+    manifest = built_tiny(tmp_path)
+    before = os.environ.get("TQDM_DISABLE")
+    result = run_cli("build", manifest, "-q")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()  # the target's warning, and no info lines
+    assert lines and all(line.startswith("warning: ") for line in lines), result.stderr
+    assert os.environ.get("TQDM_DISABLE") == before  # a command's settings stay in it
+    assert summary_counts(run_cli("build", manifest).stderr) == (0, 1, "none")
+
+
 def test_changing_dtype_reruns_only_that_model(tmp_path, tiny_models, weights_cache):
     a, b = tiny_models("llama", "sentencepiece"), tiny_models("gpt2")
     body = f"""
@@ -83,33 +83,31 @@ def test_changing_dtype_reruns_only_that_model(tmp_path, tiny_models, weights_ca
             text: hello world
     """
     manifest = write_manifest(tmp_path, body.replace("DTYPE", "float32"))
-    assert run_cli("build", manifest).returncode == 0
+    assert summary_counts(run_cli("build", manifest).stderr) == (2, 0, "a, b")
     write_manifest(tmp_path, body.replace("DTYPE", "bfloat16"))
     result = run_cli("build", manifest)
     assert summary_counts(result.stderr) == (1, 1, "b")
 
 
-def test_template_only_change_loads_no_model(tmp_path, tiny_llama):
+def test_template_only_change_loads_no_model(tmp_path, built_tiny):
     theme = tmp_path / "theme"
-    theme.mkdir()
-    manifest = tiny_manifest(tmp_path, tiny_llama, extra="  theme_dir: theme\n")
-    assert run_cli("build", manifest).returncode == 0
-    (theme / "assets").mkdir()
+    (theme / "assets").mkdir(parents=True)
+    manifest = built_tiny(tmp_path, extra="  theme_dir: theme\n")
     (theme / "assets" / "style.css").write_text("body { color: rebeccapurple; }")
-    base = (Path(__file__).parent.parent / "lensreport" / "site" / "templates" / "index.html").read_text()
-    (theme / "index.html").write_text(base.replace("{% block content %}",
-                                                   "{% block content %}<p>THEMED</p>"))
+    (theme / "index.html").write_text(BASE_INDEX.read_text().replace(
+        "{% block content %}", "{% block content %}<p>THEMED</p>"))
     result = run_cli("build", manifest)
     assert summary_counts(result.stderr) == (0, 1, "none")
     assert "THEMED" in (tmp_path / "site/index.html").read_text()
     assert "rebeccapurple" in (tmp_path / "site/assets/style.css").read_text()
 
 
-def test_output_is_deterministic(tmp_path, tiny_llama):
-    manifest = tiny_manifest(tmp_path, tiny_llama)
-    first = run_cli("build", manifest, "--site-dir", tmp_path / "one")
+def test_output_is_deterministic(tmp_path, built_tiny):
+    manifest = built_tiny(tmp_path)
+    first = run_cli("build", manifest, "--site-dir", tmp_path / "one")  # from the cache
     second = run_cli("build", manifest, "--site-dir", tmp_path / "two", "--clean")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert summary_counts(first.stderr)[:2] == (0, 1)
     assert summary_counts(second.stderr)[0] == 1  # really recomputed, not copied from cache
 
     def tree(root: Path) -> dict[str, bytes]:
@@ -159,10 +157,10 @@ def test_only_model_computes_only_that_model(tmp_path, tiny_models, weights_cach
     assert result.returncode == 2 and "--only-model 'c': no such model" in result.stderr
 
 
-def test_a_cached_build_never_imports_torch(tmp_path, tiny_llama):
-    """A site rebuilt from the cache (the CI recipe) needs no torch at all."""
-    manifest = tiny_manifest(tmp_path, tiny_llama)
-    assert run_cli("build", manifest).returncode == 0
+def test_a_cached_build_never_imports_torch(tmp_path, built_tiny):
+    """A site rebuilt from the cache (the CI recipe) needs no torch at all: a fresh
+    interpreter, since this one imported torch long ago."""
+    manifest = built_tiny(tmp_path)
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import sys\n"
@@ -206,9 +204,8 @@ def test_hub_failure_is_one_clear_line(tmp_path, weights_cache):
     assert "Traceback" not in result.stderr
 
 
-def test_strict_fails_on_warnings_and_keeps_the_site(tmp_path, tiny_llama):
-    manifest = tiny_manifest(tmp_path, tiny_llama)
-    assert run_cli("build", manifest).returncode == 0
+def test_strict_fails_on_warnings_and_keeps_the_site(tmp_path, built_tiny):
+    manifest = built_tiny(tmp_path)
     before = (tmp_path / "site/index.html").read_bytes()
     manifest.write_text(manifest.read_text().replace('target: " dog"',
                                                      'target: " dog barks loudly"'))
@@ -219,70 +216,62 @@ def test_strict_fails_on_warnings_and_keeps_the_site(tmp_path, tiny_llama):
     assert (tmp_path / "site/index.html").read_bytes() == before
 
 
-def test_gh_deploy_to_a_local_bare_remote(tmp_path, tiny_llama):
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def published(remote: Path) -> list[str]:
+    return subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_gh_deploy_to_a_local_bare_remote(tmp_path, built_tiny):
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(git + ["init", "-q"], check=True)
-    manifest = tiny_manifest(repo, tiny_llama)
-    subprocess.run(git + ["add", "."], check=True)
+    manifest = built_tiny(repo)
+    shutil.rmtree(repo / "site")  # gh-deploy builds it
+    subprocess.run(git + ["add", "prompts.yaml"], check=True)
     subprocess.run(git + ["commit", "-qm", "report"], check=True)
     subprocess.run(git + ["remote", "add", "origin", str(remote)], check=True)
-    result = run_cli("gh-deploy", manifest, cwd=repo,
-                     env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-                          "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    result = run_cli("gh-deploy", manifest, cwd=repo, env=GIT_IDENTITY)
     assert result.returncode == 0, result.stderr
-    files = subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
-                           capture_output=True, text=True, check=True).stdout.split()
     assert {"index.html", ".nojekyll", "assets/plotly.min.js", "data/tiny/fox.json",
-            "prompts/fox/index.html", "embed/tiny/fox.html"} <= set(files)
+            "prompts/fox/index.html", "embed/tiny/fox.html"} <= set(published(remote))
 
 
 def test_gh_deploy_outside_git_is_a_clear_error(tmp_path, tiny_llama):
     manifest = tiny_manifest(tmp_path, tiny_llama)
-    result = run_cli("gh-deploy", manifest, cwd=tmp_path, env={"GIT_CEILING_DIRECTORIES": str(tmp_path)})
+    result = run_cli("gh-deploy", manifest, cwd=tmp_path,
+                     env={"GIT_CEILING_DIRECTORIES": str(tmp_path)})
     assert result.returncode == 1 and "not inside a git repository" in result.stderr
+    assert not (tmp_path / "site").exists()
 
 
-def test_serve_rebuilds_on_change(tmp_path, tiny_llama):
+def test_serve_rebuilds_on_change(tmp_path, built_tiny):
     theme = tmp_path / "theme"
     theme.mkdir()
-    manifest = tiny_manifest(tmp_path, tiny_llama, extra="  theme_dir: theme\n")
-    process = subprocess.Popen(lensreport_command() + ["serve", str(manifest), "--port", "0"],
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        address = None
-        deadline = time.time() + 120
-        while address is None and time.time() < deadline:
-            line = process.stderr.readline()
-            match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
-            address = match.group(1) if match else None
-        assert address, "serve did not report its address"
+    manifest = built_tiny(tmp_path, extra="  theme_dir: theme\n")
+    with serving(manifest) as (address, _):
         page = urllib.request.urlopen(address + "index.html", timeout=10).read().decode()
         assert "Tiny report" in page and "livereload.js" in page
-        build_id = urllib.request.urlopen(address + "__lensreport__/status").read()
-        base = (Path(__file__).parent.parent / "lensreport" / "site" / "templates" / "index.html").read_text()
-        (theme / "index.html").write_text(base.replace("{% block content %}",
-                                                       "{% block content %}<p>EDITED</p>"))
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if urllib.request.urlopen(address + "__lensreport__/status").read() != build_id:
-                break
-            time.sleep(0.3)
+        status = lambda: urllib.request.urlopen(address + "__lensreport__/status",  # noqa: E731
+                                                timeout=10).read()
+        build_id = status()
+        (theme / "index.html").write_text(BASE_INDEX.read_text().replace(
+            "{% block content %}", "{% block content %}<p>EDITED</p>"))
+        wait_until(lambda: status() != build_id, 60, "a rebuild after the theme edit")
         page = urllib.request.urlopen(address + "index.html", timeout=10).read().decode()
         assert "EDITED" in page
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    assert "EDITED" not in (tmp_path / "site" / "index.html").read_text()  # site/ untouched
 
 
 def test_a_second_clone_reuses_the_results_cache(tmp_path, tiny_llama):
     """Keys are content: another folder, a copied model and a fresh weights cache (so no
     remembered digests) still find every result; device auto resolves to the same type."""
-    import shutil
-
     first = tmp_path / "clone-1"
     shutil.copytree(tiny_llama, first / "models" / "tiny")
     manifest = tiny_manifest(first, Path("./models/tiny"))
@@ -297,6 +286,7 @@ def test_a_second_clone_reuses_the_results_cache(tmp_path, tiny_llama):
     result = run_cli("build", moved, env={"LENSREPORT_CACHE": str(tmp_path / "fresh-cache")})
     assert result.returncode == 0, result.stderr
     assert summary_counts(result.stderr) == (0, 1, "none")
+    assert (tmp_path / "fresh-cache" / "digests.json").is_file()  # digests really recomputed
     # Different weights are different content: one changed byte recomputes.
     weights = next((second / "models" / "tiny").glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
@@ -305,25 +295,23 @@ def test_a_second_clone_reuses_the_results_cache(tmp_path, tiny_llama):
     assert summary_counts(run_cli("build", moved).stderr)[0] == 1
 
 
-def test_gh_deploy_from_a_subdirectory_publishes_the_right_folder(tmp_path, tiny_llama):
+def test_gh_deploy_from_a_subdirectory_publishes_the_right_folder(tmp_path, built_tiny):
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     repo = tmp_path / "repo"
     (repo / "docs" / "report").mkdir(parents=True)
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
     git = ["git", "-C", str(repo)]
     subprocess.run(git + ["init", "-q"], check=True)
-    manifest = tiny_manifest(repo / "docs" / "report", tiny_llama)
+    manifest = built_tiny(repo / "docs" / "report")
+    shutil.rmtree(manifest.with_name("site"))
     subprocess.run(git + ["remote", "add", "origin", str(remote)], check=True)
     # A decoy at the repository top with the same relative name: it must not be published.
     (repo / "public").mkdir()
     (repo / "public" / "decoy.html").write_text("wrong tree")
     result = run_cli("gh-deploy", "prompts.yaml", "--site-dir", "public",
-                     cwd=repo / "docs" / "report", env=env)
+                     cwd=repo / "docs" / "report", env=GIT_IDENTITY)
     assert result.returncode == 0, result.stderr
-    files = subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = published(remote)
     assert "index.html" in files and "decoy.html" not in files
     assert (repo / "docs" / "report" / "public" / "index.html").is_file()
     assert not manifest.with_name("site").exists()

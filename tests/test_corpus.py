@@ -12,34 +12,43 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import run_cli, write_manifest
 from lensreport.lens.corpus import CorpusSource, documents, windows
+from lensreport.results.metrics import MIN_INTERVAL_DOCUMENTS
 
 DOCS = ["The quick brown fox jumps over the lazy dog. " * 3,
         "one two three four five six seven eight nine ten",
         "Les élèves étudient à l'école. Ünïcödé, 日本語, emoji 🦊.",
         "def add(a, b):\n    return a + b\n" * 2]
+# Short documents first: enough of them in a small budget for a confidence interval.
+MANY_DOCS = ["The capital of France is Paris.", "one two three four five",
+             "Hello world! true True TRUE false", "The lazy dog sleeps.",
+             "def add(a, b): return a"] + DOCS
 
 
-def write_corpus(folder: Path) -> Path:
+def write_corpus(folder: Path, docs: list[str] = DOCS) -> Path:
     path = folder / "corpus.txt"
-    path.write_text("\n\n".join(DOCS) + "\n", encoding="utf-8")
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     return path
 
 
-def reference_windows(tokenizer, texts, context, budget):
-    """The README's convention, written out plainly."""
+def reference_units(tokenizer, texts, context, budget):
+    """The README's convention, written out plainly: (document index, window ids)."""
     out, scored = [], 0
-    for text in texts:
+    for index, text in enumerate(texts):
         ids = tokenizer(text)["input_ids"]
         for start in range(0, len(ids), context):
             chunk = ids[start:start + context]
             if len(chunk) < 2:
                 continue
             chunk = chunk[:budget - scored + 1]
-            out.append(chunk)
+            out.append((index, chunk))
             scored += len(chunk) - 1
             if scored >= budget:
                 return out
     return out
+
+
+def reference_windows(tokenizer, texts, context, budget):
+    return [chunk for _, chunk in reference_units(tokenizer, texts, context, budget)]
 
 
 def test_documents_and_windows_follow_the_convention(tmp_path, tiny_models):
@@ -91,7 +100,11 @@ def independent_rows(model, norm, window, softcap=None):
 
 
 def check_curves(document, model, norm, tokenizer, texts, context, budget, softcap=None):
-    chunks = reference_windows(tokenizer, texts, context, budget)
+    """The document's curves against a computation by hand; returns how many documents
+    were scored (intervals need MIN_INTERVAL_DOCUMENTS of them, else they are null)."""
+    units = reference_units(tokenizer, texts, context, budget)
+    chunks = [chunk for _, chunk in units]
+    scored_documents = len({index for index, _ in units})
     layers = len(document["layers"])
     ce = [0.0] * layers
     kl = [0.0] * layers
@@ -116,20 +129,26 @@ def check_curves(document, model, norm, tokenizer, texts, context, budget, softc
                                                                abs=1e-4)
         assert document["top1_agrees_with_final"][layer] == pytest.approx(agree[layer] / tokens,
                                                                           abs=1e-6)
-        low, high = document["cross_entropy_ci"][layer]
-        assert low <= document["cross_entropy"][layer] <= high
+        if scored_documents >= MIN_INTERVAL_DOCUMENTS:
+            low, high = document["cross_entropy_ci"][layer]
+            assert low <= document["cross_entropy"][layer] <= high
         bits = document["bits_per_byte"][layer] * document["scored_bytes"] * math.log(2)
         assert bits == pytest.approx(ce[layer], rel=1e-3)
+    if scored_documents < MIN_INTERVAL_DOCUMENTS:
+        assert document["cross_entropy_ci"] is None, scored_documents
     assert document["kl_to_final"][-1] == 0.0 and document["top1_agrees_with_final"][-1] == 1.0
+    return scored_documents
 
 
-@pytest.mark.parametrize("family, tokenizer_kind, norm_path, softcap", [
-    ("llama", "sentencepiece", "model.norm", None), ("gemma2", "sentencepiece", "model.norm", 3.0),
-    ("gpt2", "byte_level", "transformer.ln_f", None)])
+@pytest.mark.parametrize("family, tokenizer_kind, norm_path, softcap, docs", [
+    ("llama", "sentencepiece", "model.norm", None, MANY_DOCS),
+    ("gemma2", "sentencepiece", "model.norm", 3.0, MANY_DOCS),
+    ("gpt2", "byte_level", "transformer.ln_f", None, DOCS)], ids=["llama", "gemma2", "gpt2"])
 def test_curves_match_an_independent_computation(family, tokenizer_kind, norm_path, softcap,
-                                                 tmp_path, tiny_models, weights_cache):
+                                                 docs, tmp_path, tiny_models, weights_cache):
+    """With intervals (5 documents or more scored) and without (fewer)."""
     folder = tiny_models(family, tokenizer_kind)
-    write_corpus(tmp_path)
+    write_corpus(tmp_path, docs)
     manifest = write_manifest(tmp_path, f"""
         models:
           - {{name: tiny, model: {folder}}}
@@ -142,8 +161,9 @@ def test_curves_match_an_independent_computation(family, tokenizer_kind, norm_pa
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     norm = model.get_submodule(norm_path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    check_curves(document, model, norm, tokenizer, [d.rstrip("\n") for d in DOCS], 16, 60,
-                 softcap)
+    scored = check_curves(document, model, norm, tokenizer, [d.rstrip("\n") for d in docs], 16,
+                          60, softcap)
+    assert (scored >= MIN_INTERVAL_DOCUMENTS) == (docs is MANY_DOCS), scored
     assert (tmp_path / "site/corpora/docs/index.html").is_file()
     assert (tmp_path / "site/embed/corpora/docs.html").is_file()
     # Cached like prompt runs: a rebuild computes nothing.
@@ -169,11 +189,9 @@ def test_corpus_errors_point_at_the_manifest(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_curves_match_an_independent_computation(demo_site):
+def test_demo_curves_match_an_independent_computation(demo_site, demo_models):
     """Both real demo models, on the demo corpus (prompts/corpus/eval.txt)."""
     from lensreport.manifest import load_manifest
-    from lensreport.manifest.checks import resolve_model
-    from lensreport.models.loading import weights_cache_folder
 
     manifest = load_manifest(demo_site.parent / "demo.yaml")  # the manifest that was built
     corpus = manifest.corpora[0]
@@ -182,10 +200,7 @@ def test_demo_curves_match_an_independent_computation(demo_site):
                                   ("gemma-3-270m", "model.norm")):
         document = json.loads((demo_site / "data" / "corpora" / corpus.slug /
                                f"{model_name}.json").read_text())
-        spec = manifest.model(model_name)
-        folder = weights_cache_folder(resolve_model(manifest, spec))
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = demo_models(model_name)
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         check_curves(document, model, model.get_submodule(norm_path), tokenizer, texts,
                      corpus.context, corpus.max_tokens, softcap)
@@ -193,7 +208,7 @@ def test_demo_curves_match_an_independent_computation(demo_site):
 
 @pytest.mark.browser
 def test_corpus_page_draws_curves_bands_and_hover(tmp_path, tiny_models, weights_cache, page):
-    write_corpus(tmp_path)
+    write_corpus(tmp_path, MANY_DOCS)  # enough documents for intervals: bands to draw
     manifest = write_manifest(tmp_path, f"""
         models:
           - {{name: "a <b>", model: {tiny_models("llama", "sentencepiece")}}}
@@ -238,10 +253,12 @@ def test_corpus_page_draws_curves_bands_and_hover(tmp_path, tiny_models, weights
     assert page.evaluate("() => [...document.querySelectorAll('.curve-chart')].map("
                          "el => el._fullLayout.yaxis.type)") == ["log", "log", "log", "linear",
                                                             "linear", "linear"]
+    before = page.evaluate("() => document.querySelector('.curve-chart').data[2].x")
     page.select_option(".depth-select", "layer")
-    page.wait_for_timeout(200)
+    page.wait_for_function("before => JSON.stringify(document.querySelector('.curve-chart')"
+                           ".data[2].x) !== before", arg=json.dumps(before), timeout=10_000)
     xs = page.evaluate("() => document.querySelector('.curve-chart').data[2].x")
-    assert xs == list(range(len(xs)))
+    assert xs == list(range(len(xs))) and xs != before
     index = (site / "index.html").read_text()
     assert 'href="corpora/docs/index.html"' in index
     assert 'corpora/docs/index.html' in (site / "models" / "b" / "index.html").read_text()

@@ -16,14 +16,13 @@ from torch import nn
 
 import tiny
 from conftest import run_cli, write_manifest
-from lensreport.lens.engine import ModelSession
 from lensreport.lens.kinds import LogitLens, RawLens
 from lensreport.lens.tiled import lens_inputs
 from lensreport.manifest import load_manifest
 
 # Decoder-only causal-LM families (transformers 5.x), dense, mixture-of-experts, hybrid;
-# every family with logit post-processing is here (soft-capping: gemma2, gemma3_text,
-# vaultgemma, nanochat, beam; logit scale: cohere*; logits scaling: granite*).
+# with each kind of logit post-processing (soft-capping: gemma2, gemma3_text, vaultgemma,
+# nanochat, beam; logit scale: cohere*; logits scaling: granite*).
 FAMILIES = [
     "afmoe", "apertus", "arcee", "beam", "biogpt", "bitnet", "bloom", "codegen", "cohere",
     "cohere2", "cohere2_moe", "ctrl", "cwm", "diffllama", "doge", "ernie4_5", "ernie4_5_moe",
@@ -66,8 +65,28 @@ def _truncated_logits(model: nn.Module, input_ids: torch.Tensor, blocks: int) ->
         text_config.num_hidden_layers = layers
 
 
-def test_enough_families():
-    assert len(set(FAMILIES)) >= 70 and {"codegen", "gpt_neo"} <= set(FAMILIES)
+def test_the_families_are_distinct_decoder_only_causal_lms_transformers_ships():
+    """What the matrix below runs: at least 70 model types of this transformers' causal-LM
+    mapping, with as many distinct model classes (no alias counted twice), none an
+    encoder-decoder; and every kind of logit post-processing set off its default by
+    tiny.tiny_config in some family (so the lens is checked against each)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    families = FAMILIES + UNSUPPORTED
+    assert len(set(families)) == len(families), "a family is listed twice"
+    unknown = [f for f in families if f not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES]
+    assert unknown == [], f"not causal-LM model types of this transformers: {unknown}"
+    classes = {MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[f] for f in FAMILIES}
+    assert len(classes) >= 70, sorted(classes)
+    post_processed: dict[str, list[str]] = {key: [] for key in tiny.POSTPROCESSING}
+    for family in FAMILIES:
+        config = tiny.tiny_config(family, 512)
+        assert not config.is_encoder_decoder, family
+        text = config.get_text_config()
+        for key, value in tiny.POSTPROCESSING.items():
+            if getattr(text, key, None) == value:
+                post_processed[key].append(family)
+    assert all(post_processed.values()), post_processed
 
 
 @pytest.mark.parametrize("family", FAMILIES)

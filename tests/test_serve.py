@@ -3,36 +3,18 @@ template shows a banner while the last good site stays served, and fixing it rec
 
 from __future__ import annotations
 
-import re
-import subprocess
-import time
-
 import pytest
 
-from conftest import REPO, lensreport_command
-from test_cli import tiny_manifest
+from conftest import REPO, serving
 
 
 @pytest.fixture
-def served(tmp_path, tiny_models, weights_cache):
+def served(tmp_path, built_tiny):
     theme = tmp_path / "theme"
     theme.mkdir()
-    manifest = tiny_manifest(tmp_path, tiny_models("llama", "sentencepiece"),
-                             extra="  theme_dir: theme\n")
-    process = subprocess.Popen(lensreport_command() + ["serve", str(manifest), "--port", "0"],
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        address, deadline = None, time.monotonic() + 300
-        while address is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            assert line or process.poll() is None, "serve exited"
-            match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
-            address = match.group(1) if match else None
-        assert address, "serve did not report its address"
+    manifest = built_tiny(tmp_path, extra="  theme_dir: theme\n")
+    with serving(manifest) as (address, process):
         yield address, theme, process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 @pytest.mark.browser

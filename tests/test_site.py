@@ -6,6 +6,7 @@ import functools
 import http.server
 import json
 import re
+import struct
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -116,9 +117,8 @@ def test_switching_the_metric_changes_the_colours(page, demo_site):
     assert {"Entropy (nats)", "Top-1 probability", "P(actual next token)"} <= set(options)
     assert any(o.startswith("P(target") for o in options)
     page.select_option(".metric-select", "top1")
-    page.wait_for_timeout(300)
-    z_after = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
-    assert z_after != z_before
+    page.wait_for_function("before => JSON.stringify(document.querySelector('.heatmap')"
+                           ".data[0].z) !== before", arg=json.dumps(z_before), timeout=10_000)
     assert heatmap.screenshot() != before
 
 
@@ -174,5 +174,17 @@ def test_dark_mode_follows_the_system(browser, demo_site):
     context.close()
 
 
-def test_readme_screenshot_exists():
-    assert (Path(__file__).parent.parent / "docs" / "prompt-page.png").is_file()
+def test_readme_images_are_real_screenshots():
+    """Every image the README shows resolves, next to it, to a PNG of screenshot size."""
+    readme = Path(__file__).parent.parent / "README.md"
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8"))
+    assert "docs/prompt-page.png" in images, images
+    for image in images:
+        assert not urlparse(image).scheme, image  # shipped with the docs, not hot-linked
+        path = readme.parent / image
+        assert path.is_file(), f"README shows {image}, which does not exist"
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", image
+        width, height = struct.unpack(">II", data[16:24])
+        assert width >= 800 and height >= 300, (image, width, height)
+        assert 20_000 <= len(data) <= 5_000_000, (image, len(data))
