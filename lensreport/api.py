@@ -88,13 +88,11 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
 
 def _lens_named(name: str, reference: str) -> Lens:
     """A lens kind by name, with its default settings (a tuned lens from the Hub)."""
-    from .lens.kinds import TunedLens
-
     try:
         cls = lens_class(name)
     except LensReportError as exc:
         raise LensReportError(f"lens={name!r}: {exc}") from None
-    return TunedLens(model_reference=reference) if cls is TunedLens else cls()
+    return cls.for_model(reference)
 
 
 @dataclass

@@ -58,6 +58,11 @@ class Lens:
         """The lens for one model from the manifest's lens settings (cheap: nothing loaded)."""
         return cls()
 
+    @classmethod
+    def for_model(cls, model_reference: str) -> "Lens":
+        """The lens with its default settings for a model (the notebook's ``lens="name"``)."""
+        return cls()
+
     def identity(self) -> str | None:
         """Content that sets this lens's numbers beyond its name (e.g. a tuned lens's file
         digests), for cache keys; None when the name says it all."""

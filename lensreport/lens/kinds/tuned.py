@@ -47,6 +47,11 @@ class TunedLens(Lens):
         return cls(settings.tuned or tuned_format.TunedSource(), model_reference)
 
     @classmethod
+    def for_model(cls, model_reference: str) -> "TunedLens":
+        """The published lens of the model's Hub id (the default source)."""
+        return cls(model_reference=model_reference)
+
+    @classmethod
     def from_translators(cls, translators: tuned_format.Translators) -> "TunedLens":
         """A lens from translators in memory (train-lens evaluates the lens it trains)."""
         return cls(translators=translators)
