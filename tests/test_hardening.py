@@ -207,7 +207,7 @@ def test_manifest_error_list_is_capped_and_aliases_are_refused(tmp_path):
 
 def _slow_manifest(folder: Path) -> Path:
     """The real SmolLM2 on a long prompt: seconds of lens work to interrupt."""
-    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 60)
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 20)
     return write_manifest(folder, f"""
         models:
           - name: smol

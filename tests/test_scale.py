@@ -153,7 +153,7 @@ def test_no_compute_lists_what_is_missing(tmp_path, tiny_models, weights_cache):
 def test_a_killed_shard_is_completed_by_a_rerun(tmp_path, weights_cache):
     """SIGKILL in the middle of a shard's work: no entry reads as valid unless whole, and
     running the shard again fills the store."""
-    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 15)
     manifest = write_manifest(tmp_path, f"""
         cache_dir: {(tmp_path / "store").as_uri()}
         models:
