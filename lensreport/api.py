@@ -39,15 +39,16 @@ _readings: "weakref.WeakKeyDictionary[Any, tuple[int, Any]]" = weakref.WeakKeyDi
 
 
 def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None,
-             top_k: int = 5, lens: str | Lens = "logit", model_name: str | None = None,
+             top_k: int = 5, lens: str | Lens = "logit", tuned: str | Path | None = None,
+             jacobian: str | Path | None = None, model_name: str | None = None,
              prompt_name: str = "prompt") -> "LensResult":
     """The lens on one text with a loaded Hugging Face causal LM (any device, sharded too).
 
-    ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``; ``tuned``
-    fetches the published tuned lens of the model's Hub id) or a Lens object (e.g.
-    ``TunedLens(TunedSource(folder=...))``); ``target`` is a token whose probability is
-    tracked at every layer. Returns the document `lensreport build` writes for the same
-    model and prompt.
+    ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``;
+    ``tuned`` and ``jacobian`` read the lens given as ``tuned=`` (a lens folder) or
+    ``jacobian=`` (a J-lens file), else the published lens of the model's Hub id) or a Lens
+    object; ``target`` is a token whose probability is tracked at every layer. Returns the
+    document `lensreport build` writes for the same model and prompt.
     """
     from .lens.engine import ModelSession, discover
     from .models.limits import PromptError
@@ -57,7 +58,9 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     if not 1 <= top_k <= MAX_TOP_K:
         raise LensReportError(f"top_k={top_k}: expected 1 to {MAX_TOP_K}")
     reference = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
-    chosen = lens if isinstance(lens, Lens) else _lens_named(lens, reference)
+    sources = {kind: source for kind, source in (("tuned", tuned), ("jacobian", jacobian))
+               if source is not None}
+    chosen = lens if isinstance(lens, Lens) else _lens_named(lens, reference, sources)
     name = model_name or reference.rstrip("/").split("/")[-1] or "model"
     request = ModelRequest(name=name, reference=reference, slug=slugify(name))
     device = str(model.get_input_embeddings().weight.device)
@@ -86,13 +89,18 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     return LensResult(document)
 
 
-def _lens_named(name: str, reference: str) -> Lens:
-    """A lens kind by name, with its default settings (a tuned lens from the Hub)."""
+def _lens_named(name: str, reference: str, sources: dict[str, str | Path]) -> Lens:
+    """A lens kind by name, from the source given for it (``tuned=``, ``jacobian=``) or
+    with its default settings (a published lens from the Hub)."""
     try:
         cls = lens_class(name)
     except LensReportError as exc:
         raise LensReportError(f"lens={name!r}: {exc}") from None
-    return cls.for_model(reference)
+    unused = [kind for kind in sources if kind != cls.name]
+    if unused:
+        raise LensReportError(f"{unused[0]}= is a source for lens={unused[0]!r}, not for "
+                              f"lens={name!r}")
+    return cls.for_model(reference, sources.get(cls.name))
 
 
 @dataclass

@@ -208,7 +208,8 @@ def add_saved_results(manifest: Manifest, documents: dict[PromptKey, dict[str, A
         known = models.setdefault(model.name, model)
         if model.lens.kind not in known.lens.kinds:
             models[model.name] = replace(known, lens=LensSettings(
-                known.lens.kinds + (model.lens.kind,), known.lens.top_k, known.lens.tuned))
+                known.lens.kinds + (model.lens.kind,), known.lens.top_k, known.lens.tuned,
+                known.lens.jacobian))
         prompts.setdefault(prompt.name, prompt)
         documents[names] = document
     model_slugs = unique_slugs(list(models))

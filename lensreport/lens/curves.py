@@ -85,9 +85,11 @@ class CorpusSums:
             mean = values.sum(0) / max(denominator.sum(), 1.0)
             resampled = (weights @ values) / np.maximum(weights @ denominator, 1.0)[:, None]
             low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
-            out[metric] = [round(float(v), 6) for v in mean]
+            # A row the lens does not cover is NaN in the sums: null in the curves.
+            out[metric] = [round(float(v), 6) if np.isfinite(v) else None for v in mean]
             out[f"{metric}_ci"] = None if count < MIN_INTERVAL_DOCUMENTS else [
-                [round(float(a), 6), round(float(b), 6)] for a, b in zip(low, high)]
+                [round(float(a), 6), round(float(b), 6)] if np.isfinite(a) else None
+                for a, b in zip(low, high)]
         return out
 
 
@@ -108,6 +110,7 @@ def measure(session: "ModelSession", windows: Iterable[Window], lenses: list[Len
     head = session.head
     rows = session.num_layers + 1
     bound = {lens: session.bind(lens) for lens in lenses}
+    covered = {lens: list(bound[lens].rows(session.num_layers)) for lens in lenses}
     results = {lens: CorpusSums(rows) for lens in lenses}
     for group in _groups(windows):
         for index, hidden, last in session.hidden_states([w.input_ids for w in group]):
@@ -118,25 +121,33 @@ def measure(session: "ModelSession", windows: Iterable[Window], lenses: list[Len
                 with torch.no_grad():
                     inputs = lens_inputs(hidden, last, head, bound[lens])
                     cells = stream(inputs, head, next_ids, 1, ranks=False)
-                values = _window_sums(cells, rows, scored, next_ids)
+                values = _window_sums(cells, covered[lens], rows, scored, next_ids)
                 results[lens].add(window.document, values, scored, sum(window.target_bytes))
             if progress is not None:
                 progress(scored)
     return results
 
 
-def _window_sums(cells: CellStatistics, rows: int, scored: int, next_ids: torch.Tensor
-                 ) -> dict[str, np.ndarray]:
-    """Per-row sums over a window's scored positions (all but its last)."""
-    def grid(values: torch.Tensor) -> torch.Tensor:
-        return values.reshape(-1, rows)[:scored].double()  # (positions, rows)
+def _window_sums(cells: CellStatistics, covered: list[int], rows: int, scored: int,
+                 next_ids: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-row sums over a window's scored positions (all but its last); ``cells`` hold the
+    ``covered`` rows, the others are NaN."""
+    width = len(covered)
 
-    top1 = cells.top_ids[:, 0].reshape(-1, rows)[:scored]
+    def grid(values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(-1, width)[:scored].double()  # (positions, covered rows)
+
+    def placed(values: torch.Tensor) -> np.ndarray:
+        out = np.full(rows, np.nan)
+        out[covered] = values.sum(0).cpu().numpy()
+        return out
+
+    top1 = cells.top_ids[:, 0].reshape(-1, width)[:scored]
     cross_entropy = grid(cells.lse - cells.next_token.own)
     return {
-        "cross_entropy": cross_entropy.sum(0).cpu().numpy(),
-        "kl_to_final": grid(cells.kl_to_final).sum(0).cpu().numpy(),
-        "entropy": grid(cells.entropy).sum(0).cpu().numpy(),
-        "top1_agrees_with_final": (top1 == top1[:, -1:]).double().sum(0).cpu().numpy(),
-        "top1_accuracy": (top1 == next_ids[:scored, None]).double().sum(0).cpu().numpy(),
+        "cross_entropy": placed(cross_entropy),
+        "kl_to_final": placed(grid(cells.kl_to_final)),
+        "entropy": placed(grid(cells.entropy)),
+        "top1_agrees_with_final": placed((top1 == top1[:, -1:]).double()),
+        "top1_accuracy": placed((top1 == next_ids[:scored, None]).double()),
     }

@@ -226,6 +226,7 @@ class ModelSession:
         document = make_document(
             key=key, model_facts=dict(self.facts), tokenizer=self.reading.tokenizer_info,
             prompt=encoded.describe(), lens={**self.lens_description(lens), "top_k": top_k},
-            input_ids=encoded.input_ids, vocab=self.vocab, stats=stats)
+            input_ids=encoded.input_ids, vocab=self.vocab, stats=stats,
+            rows=bound.rows(self.num_layers))
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         return document

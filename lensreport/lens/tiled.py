@@ -60,17 +60,18 @@ class LensStats:
 
 def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
                 head: LensHead, lens: "Lens") -> torch.Tensor:
-    """What the unembedding reads at each row: (rows, T, d) for one sequence.
+    """What the unembedding reads at each row the lens covers: (len(lens.rows(L)), T, d).
 
-    Rows < L are ``final_norm(lens.translate(i, h_i))`` (no norm for a lens that does not
+    Rows i < L are ``final_norm(lens.translate(i, h_i))`` (no norm for a lens that does not
     normalize); row L is the backbone's last hidden state, which the model's own head reads
     (already normalised, so never normalised twice). ``lens`` is bound to the model.
     """
     rows = []
     device = head.weight.device  # a sharded model's layers may live on other devices
+    covered = lens.rows(len(hidden_states) - 1)[:-1]
     with torch.no_grad():
-        for layer, hidden in enumerate(hidden_states[:-1]):
-            hidden = lens.translate(layer, hidden)
+        for layer in covered:
+            hidden = lens.translate(layer, hidden_states[layer])
             row = head.normalize(hidden) if lens.normalizes else hidden
             rows.append(row.to(device))
         rows.append(last_hidden.to(device))

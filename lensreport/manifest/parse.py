@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from ..errors import ManifestError, ManifestErrors
 from ..lens.corpus import CorpusSource
 from ..lens.kinds import lens_names
+from ..lens.jacobian_format import JacobianSource
 from ..lens.tuned_format import TunedSource
 from ..slugs import unique_slugs
 from .specs import CorpusSpec, LensSettings, Manifest, ModelSpec, PromptSpec, SiteSettings
@@ -112,7 +113,8 @@ _CORPUS_KEYS = {"name": "", "path": "", "dataset": "", "split": "", "column": ""
 DEFAULT_CONTEXT = 512
 DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
-_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": ""}
+_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": ""}
+_JACOBIAN_KEYS = {"file": "", "repo": "", "revision": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B)?$", re.IGNORECASE)
@@ -148,7 +150,32 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
     if mapping.get("tuned") is not None:
         tuned = _tuned(checker, mapping["tuned"], f"{where}.tuned",
                        checker.line_of(mapping, "tuned"))
-    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned)
+    jacobian = base.jacobian
+    if mapping.get("jacobian") is not None:
+        jacobian = _jacobian(checker, mapping["jacobian"], f"{where}.jacobian",
+                             checker.line_of(mapping, "jacobian"))
+    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned, jacobian=jacobian)
+
+
+def _jacobian(checker: _Checker, value: Any, where: str, line: int) -> JacobianSource | None:
+    """A lens file path, or {repo, file, revision} on the Hugging Face Hub (file in the repo;
+    without repo, the published lenses' repo)."""
+    if isinstance(value, str) and value.strip():
+        # Checked when the lens is needed (build, validate), not here: fit-lens writes it.
+        return JacobianSource(file=(checker.path.parent / value).resolve(),
+                              label=Path(value).as_posix())
+    mapping = checker.mapping(value, where, line, _JACOBIAN_KEYS)
+    if mapping is None:
+        return None
+    text = "a text"
+    repo = checker.get(mapping, "repo", where, _is_nonempty_text, text)
+    filename = checker.get(mapping, "file", where, _is_nonempty_text, "a file in the repo")
+    if repo is not None and filename is None:
+        checker.error(checker.line_of(mapping, "repo"),
+                      f"{where}: a repo needs the file in it (file: path/to/lens.pt)")
+    return JacobianSource(repo=repo or JacobianSource.repo, filename=filename,
+                          revision=checker.get(mapping, "revision", where, _is_nonempty_text,
+                                               text))
 
 
 def _tuned(checker: _Checker, value: Any, where: str, line: int) -> TunedSource | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..lens.corpus import CorpusSource
+from ..lens.jacobian_format import JacobianSource
 from ..lens.tuned_format import TunedSource
 from ..models.loading import ModelRequest
 
@@ -14,12 +15,13 @@ from ..models.loading import ModelRequest
 @dataclass(frozen=True)
 class LensSettings:
     """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
-    number of top tokens kept per cell, and where a tuned lens comes from. The first kind is
-    the model's main figure."""
+    number of top tokens kept per cell, and where a tuned lens and a Jacobian lens come
+    from. The first kind is the model's main figure."""
 
     kinds: tuple[str, ...] = ("logit",)
     top_k: int = 5
     tuned: TunedSource | None = None
+    jacobian: JacobianSource | None = None
 
     @property
     def kind(self) -> str:

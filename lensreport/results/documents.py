@@ -46,11 +46,35 @@ def _generator() -> dict[str, str]:
             "transformers": transformers.__version__}
 
 
+def _spread(values: list[Any], rows: tuple[int, ...] | None, count: int) -> list[Any]:
+    """Per-row values of the covered ``rows`` placed among ``count`` rows, null elsewhere."""
+    if rows is None:
+        return values
+    placed: list[Any] = [None] * count
+    for row, value in zip(rows, values):
+        placed[row] = value
+    return placed
+
+
 def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, Any],
                   lens: dict[str, Any], tokenizer: dict[str, Any], input_ids: list[int],
-                  vocab: list[str], stats: Any) -> dict[str, Any]:
-    """Assemble the LensResult JSON document (see README, "Results JSON")."""
+                  vocab: list[str], stats: Any, rows: tuple[int, ...] | None = None,
+                  ) -> dict[str, Any]:
+    """Assemble the LensResult JSON document (see README, "Results JSON").
+
+    ``stats`` holds the rows the lens covers: ``rows`` (ascending, ending with L), or every
+    row when None. A row the lens does not cover is null in every per-row field, and in each
+    position's ``tracked_probs``; ``lens.rows`` lists the covered ones.
+    """
     layers = stats.entropy.shape[0]
+    if rows is not None and len(rows) == rows[-1] + 1:
+        rows = None  # every row
+    count = layers if rows is None else rows[-1] + 1
+    if rows is not None:
+        lens = {**lens, "rows": list(rows)}
+
+    def spread(values: list[Any]) -> list[Any]:
+        return _spread(values, rows, count)
     used = set(input_ids) | set(stats.topk_ids.reshape(-1).tolist())
     if prompt.get("target_id") is not None:
         used.add(prompt["target_id"])
@@ -67,19 +91,19 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "lens": lens,
         "input_ids": input_ids,
         "input_tokens": [vocab[i] for i in input_ids],
-        "layers": list(range(layers)),
-        "topk_ids": _ints(stats.topk_ids),
-        "topk_probs": _probs(stats.topk_probs),
-        "entropy": _nats(stats.entropy),
-        "kl_to_final": _nats(stats.kl_to_final),
-        "next_token_prob": [[_sig(v) if t < last else None for t, v in enumerate(row)]
-                            for row in stats.next_token_prob.tolist()],
-        "next_token_rank": [[v if t < last else None for t, v in enumerate(row)]
-                            for row in stats.next_token_rank.tolist()],
-        "target_prob": None if stats.target_prob is None else _probs(stats.target_prob),
-        "target_rank": None if stats.target_rank is None else _ints(stats.target_rank),
+        "layers": list(range(count)),
+        "topk_ids": spread(_ints(stats.topk_ids)),
+        "topk_probs": spread(_probs(stats.topk_probs)),
+        "entropy": spread(_nats(stats.entropy)),
+        "kl_to_final": spread(_nats(stats.kl_to_final)),
+        "next_token_prob": spread([[_sig(v) if t < last else None for t, v in enumerate(row)]
+                                   for row in stats.next_token_prob.tolist()]),
+        "next_token_rank": spread([[v if t < last else None for t, v in enumerate(row)]
+                                   for row in stats.next_token_rank.tolist()]),
+        "target_prob": None if stats.target_prob is None else spread(_probs(stats.target_prob)),
+        "target_rank": None if stats.target_rank is None else spread(_ints(stats.target_rank)),
         "tracked_ids": [ids.tolist() for ids in stats.tracked_ids],
-        "tracked_probs": [_probs(probs) for probs in stats.tracked_probs],
+        "tracked_probs": [spread(_probs(probs)) for probs in stats.tracked_probs],
         "vocab": {str(i): vocab[i] for i in sorted(used)},
     }
     return document

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ...errors import LensReportError
 from .base import Lens, LensSettingError
+from .jacobian import JacobianLens
 from .logit import LogitLens
 from .raw import RawLens
 from .tuned import TunedLens
@@ -42,8 +43,8 @@ def lens_style(name: str) -> dict[str, str]:
     return {"kind": name, "label": cls.label, "dash": cls.line_dash}
 
 
-for _kind in (LogitLens, RawLens, TunedLens):
+for _kind in (LogitLens, RawLens, TunedLens, JacobianLens):
     register(_kind)
 
-__all__ = ["Lens", "LensSettingError", "LogitLens", "RawLens", "TunedLens", "register", "lens_names",
-           "lens_class", "lens_style"]
+__all__ = ["Lens", "LensSettingError", "LogitLens", "RawLens", "TunedLens", "JacobianLens",
+           "register", "lens_names", "lens_class", "lens_style"]

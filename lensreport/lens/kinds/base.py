@@ -3,15 +3,17 @@
 Row i of every lens is ``hidden_states[i]`` (row 0 = embeddings, row i = the output of block
 i) read through the lens; row L is always the model's own logits. A lens says what it does to
 ``h_i`` before the final norm (``translate``), whether the final norm is applied at all
-(``normalizes``), its content identity (for cache keys) and its description (for documents
-and pages). Every lens so far covers every row; the Jacobian lens (no matrix for the
-embeddings row) will add row coverage, with uncovered rows null, never another lens's numbers. The tiled pass, corpus curves, fitting, pages and the
-notebook take Lens objects; none of them switches on a lens's name.
+(``normalizes``), which rows it reads (``rows``: a row it has nothing for, such as the
+Jacobian lens's embeddings row, is null in documents and blank on pages, never another
+lens's numbers), its content identity (for cache keys) and its description (for documents
+and pages). The tiled pass, corpus curves, fitting, pages and the notebook take Lens
+objects; none of them switches on a lens's name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ...errors import LensReportError
@@ -59,8 +61,11 @@ class Lens:
         return cls()
 
     @classmethod
-    def for_model(cls, model_reference: str) -> "Lens":
-        """The lens with its default settings for a model (the notebook's ``lens="name"``)."""
+    def for_model(cls, model_reference: str, source: "str | Path | None" = None) -> "Lens":
+        """The lens for a model in a notebook (``lens="name"``): read from ``source`` (a
+        kind's file or folder) where the kind takes one, else its default settings."""
+        if source is not None:
+            raise LensReportError(f"the {cls.label} takes no source (got {source})")
         return cls()
 
     def identity(self) -> str | None:
@@ -72,6 +77,11 @@ class Lens:
         """This lens ready to read one loaded model (weights loaded, shapes checked); raises
         LensReportError when it does not fit the model."""
         return self
+
+    def rows(self, num_layers: int) -> tuple[int, ...]:
+        """The rows 0 … L this lens reads, ascending; always ends with row L (the model's
+        own logits). Called on a bound lens."""
+        return tuple(range(num_layers + 1))
 
     def translate(self, layer: int, hidden: "torch.Tensor") -> "torch.Tensor":
         """What the final norm reads at row ``layer`` < L."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import LensReportError
@@ -47,8 +48,13 @@ class TunedLens(Lens):
         return cls(settings.tuned or tuned_format.TunedSource(), model_reference)
 
     @classmethod
-    def for_model(cls, model_reference: str) -> "TunedLens":
-        """The published lens of the model's Hub id (the default source)."""
+    def for_model(cls, model_reference: str, source: "str | Path | None" = None
+                  ) -> "TunedLens":
+        """The lens folder ``source``, else the published lens of the model's Hub id."""
+        if source is not None:
+            folder = Path(source)
+            return cls(tuned_format.TunedSource(folder=folder.resolve(), label=folder.name),
+                       model_reference)
         return cls(model_reference=model_reference)
 
     @classmethod
