@@ -17,7 +17,7 @@ import click
 
 from ._version import __version__
 from .errors import LensReportError, UsageError, first_line
-from .lens.fit.settings import TrainSettings
+from .lens.fit.settings import JacobianSettings, TrainSettings
 
 log = logging.getLogger("lensreport")
 
@@ -319,6 +319,87 @@ def train_lens(manifest: str, model_name: str, corpus: str, out: Path | None, to
         print_report(report, folder)
 
     _run(debug, action)
+
+
+_JACOBIAN = JacobianSettings()
+
+
+@main.command("fit-lens")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--model", "model_name", required=True, help="The model's name in the manifest.")
+@click.option("--kind", type=click.Choice(["jacobian", "tuned"]), required=True,
+              help="jacobian: the Jacobian lens; tuned: the tuned lens (as train-lens).")
+@click.option("--corpus", help="A .txt file (documents separated by blank lines), a .jsonl "
+                                "file with a 'text' field, or a Hugging Face datasets id.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="File (jacobian; default lenses/MODEL/jacobian_lens.pt) or folder (tuned) "
+                   "to write, next to the manifest.")
+@click.option("--prompts", type=click.IntRange(1), default=_JACOBIAN.prompts, show_default=True,
+              help="jacobian: corpus documents to fit on (each one prompt).")
+@click.option("--context", type=click.IntRange(2), default=None,
+              help=f"Tokens per prompt (jacobian: {_JACOBIAN.context}) or window (tuned: "
+                   f"{_TRAIN.context}).")
+@click.option("--skip-first", type=click.IntRange(0), default=_JACOBIAN.skip_first,
+              show_default=True, help="jacobian: positions skipped at each prompt's start.")
+@click.option("--dim-batch", type=click.IntRange(1), default=_JACOBIAN.dim_batch,
+              show_default=True, help="jacobian: output dimensions per backward pass.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=_JACOBIAN.checkpoint_every,
+              show_default=True, help="jacobian: prompts between checkpoints (running sums).")
+@click.option("--shard", callback=_shard, metavar="K/N",
+              help="jacobian: fit prompts K-1, K-1+N, … and write their running sums.")
+@click.option("--merge", "merge_parts", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="jacobian: add these shards' sums into one lens (repeatable).")
+@click.option("--tokens", type=click.IntRange(1), default=_TRAIN.tokens, show_default=True,
+              help="tuned: training budget in tokens.")
+@_common
+def fit_lens(manifest: str, model_name: str, kind: str, corpus: str | None, out: Path | None,
+             prompts: int, context: int | None, skip_first: int, dim_batch: int,
+             checkpoint_every: int, shard: tuple[int, int] | None, merge_parts: tuple[Path, ...], tokens: int,
+             quiet: bool, verbose: bool, debug: bool) -> None:
+    """Fit a lens for one of the manifest's models: a Jacobian lens (the reference format),
+    or a tuned lens (`train-lens` with its defaults).
+
+    The Jacobian lens averages, over the corpus's first --prompts documents (each its first
+    --context tokens), the Jacobian of the last block's output with respect to each block's
+    output (README, "The Jacobian lens"). Checkpoints next to --out; run the same command
+    again to resume. On several machines: --shard K/N on each, then --merge.
+
+    \b
+    Examples:
+      lensreport fit-lens prompts.yaml --model smol --kind jacobian --corpus corpus.txt
+      lensreport fit-lens prompts.yaml --model smol --kind jacobian --corpus c.txt --shard 1/2
+      lensreport fit-lens prompts.yaml --model smol --kind jacobian --merge a.pt --merge b.pt
+    """
+    _setup_logging(quiet, verbose)
+
+    def tuned() -> None:
+        from .commands.train_lens import print_report, train
+
+        if merge_parts or shard:
+            raise UsageError("--shard and --merge are for --kind jacobian")
+        settings = TrainSettings(tokens=tokens, context=context or _TRAIN.context)
+        report, folder = train(_load(manifest), model_name, need_corpus(), out, settings)
+        print_report(report, folder)
+
+    def jacobian() -> None:
+        from .commands.fit_lens import fit_jacobian, merge_jacobian
+
+        if merge_parts:
+            if shard or corpus:
+                raise UsageError("--merge takes the shard files only (no --corpus, no --shard)")
+            merge_jacobian(_load(manifest), model_name, list(merge_parts), out)
+            return
+        fit_jacobian(_load(manifest), model_name, need_corpus(), out, JacobianSettings(
+            prompts=prompts, context=context or _JACOBIAN.context, skip_first=skip_first,
+            dim_batch=dim_batch, checkpoint_every=checkpoint_every, shard=shard or (1, 1)))
+
+    def need_corpus() -> str:
+        if not corpus:
+            raise UsageError("--corpus is required (except with --merge)")
+        return corpus
+
+    _run(debug, {"jacobian": jacobian, "tuned": tuned}[kind])
 
 
 @main.command()

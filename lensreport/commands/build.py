@@ -297,9 +297,15 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         for run, document in found:
             table = corpus_documents if isinstance(run, CorpusRun) else documents
             table[run.names] = document
+        replayed: set[str] = set()
         for run in planned.prompt_runs:
-            if run.lens.name == run.model.lens.kind:  # a prompt's warnings once, not per lens
-                for message in documents.get(run.names, {}).get("warnings", []):
+            document = documents.get(run.names, {})
+            # A prompt's warnings once (not per lens), a lens's once per model.
+            messages = document.get("lens_warnings", []) + (
+                document.get("warnings", []) if run.lens.name == run.model.lens.kind else [])
+            for message in messages:
+                if message not in replayed:
+                    replayed.add(message)
                     log.warning("%s", message)
         manifest = add_saved_results(manifest, documents)
         summary.warnings = list(counter.messages)

@@ -229,4 +229,5 @@ class ModelSession:
             input_ids=encoded.input_ids, vocab=self.vocab, stats=stats,
             rows=bound.rows(self.num_layers))
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
+        document["lens_warnings"] = bound.warnings()
         return document

@@ -87,6 +87,11 @@ class Lens:
         """What the final norm reads at row ``layer`` < L."""
         return hidden
 
+    def warnings(self) -> list[str]:
+        """What binding found worth a warning (e.g. a lens made for another model): kept in
+        each document, so a build served from the cache warns again (--strict fails)."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         """Fields this lens adds to a document's ``lens`` description (after kind and head)."""
         return {}

@@ -8,7 +8,6 @@ never the logit lens's numbers; row L is the model's own logits, as for every le
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
 
     from ...manifest.specs import LensSettings
 
-log = logging.getLogger("lensreport")
-
 
 @dataclass(frozen=True)
 class JacobianLens(Lens):
@@ -38,6 +35,7 @@ class JacobianLens(Lens):
     artifact: jacobian_format.JacobianArtifact | None = field(default=None, compare=False,
                                                               repr=False)
     description: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: "LensSettings", model_reference: str, on_hub: bool
@@ -97,13 +95,15 @@ class JacobianLens(Lens):
         except LensReportError as exc:
             raise LensSettingError(str(exc)) from None
         named = artifact.metadata.get("model_id") or artifact.metadata.get("model_name")
+        notes: tuple[str, ...] = ()
         if isinstance(named, str) and named and named != session.reference:
             # Lenses are legitimately tried on fine-tunes: a warning (--strict fails).
-            log.warning("Jacobian lens %s was fitted for '%s', not for model '%s' (%s)",
-                        label, named, session.name, session.reference)
+            notes = (f"Jacobian lens {label} was fitted for '{named}', not for model "
+                     f"'{session.name}' ({session.reference})",)
         device = session.head.weight.device
         matrices = {layer: matrix.to(device) for layer, matrix in artifact.matrices.items()}
-        return replace(self, artifact=replace(artifact, matrices=matrices), description={
+        return replace(self, artifact=replace(artifact, matrices=matrices), notes=notes,
+                       description={
             "jacobian": {"source": label, "n_prompts": artifact.n_prompts,
                          "source_layers": artifact.source_layers,
                          **{key: artifact.metadata[key] for key in
@@ -121,6 +121,9 @@ class JacobianLens(Lens):
             raise LensReportError("the Jacobian lens needs its matrices (bind it to a model)")
         matrix = self.artifact.matrices[layer - 1]
         return (hidden.to(matrix.device).float() @ matrix.T).to(hidden.dtype)
+
+    def warnings(self) -> list[str]:
+        return list(self.notes)
 
     def describe(self) -> dict[str, Any]:
         return dict(self.description)

@@ -6,7 +6,6 @@ or on the Hugging Face Hub (by default the tuned-lens project's published lenses
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,6 @@ if TYPE_CHECKING:
     from ...manifest.specs import LensSettings
 
 
-log = logging.getLogger("lensreport")
-
-
 @dataclass(frozen=True)
 class TunedLens(Lens):
     name = "tuned"
@@ -37,6 +33,7 @@ class TunedLens(Lens):
     translators: tuned_format.Translators | None = field(default=None, compare=False,
                                                          repr=False)
     description: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: "LensSettings", model_reference: str, on_hub: bool
@@ -85,16 +82,16 @@ class TunedLens(Lens):
         tuned_format.check_shape(config, session.hidden_size, session.num_layers)
         source = self.source or tuned_format.TunedSource()
         expected = config.get("unembed_hash")
+        notes: tuple[str, ...] = ()
         if expected and expected != tuned_format.unembed_hash(session.head.weight):
             # Lenses are legitimately reused across fine-tunes: a warning (--strict fails).
-            log.warning("tuned lens %s was trained for another unembedding than model '%s' "
-                        "has (lens: %s, unembed_hash %s…; model: %s, unembed_hash %s…)",
-                        source.describe(self.model_reference), session.name,
-                        config.get("base_model_name_or_path"), expected[:12],
-                        session.reference,
-                        tuned_format.unembed_hash(session.head.weight)[:12])
+            notes = (f"tuned lens {source.describe(self.model_reference)} was trained for "
+                     f"another unembedding than model '{session.name}' has (lens: "
+                     f"{config.get('base_model_name_or_path')}, unembed_hash "
+                     f"{expected[:12]}…; model: {session.reference}, unembed_hash "
+                     f"{tuned_format.unembed_hash(session.head.weight)[:12]}…)",)
         return replace(self, translators=tuned_format.Translators.load(
-            folder, session.head.weight.device), description={
+            folder, session.head.weight.device), notes=notes, description={
             "tuned": {"source": source.describe(self.model_reference),
                       "base_model": config.get("base_model_name_or_path")}})
 
@@ -102,6 +99,9 @@ class TunedLens(Lens):
         if self.translators is None:
             raise LensReportError("the tuned lens needs its translators (bind it to a model)")
         return self.translators.apply(layer, hidden.to(self.translators.weights[layer].device))
+
+    def warnings(self) -> list[str]:
+        return list(self.notes)
 
     def describe(self) -> dict[str, Any]:
         return dict(self.description)
