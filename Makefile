@@ -45,6 +45,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	# The peer library that checks the tuned lens (format and numbers); its own
 	# dependencies are not needed for what the tests import.
 	$(PIP) --no-deps tuned-lens==0.2.0
+	# The Jacobian lens's peer (TransformerLens 4.3) in a folder of its own: only the peer
+	# check's subprocess puts it on its path, with import stubs (tests/peers/stubs).
+	$(PIP) --no-deps --upgrade --target $(VENV)/peers transformer-lens==4.3.0 einops==0.8.2 \
+	  jaxtyping==0.3.11 wadler-lindig==0.1.8
 	sh scripts/install-chromium.sh
 	touch $@
 

@@ -109,6 +109,13 @@ class LensResult:
 
     Arrays are indexed ``[layer, position]`` (``[layer, position, k]`` for top-k), layer 0 =
     embeddings, the last layer = the model's own output; see the README's "Results JSON".
+
+    A lens need not cover every row (the Jacobian lens has nothing for the embeddings row);
+    ``rows`` lists the covered ones and ``covered`` is the same as a boolean mask. Every array
+    keeps all ``num_rows`` rows: an uncovered row is NaN in the float arrays (``entropy``,
+    ``kl_to_final``, ``topk_probs``, ``next_token_prob``, ``target_prob``), -1 in the integer
+    ones (``topk_ids``, ``target_rank``) and None in ``topk_tokens`` — never another lens's
+    numbers. Select covered rows with ``result.entropy[result.covered]``.
     """
 
     document: dict[str, Any]
@@ -146,12 +153,33 @@ class LensResult:
         """Rows of every array: the embeddings plus one per block (L + 1)."""
         return len(self.document["layers"])
 
+    @property
+    def rows(self) -> list[int]:
+        """The rows the lens covers, ascending (every row for the logit lens); ends with L."""
+        rows = self.document["lens"].get("rows")
+        return list(range(self.num_rows)) if rows is None else list(rows)
+
+    @property
+    def covered(self) -> np.ndarray:
+        """A boolean mask over rows: True where the lens has numbers."""
+        mask = np.zeros(self.num_rows, dtype=bool)
+        mask[self.rows] = True
+        return mask
+
     def _array(self, field: str, dtype: Any = np.float32) -> np.ndarray:
-        """A field as an array; null (no next token at the last position) becomes NaN."""
+        """A field as an array; null (no next token at the last position) becomes NaN, and
+        a row the lens does not cover (a single null) a row of NaN (-1 for integer fields)."""
         value = self.document.get(field)
         if value is None:
             raise AttributeError(f"this result has no {field} (no target was given)")
-        return np.asarray(value, dtype=dtype)
+        covered = [row for row in value if row is not None]
+        shape = np.asarray(covered[0], dtype=object).shape  # the last row is always covered
+        integer = np.issubdtype(np.dtype(dtype), np.integer)
+        out = np.full((len(value), *shape), -1 if integer else np.nan, dtype=dtype)
+        for index, row in enumerate(value):
+            if row is not None:
+                out[index] = np.asarray(row, dtype=dtype)
+        return out
 
     @property
     def entropy(self) -> np.ndarray:
@@ -171,8 +199,10 @@ class LensResult:
 
     @property
     def topk_tokens(self) -> np.ndarray:
+        """Display strings of ``topk_ids``; None at rows the lens does not cover."""
         vocab = self.document["vocab"]
-        return np.vectorize(lambda i: vocab[str(i)], otypes=[object])(self.topk_ids)
+        return np.vectorize(lambda i: None if i < 0 else vocab[str(i)],
+                            otypes=[object])(self.topk_ids)
 
     @property
     def next_token_prob(self) -> np.ndarray:

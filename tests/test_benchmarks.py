@@ -1,7 +1,7 @@
 """The benchmark scripts (benchmarks/) in their --smoke mode: each runs its real code path
 end to end on tiny random models, so a package change that breaks a benchmark fails here.
 
-The three scripts start together (each spends most of its few seconds importing torch) and
+The scripts start together (each spends most of its few seconds importing torch) and
 each test waits for its own; the figures each script reports must all be in its output.
 """
 
@@ -17,7 +17,8 @@ from typing import Iterator
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = ("lens_benchmark.py", "scale_benchmark.py", "build_benchmark.py")
+SCRIPTS = ("lens_benchmark.py", "scale_benchmark.py", "build_benchmark.py",
+           "jacobian_benchmark.py")
 N = r"\d+(?:\.\d+)?"  # a reported figure
 
 
@@ -102,3 +103,15 @@ def test_build_benchmark(smoke):
             "tiny-b 256 tokens, from its folder, an empty weights cache",
             "tiny-b 256 tokens, from its folder again (--clean)")),
         rf"^embed page, 64 tokens × 4 layers × top-5: {N} KB \(plotly.min.js excluded")
+
+
+def test_jacobian_benchmark(smoke):
+    output = output_of(smoke, "jacobian_benchmark.py")
+    lines_matching(
+        output,
+        r"^# tiny-llama \(smoke\): 3 layers, d 32, 24 tokens, skip_first 4, dim_batch 8: 4 "
+        r"backward passes per prompt, cpu$",
+        r"^\| \(a\) floor s/prompt \| \(b\) fit s/prompt \| b/a \| \(c\) TransformerLens "
+        r"s/prompt \| c/b \|$",
+        # TransformerLens runs too (make test installs it beside the suite)
+        rf"^\| {N} \| {N} \| {N} \| {N} \| {N} \|$")

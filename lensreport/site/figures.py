@@ -5,6 +5,12 @@ units of 1e-4, nats in units of 1e-3) plus a small ``vocab`` of the ids shown. H
 cell text and the metric switch are built in the browser (assets/lensreport.js), so a figure
 of 64 tokens × 31 layers stays far below 150 KB. All strings reach Plotly through one
 escaping function in the browser; here they are only JSON.
+
+A lens need not cover every row (the Jacobian lens has nothing for the embeddings row): a
+document then lists its covered rows in ``lens.rows`` and an uncovered row is a single null
+in each per-row field. Payloads write such a row out as nulls of the row's full shape (the
+flat arrays keep their layout) and carry ``rows`` and ``gap_text``; the browser draws blank
+cells and gaps there, never another lens's numbers.
 """
 
 from __future__ import annotations
@@ -39,15 +45,53 @@ def _flat_ints(rows: Any) -> list[int | None]:
     return _flat(rows, 1)
 
 
+def covered_rows(document: dict[str, Any]) -> list[int]:
+    """The rows the document's lens covers, ascending (every row when ``lens.rows`` is absent)."""
+    rows = document["lens"].get("rows")
+    return list(range(len(document["layers"]))) if rows is None else list(rows)
+
+
+def _blank(shape: tuple[int, ...]) -> Any:
+    return None if not shape else [_blank(shape[1:]) for _ in range(shape[0])]
+
+
+def _dense(rows: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    """A per-row field with each uncovered row (a single null) written out as nulls of
+    ``shape`` (the shape of one row), so flat arrays keep their [layer][position] layout."""
+    return [_blank(shape) if row is None else row for row in rows]
+
+
+def gap_text(kind: str) -> str:
+    """What a page says at a row that lens ``kind`` does not cover (instead of any number)."""
+    return f"no {lens_style(kind)['label']} reading for this row"
+
+
+def _lens_fields(document: dict[str, Any]) -> dict[str, Any]:
+    """How the page names the lens, and which rows it covers (only when not every row)."""
+    style = lens_style(document["lens"]["kind"])
+    fields: dict[str, Any] = {"lens_style": style}
+    if document["lens"].get("rows") is not None:
+        fields["rows"] = covered_rows(document)
+        fields["gap_text"] = gap_text(document["lens"]["kind"])
+    return fields
+
+
 def summary(document: dict[str, Any]) -> dict[str, Any]:
     """What the model predicts after the prompt, and from which layer on it is the top guess."""
     last_layer = len(document["layers"]) - 1
-    top1 = [layer[-1][0] for layer in document["topk_ids"]]
+    # None for a row the lens does not cover: such rows are skipped, never counted as agreeing
+    # or disagreeing (the settled layer is the lowest covered row from which every covered row
+    # up to the output agrees).
+    top1 = [None if layer is None else layer[-1][0] for layer in document["topk_ids"]]
     answer = top1[last_layer]
     first = next(i for i, token in enumerate(top1) if token == answer)
     settled = last_layer
-    while settled > 0 and top1[settled - 1] == answer:
-        settled -= 1
+    for row in range(last_layer - 1, -1, -1):
+        if top1[row] is None:
+            continue
+        if top1[row] != answer:
+            break
+        settled = row
     return {
         "answer": document["vocab"][str(answer)],
         "probability": document["topk_probs"][last_layer][-1][0],
@@ -66,20 +110,21 @@ def first_view(document: dict[str, Any], figure_id: str) -> dict[str, Any]:
     probability) per cell, as a k = 1 payload marked ``partial``."""
     layers = len(document["layers"])
     length = len(document["input_ids"])
-    top1 = [[cell[0] for cell in row] for row in document["topk_ids"]]
+    top1 = [None if row is None else [cell[0] for cell in row] for row in document["topk_ids"]]
+    top1_probs = [None if row is None else [cell[0] for cell in row]
+                  for row in document["topk_probs"]]
     used = {str(i) for i in document["input_ids"]}
-    used.update(str(i) for row in top1 for i in row)
+    used.update(str(i) for row in top1 if row is not None for i in row)
     prompt = document["prompt"]
     return {
         "id": figure_id, "model": document["model"]["name"], "prompt": prompt["name"],
         "layers": layers, "length": length, "k": 1, "partial": True,
         "input_ids": document["input_ids"],
-        "topk_ids": _flat_ints(top1),
-        "topk_probs": _flat([[cell[0] for cell in row] for row in document["topk_probs"]],
-                            PROB_SCALE),
-        "entropy": _flat(document["entropy"], NATS_SCALE),
+        "topk_ids": _flat_ints(_dense(top1, (length,))),
+        "topk_probs": _flat(_dense(top1_probs, (length,)), PROB_SCALE),
+        "entropy": _flat(_dense(document["entropy"], (length,)), NATS_SCALE),
         "target_id": prompt.get("target_id"), "target": prompt.get("target_token"),
-        "lens_style": lens_style(document["lens"]["kind"]),
+        **_lens_fields(document),
         "vocab": {key: document["vocab"][key] for key in sorted(used, key=int)},
     }
 
@@ -89,9 +134,14 @@ def payload(document: dict[str, Any], figure_id: str, with_tracks: bool = True
     """The figure's data for the browser (see lensreport.js for how it is read)."""
     layers = len(document["layers"])
     length = len(document["input_ids"])
-    top_k = len(document["topk_ids"][0][0])
+    top_k = len(document["topk_ids"][covered_rows(document)[-1]][0])
+    row = (length,)
+
+    def grid(field: str, scale: int, shape: tuple[int, ...] = row) -> list[int | None]:
+        return _flat(_dense(document[field], shape), scale)
+
     used = {str(i) for i in document["input_ids"]}
-    used.update(str(i) for i in _flat_ints(document["topk_ids"]))
+    used.update(str(i) for i in _flat_ints(document["topk_ids"]) if i is not None)
     prompt = document["prompt"]
     if prompt.get("target_id") is not None:
         used.add(str(prompt["target_id"]))
@@ -103,22 +153,24 @@ def payload(document: dict[str, Any], figure_id: str, with_tracks: bool = True
         "length": length,
         "k": top_k,
         "input_ids": document["input_ids"],
-        "topk_ids": _flat_ints(document["topk_ids"]),
-        "topk_probs": _flat(document["topk_probs"], PROB_SCALE),
-        "entropy": _flat(document["entropy"], NATS_SCALE),
-        "kl_to_final": _flat(document["kl_to_final"], NATS_SCALE),
-        "next_token_prob": _flat(document["next_token_prob"], PROB_SCALE),
-        "next_token_rank": _flat_ints(document["next_token_rank"]),
+        "topk_ids": grid("topk_ids", 1, (length, top_k)),
+        "topk_probs": grid("topk_probs", PROB_SCALE, (length, top_k)),
+        "entropy": grid("entropy", NATS_SCALE),
+        "kl_to_final": grid("kl_to_final", NATS_SCALE),
+        "next_token_prob": grid("next_token_prob", PROB_SCALE),
+        "next_token_rank": grid("next_token_rank", 1),
         "target_id": prompt.get("target_id"),
         "target": prompt.get("target_token"),
-        "lens_style": lens_style(document["lens"]["kind"]),
+        **_lens_fields(document),
     }
     if document.get("target_prob") is not None:
-        data["target_prob"] = _flat(document["target_prob"], PROB_SCALE)
-        data["target_rank"] = _flat_ints(document["target_rank"])
+        data["target_prob"] = grid("target_prob", PROB_SCALE)
+        data["target_rank"] = grid("target_rank", 1)
     if with_tracks:
         data["tracked_ids"] = document["tracked_ids"]
-        data["tracked_probs"] = [_flat(probs, PROB_SCALE) for probs in document["tracked_probs"]]
+        data["tracked_probs"] = [_flat(_dense(probs, (len(ids),)), PROB_SCALE)
+                                 for ids, probs in zip(document["tracked_ids"],
+                                                       document["tracked_probs"])]
         for ids in document["tracked_ids"]:
             used.update(str(i) for i in ids)
     data["vocab"] = {key: document["vocab"][key] for key in sorted(used, key=int)}

@@ -27,7 +27,7 @@ from ..lens.kinds import lens_style
 from ..manifest.specs import Manifest
 from ..results.documents import dumps
 from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, metric_table
-from .figures import first_view, is_long, payload, script_json, summary
+from .figures import first_view, gap_text, is_long, payload, script_json, summary
 
 
 def builtin_templates() -> Traversable:
@@ -180,7 +180,13 @@ class CurveSeries:
         suffix = "" if self.lens == self.model.lens.kinds[0] else f".{self.lens}"
         return f"data/corpora/{self.corpus.slug}/{self.model.slug}{suffix}.json"
 
+    @property
+    def gap_text(self) -> str:
+        return gap_text(self.lens)
+
     def payload(self) -> dict[str, Any]:
+        """The curves for the browser; a row the lens does not cover is null in each metric
+        and its interval (the chart draws a gap there)."""
         fields = [metric.name for metric in CORPUS_METRICS]
         return {"model": self.model.name, "lens": self.lens, "style": lens_style(self.lens),
                 "layers": len(self.document["layers"]),

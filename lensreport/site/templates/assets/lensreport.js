@@ -4,6 +4,8 @@
  * (or [layer][position][k]); probabilities in units of 1e-4, nats in units of 1e-3.
  * Every string shown by Plotly goes through plotlyText(): Plotly renders tags such as
  * <b>, <br> or <a href> in text, so '&', '<' and '>' are written as entities.
+ * A lens that does not cover every row (data.rows lists the covered ones; absent = all) has
+ * nulls at the other rows: blank cells, gaps in lines, nothing in hovers and top-k lists.
  */
 (function () {
   'use strict';
@@ -80,6 +82,13 @@
     var select = this.root.querySelector('.lens-select');
     if (select) select.disabled = !on;
   };
+  /* Whether the current lens has numbers for this row. */
+  Figure.prototype.covered = function (layer) {
+    return !this.d.rows || this.d.rows.indexOf(layer) >= 0;
+  };
+  Figure.prototype.gapText = function () {
+    return this.d.gap_text || 'no reading for this row';
+  };
   Figure.prototype.at = function (array, layer, pos, scale) {
     var v = array[layer * this.T + pos];
     return v === null || v === undefined ? null : v / scale;
@@ -90,15 +99,18 @@
   };
   Figure.prototype.topk = function (layer, pos) {
     var out = [], base = (layer * this.T + pos) * this.k;
+    if (!this.covered(layer)) return out;
     for (var j = 0; j < this.k; j++) {
-      out.push({ id: this.d.topk_ids[base + j], p: this.d.topk_probs[base + j] / PROB });
+      var id = this.d.topk_ids[base + j], p = this.d.topk_probs[base + j];
+      if (id === null || id === undefined) continue;
+      out.push({ id: id, p: p === null || p === undefined ? null : p / PROB });
     }
     return out;
   };
   Figure.prototype.metrics = function () {
     var d = this.d, self = this, list = [
       { key: 'entropy', label: 'Entropy (nats)', get: function (l, t) { return self.at(d.entropy, l, t, NATS); }, colorscale: 'Viridis', zmin: 0 },
-      { key: 'top1', label: 'Top-1 probability', get: function (l, t) { return d.topk_probs[(l * self.T + t) * self.k] / PROB; }, colorscale: 'Blues', zmin: 0, zmax: 1 },
+      { key: 'top1', label: 'Top-1 probability', get: function (l, t) { var v = d.topk_probs[(l * self.T + t) * self.k]; return v === null || v === undefined ? null : v / PROB; }, colorscale: 'Blues', zmin: 0, zmax: 1 },
       { key: 'kl', label: 'KL(final ‖ layer) (nats)', get: function (l, t) { return self.at(d.kl_to_final, l, t, NATS); }, colorscale: 'Magma', zmin: 0 },
       { key: 'next', label: 'P(actual next token)', get: function (l, t) { return self.at(d.next_token_prob, l, t, PROB); }, colorscale: 'Greens', zmin: 0, zmax: 1 }
     ];
@@ -125,9 +137,15 @@
       var row = [];
       for (var t = 0; t < this.T; t++) {
         var lines = ['<b>layer ' + l + (l === this.L - 1 ? ' (output)' : '') + ' · position ' + t + '</b>',
-          'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t]))),
+          'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t])))];
+        if (!this.covered(l)) {  // no numbers at all: none of this lens's, none of another's
+          lines.push(plotlyText(this.gapText()));
+          row.push(lines.join('<br>'));
+          continue;
+        }
+        lines.push(
           'entropy ' + this.at(d.entropy, l, t, NATS).toFixed(2) + ' nats' +
-            (d.kl_to_final ? ' · KL ' + this.at(d.kl_to_final, l, t, NATS).toFixed(2) : '')];
+            (d.kl_to_final ? ' · KL ' + this.at(d.kl_to_final, l, t, NATS).toFixed(2) : ''));
         if (t < this.T - 1 && d.next_token_prob) {
           lines.push('next ' + plotlyText(JSON.stringify(this.token(d.input_ids[t + 1]))) + ': ' +
             pct(this.at(d.next_token_prob, l, t, PROB)) + ' (rank ' + d.next_token_rank[l * this.T + t] + ')');
@@ -146,7 +164,8 @@
     for (var l = 0; l < this.L; l++) {
       var row = [];
       for (var t = 0; t < this.T; t++) {
-        row.push(plotlyText(shortText(this.token(this.d.topk_ids[(l * this.T + t) * this.k]), 10)));
+        var id = this.d.topk_ids[(l * this.T + t) * this.k];
+        row.push(!this.covered(l) || id === null || id === undefined ? '' : plotlyText(shortText(this.token(id), 10)));
       }
       rows.push(row);
     }
@@ -174,6 +193,9 @@
       // Long prompts: a light hover (top-1 and the value), no string built per cell up
       // front; clicking a cell lists its top-k. Short ones: the full hover.
       customdata: long ? undefined : this.hover(),
+      // A blank cell (a row the lens does not cover): its hover says so on short prompts, and
+      // long prompts (whose hover shows the value) have none there.
+      hoverongaps: !long,
       hovertemplate: long ? '<b>layer %{y} · position %{x}</b><br>top-1: %{text}<br>value: %{z:.3f}<extra></extra>'
         : '%{customdata}<extra></extra>',
       colorscale: this.metric.colorscale, zmin: this.metric.zmin, zmax: this.metric.zmax,
@@ -184,9 +206,10 @@
       paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
       xaxis: long
         ? { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' },
-            range: [-0.5, WINDOW - 0.5], rangeslider: { visible: true, thickness: 0.08 } }
-        : { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false },
-      yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false },
+            range: [-0.5, WINDOW - 0.5], rangeslider: { visible: true, thickness: 0.08 }, zeroline: false }
+        : { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false, zeroline: false },
+      // Every row keeps its place, a blank one (a row the lens does not cover) included.
+      yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false, range: [-0.5, this.L - 0.5], zeroline: false },
       hoverlabel: { align: 'left', font: { family: 'ui-monospace, monospace', size: 12 } }
     };
     el.style.width = width + 'px';
@@ -240,7 +263,10 @@
       var j = d.tracked_ids[pos].indexOf(id);
       if (j < 0) return null;
       var n = d.tracked_ids[pos].length;
-      for (var l = 0; l < this.L; l++) ys.push(d.tracked_probs[pos][l * n + j] / PROB);
+      for (var l = 0; l < this.L; l++) {
+        var v = d.tracked_probs[pos][l * n + j];
+        ys.push(!this.covered(l) || v === null || v === undefined ? null : v / PROB);
+      }
       return ys;
     }
     return null;
@@ -254,6 +280,7 @@
     this.tracks.push(key);
     var trace = {
       type: 'scatter', mode: 'lines+markers', x: Array.from({ length: this.L }, function (_, i) { return i; }), y: probs,
+      connectgaps: false,  // null at rows the lens does not cover
       name: plotlyText(JSON.stringify(this.token(id))) + ' @ ' + plotlyText(shortText(this.token(this.d.input_ids[pos]), 12)) + ' (pos ' + pos + ')',
       hovertemplate: 'layer %{x}: %{y:.2%}<extra>%{fullData.name}</extra>'
     };
@@ -272,6 +299,11 @@
     picker.textContent = '';
     var label = document.createElement('span');
     label.className = 'hint';
+    if (!this.covered(layer)) {
+      label.textContent = 'Layer ' + layer + ', position ' + pos + ' — ' + this.gapText() + '.';
+      picker.appendChild(label);
+      return;
+    }
     label.textContent = 'Layer ' + layer + ', position ' + pos + ' — follow: ';
     picker.appendChild(label);
     this.topk(layer, pos).forEach(function (c) {
@@ -313,7 +345,7 @@
     var th = theme(el), traces = [];
     figures.forEach(function (f) {
       f.answerCurves().forEach(function (c) {
-        traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y,
+        traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y, connectgaps: false,
           line: { dash: c.lens.dash },
           name: plotlyText(f.d.model) + (f.variants.length > 1 ? ' (' + plotlyText(c.lens.label) + ')' : '') + ': ' + plotlyText(JSON.stringify(c.answer)),
           hovertemplate: 'depth %{x:.2f}: %{y:.2%}<extra>%{fullData.name}</extra>' });
@@ -340,15 +372,17 @@
           var L = s.layers - 1, colour = PALETTE[i % PALETTE.length];
           var xs = s[metric].map(function (_, l) { return byDepth ? (L ? l / L : 0) : l; });
           var ci = s[metric + '_ci'], name = plotlyText(s.model) + ' (' + plotlyText(s.style.label) + ')';
+          // A row the lens does not cover is null in the curve and in its interval: a gap.
+          function bound(i) { return function (c) { return c ? c[i] : null; }; }
           if (ci) {  // no interval below the minimum number of documents
-            traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[1]; }), line: { width: 0, color: colour },
-              hoverinfo: 'skip', showlegend: false, legendgroup: name });
-            traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(function (c) { return c[0]; }), line: { width: 0, color: colour },
-              fill: 'tonexty', fillcolor: colour + '33', hoverinfo: 'skip', showlegend: false, legendgroup: name });
+            traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(bound(1)), line: { width: 0, color: colour },
+              connectgaps: false, hoverinfo: 'skip', showlegend: false, legendgroup: name });
+            traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(bound(0)), line: { width: 0, color: colour },
+              connectgaps: false, fill: 'tonexty', fillcolor: colour + '33', hoverinfo: 'skip', showlegend: false, legendgroup: name });
           }
           traces.push({ type: 'scatter', mode: 'lines+markers', x: xs, y: s[metric], name: name, legendgroup: name,
-            line: { color: colour, dash: s.style.dash }, marker: { size: 4 },
-            customdata: s[metric].map(function (_, l) { return ci ? [l, ci[l][0], ci[l][1]] : [l]; }),
+            line: { color: colour, dash: s.style.dash }, marker: { size: 4 }, connectgaps: false,
+            customdata: s[metric].map(function (_, l) { return ci && ci[l] ? [l, ci[l][0], ci[l][1]] : [l, null, null]; }),
             hovertemplate: 'layer %{customdata[0]}: %{y:.4f}' + (ci ? ' [%{customdata[1]:.4f}, %{customdata[2]:.4f}]' : ' (no interval)') + '<extra>%{fullData.name}</extra>' });
         });
         var el = panel.querySelector('.curve-chart');
