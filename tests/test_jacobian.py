@@ -313,3 +313,29 @@ def test_run_lens_reads_a_jacobian_lens_file(tmp_path, tiny_models):
     assert all(not math.isnan(v) for v in result.document["entropy"][1])
     with pytest.raises(Exception, match="jacobian= is a source for lens='jacobian'"):
         run_lens(model, tokenizer, "The quick brown fox", jacobian=tmp_path / "lens.pt")
+
+
+def test_manifest_hub_spec_and_its_errors(tmp_path):
+    from lensreport.errors import LensReportError
+    from lensreport.manifest import load_manifest
+
+    manifest = write_manifest(tmp_path, """
+        lens:
+          kinds: [logit, jacobian]
+          jacobian: {repo: me/lenses, file: gpt2/j.pt, revision: v1}
+        models:
+          - {name: m, model: gpt2}
+        prompts:
+          - {name: fox, text: "The quick brown fox"}
+    """)
+    source = load_manifest(manifest).models[0].lens.jacobian
+    assert (source.repo, source.filename, source.revision, source.file) == \
+        ("me/lenses", "gpt2/j.pt", "v1", None)
+    assert source.describe("gpt2") == "me/lenses, gpt2/j.pt@v1"
+    manifest.write_text(manifest.read_text().replace(", file: gpt2/j.pt", ""))
+    with pytest.raises(LensReportError, match=rf"{manifest}:3: lens.jacobian: a repo needs "
+                                              r"the file in it"):
+        load_manifest(manifest)
+    manifest.write_text(manifest.read_text().replace("revision: v1", "branch: v1"))
+    with pytest.raises(LensReportError, match=rf"{manifest}:3: .*branch"):
+        load_manifest(manifest)
