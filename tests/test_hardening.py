@@ -241,8 +241,11 @@ def test_killed_build_keeps_the_previous_site(tmp_path, short_built, how):
     before = snapshot(tmp_path / "site")
     stored = entries(tmp_path / ".lensreport-cache")
     assert len(stored) == 1
+    # SIGINT as a terminal delivers it: a suite started in the background (nohup, `make
+    # test &`) may pass an ignored SIGINT on, and Python then keeps ignoring it.
     process = subprocess.Popen(lensreport_command() + ["build", str(manifest), "--clean"],
-                               stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Prompts run shortest first: once the short prompt's entry is written again, the
         # process is in the long prompt's forward pass and lens work.

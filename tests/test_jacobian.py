@@ -339,3 +339,37 @@ def test_manifest_hub_spec_and_its_errors(tmp_path):
     manifest.write_text(manifest.read_text().replace("revision: v1", "branch: v1"))
     with pytest.raises(LensReportError, match=rf"{manifest}:3: .*branch"):
         load_manifest(manifest)
+
+
+def test_unfinished_shards_and_changed_settings_are_refused(fitted, tmp_path, monkeypatch):
+    from lensreport.lens.fit import jacobian as fitting
+
+    folder, manifest = fitted
+    fit = ["--model", "m", "--kind", "jacobian", "--corpus", tmp_path / "corpus.txt",
+           "--context", CONTEXT, "--skip-first", SKIP, "--checkpoint-every", 1]
+    real, calls = fitting.prompt_jacobians, []
+
+    def interrupted(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fitting, "prompt_jacobians", interrupted)
+    assert run_cli("fit-lens", manifest, *fit, "--shard", "1/2",
+                   "--out", tmp_path / "p1.pt").returncode != 0
+    monkeypatch.setattr(fitting, "prompt_jacobians", real)
+    assert run_cli("fit-lens", manifest, *fit, "--shard", "2/2",
+                   "--out", tmp_path / "p2.pt").returncode == 0
+    merged = run_cli("fit-lens", manifest, "--model", "m", "--kind", "jacobian", "--merge",
+                     tmp_path / "p1.pt", "--merge", tmp_path / "p2.pt", "--out", tmp_path / "m.pt")
+    assert merged.returncode == 1 and "this shard has not finished" in merged.stderr
+    assert not (tmp_path / "m.pt").exists()
+    other = run_cli("fit-lens", manifest, *fit, "--shard", "1/2", "--prompts", 2,
+                    "--out", tmp_path / "p1.pt")
+    assert other.returncode == 1 and "was written with other settings" in other.stderr
+    payload = torch.load(tmp_path / "p2.pt", weights_only=True)
+    assert payload["complete"] is True and payload["metadata"]["fit_dtype"] == "float32"
+    assert payload["metadata"]["model_revision"] is None  # a local folder has no commit
+    assert payload["metadata"]["prompts"] == 64 and payload["metadata"]["corpus_digest"]
+    assert all(m.device.type == "cpu" for m in payload["jacobian_sum"].values())

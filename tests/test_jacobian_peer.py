@@ -44,7 +44,8 @@ def test_transformer_lens_reads_our_lens_and_fits_the_same(family, tmp_path, tin
     assert build.returncode == 0, build.stderr
     document = json.loads((tmp_path / "site/data/m/fox.jacobian.json").read_text())
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"input_ids": document["input_ids"], "documents": DOCUMENTS,
+    job.write_text(json.dumps({"input_ids": document["input_ids"],
+                               "topk_ids": document["topk_ids"], "documents": DOCUMENTS,
                                "skip": SKIP, "context": CONTEXT}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO / "tests" / "peers" / "stubs"), str(PEERS)])}
@@ -60,6 +61,9 @@ def test_transformer_lens_reads_our_lens_and_fits_the_same(family, tmp_path, tin
     for layer, entropy in theirs["entropy"].items():
         row = int(layer) + 1
         assert document["entropy"][row] == pytest.approx(entropy, abs=2e-3), row
+        # Each cell's top-k, token by token (ids and probabilities; ties cannot matter).
+        for ours, peer in zip(document["topk_probs"][row], theirs["topk_probs"][layer]):
+            assert ours == pytest.approx(peer, rel=2e-3, abs=1e-6), row
     assert document["entropy"][0] is None
 
     # Fit: TransformerLens prepends BOS where lensreport's tokenizer does not; on its ids,

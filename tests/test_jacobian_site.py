@@ -91,6 +91,18 @@ def cell_point(page, heatmap, layer: int, position: int) -> tuple[float, float]:
     return box["x"] + x, box["y"] + y
 
 
+def click_cell(page, heatmap, layer: int, position: int) -> None:
+    """Click a cell as a reader does: hover it first (Plotly's click reports the point its
+    throttled hover last found, so a click that outruns the hover hits the previous cell)."""
+    x, y = cell_point(page, heatmap, layer, position)
+    x -= 6  # a little left of the centre: the mode bar floats over the top right
+    page.mouse.move(x + 4, y + 2)
+    page.mouse.move(x, y)
+    heatmap.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
+    page.mouse.down()
+    page.mouse.up()
+
+
 def hover_text(page, heatmap, layer: int, position: int) -> str:
     x, y = cell_point(page, heatmap, layer, position)
     page.mouse.move(x + 4, y + 2)
@@ -185,13 +197,11 @@ def test_the_prompt_page_shows_blank_cells_for_the_jacobian_lens(jacobian_site, 
     assert z[0] == [None] * length
     assert z[1] == pytest.approx([cell[0] for cell in document["topk_probs"][1]], abs=1e-4)
     # A click on row 0 lists nothing to follow; on row 1 the top-k.
-    x, y = cell_point(page, heatmap, 0, length - 1)
-    page.mouse.click(x - 6, y)
+    click_cell(page, heatmap, 0, length - 1)
     page.wait_for_function(f"el => el.textContent.includes({json.dumps(GAP)})",
                            arg=section.locator(".token-picker").element_handle(), timeout=10_000)
     assert section.locator(".token-picker button").count() == 0
-    x, y = cell_point(page, heatmap, 1, length - 1)
-    page.mouse.click(x - 6, y)
+    click_cell(page, heatmap, 1, length - 1)
     section.locator(".token-picker button").first.wait_for(timeout=10_000)
     assert section.locator(".token-picker button").count() == len(document["topk_ids"][1][0])
     # The target's trajectory: a gap at row 0, the document's numbers elsewhere.

@@ -165,7 +165,8 @@ def read(path: Path) -> JacobianArtifact:
                               "jacobian_sum and n_done)")
     checkpoint = "J" not in payload
     raw = payload["jacobian_sum"] if checkpoint else payload["J"]
-    n_done = int(payload.get("n_done", 0)) if checkpoint else int(payload.get("n_prompts", 0))
+    n_done = int(payload.get("n_done", payload.get("n_prompts", 0))) if checkpoint else \
+        int(payload.get("n_prompts", 0))
     if checkpoint and n_done < 1:
         raise LensReportError(f"Jacobian lens {path}: a fitting checkpoint with n_done = "
                               f"{n_done} holds no prompts yet")
@@ -204,14 +205,14 @@ def check_fits(artifact: JacobianArtifact, label: str, hidden_size: int, num_lay
                               f"{num_layers}-layer model: use a lens fitted for this model")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Metadata as torch.load(weights_only=True) reads it back: plain values only."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return str(value)
 
 
@@ -222,24 +223,30 @@ def write(path: Path, matrices: dict[int, "torch.Tensor"], n_prompts: int,
 
     dtype = dtype or torch.float16
     d_model = next(iter(matrices.values())).shape[0]
-    payload = {"J": {int(layer): matrices[layer].to(dtype).contiguous()
+    payload = {"J": {int(layer): matrices[layer].detach().to("cpu", dtype).contiguous()
                      for layer in sorted(matrices)},
                "n_prompts": int(n_prompts), "source_layers": sorted(int(k) for k in matrices),
                "d_model": int(d_model)}
     if metadata:
-        payload["metadata"] = _plain(metadata)
+        payload["metadata"] = plain(metadata)
     _save(payload, path)
 
 
 def write_checkpoint(path: Path, sums: dict[int, "torch.Tensor"], n_done: int, next_idx: int,
-                     target_layer: int, skip_first: int, metadata: dict[str, Any]) -> None:
+                     target_layer: int, skip_first: int, metadata: dict[str, Any],
+                     complete: bool = False) -> None:
     """Running sums in the reference's checkpoint form (float32), written atomically: what
-    a resumed fit or a shard merge adds to."""
-    payload = {"jacobian_sum": {int(layer): sums[layer].float().contiguous()
+    a resumed fit or a shard merge adds to. ``complete`` marks a shard whose every planned
+    prompt is in the sums (merging requires it)."""
+    import torch
+
+    payload = {"jacobian_sum": {int(layer): sums[layer].detach().to("cpu", torch.float32)
+                                .contiguous()
                                 for layer in sorted(sums)},
                "n_done": int(n_done), "next_idx": int(next_idx),
                "source_layers": sorted(int(k) for k in sums), "target_layer": int(target_layer),
-               "skip_first": int(skip_first), "metadata": _plain(metadata)}
+               "skip_first": int(skip_first), "metadata": plain(metadata),
+               "complete": bool(complete)}
     _save(payload, path)
 
 

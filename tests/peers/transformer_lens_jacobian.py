@@ -21,14 +21,18 @@ job = json.loads(job_file.read_text())
 bridge = TransformerBridge.boot_transformers(folder, device="cpu", dtype=torch.float32).eval()
 lens = JacobianLens.from_pretrained(lens_file, model=bridge)  # validates it against the model
 readout = lens.readout(bridge, torch.tensor([job["input_ids"]]), return_full_logits=True)
-entropy = {}
+entropy, topk_probs = {}, {}
 for layer, logits in readout.lens_logits.items():
     logp = torch.log_softmax(logits.double(), -1)
     entropy[int(layer)] = (-(logp.exp() * logp).sum(-1)).tolist()
+    # The probability TransformerLens gives each of lensreport's top-k tokens of that cell.
+    ids = torch.tensor(job["topk_ids"][int(layer) + 1])
+    topk_probs[int(layer)] = logp.exp().gather(-1, ids).tolist()
 fitted = JacobianLens.fit(bridge, job["documents"], corpus="peer", skip_first_positions=job["skip"],
                           max_seq_len=job["context"], show_progress=False)
 fitted.save(out / "tl_fit.pt")
 ids = [bridge.to_tokens(text)[0, :job["context"]].tolist() for text in job["documents"]]
 (out / "tl.json").write_text(json.dumps({
     "source_layers": lens.source_layers, "n_prompts": lens.n_prompts, "entropy": entropy,
+    "topk_probs": topk_probs,
     "fit_ids": ids, "fit_n_prompts": fitted.n_prompts}))

@@ -30,6 +30,7 @@ import torch
 
 from ..._version import __version__
 from ...errors import LensReportError
+from ...results.identity import file_digest
 from ...models.loading import ModelRequest
 from ...models.references import ResolvedModel
 from ...progress import progress
@@ -62,10 +63,11 @@ class _FinalInput:
     def __init__(self, session: ModelSession) -> None:
         self.value: torch.Tensor | None = None
         norms = session.head.norms
-        self._handle = norms[0].register_forward_pre_hook(self._keep) if norms else None
+        self._handle = norms[0].register_forward_pre_hook(self._keep, with_kwargs=True) \
+            if norms else None
 
-    def _keep(self, module: Any, args: tuple[Any, ...]) -> None:
-        self.value = args[0]
+    def _keep(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.value = args[0] if args else next(iter(kwargs.values()))
 
     def get(self, last_hidden: torch.Tensor) -> torch.Tensor:
         """The captured input, or the last hidden state of a model without a final norm."""
@@ -83,7 +85,7 @@ def prompt_jacobians(session: ModelSession, input_ids: list[int], source_layers:
     device = session.loaded.device
     width = session.hidden_size
     length = len(input_ids)
-    valid = torch.arange(skip_first, length - 1, device=device)
+    valid = torch.arange(skip_first, length - 1)
     batch = min(dim_batch, width)
     ids = torch.tensor([input_ids], device=device).expand(batch, length)
     embeddings = model.get_input_embeddings()
@@ -101,20 +103,26 @@ def prompt_jacobians(session: ModelSession, input_ids: list[int], source_layers:
                                       "the backbone's forward pass, so the last block's "
                                       "output cannot be read for a Jacobian lens")
             sources = [output.hidden_states[layer + 1] for layer in source_layers]
-            jacobians = {layer: torch.zeros(width, width, device=device) for layer in
-                         source_layers}
-            rows = torch.arange(batch, device=device)
-            passes = range(0, width, batch)
+            if not all(source.requires_grad for source in sources):
+                raise LensReportError(f"model '{session.name}': its hidden states are not "
+                                      "computed from its input embeddings' output, so a "
+                                      "Jacobian lens cannot be fitted for it")
+            # Rows kept on the CPU (float32), as the reference does: (L-1)·d² floats per
+            # prompt would not fit next to a big model on its device. Indices live where
+            # each tensor does (device_map may spread the layers over devices).
+            jacobians = {layer: torch.zeros(width, width) for layer in source_layers}
+            rows = torch.arange(batch, device=target.device)
+            on_target = valid.to(target.device)
             cotangent = torch.zeros_like(target)
-            for start in passes:
+            for start in range(0, width, batch):
                 count = min(batch, width - start)
                 cotangent.zero_()
-                cotangent[rows[:count, None], valid[None, :], start + rows[:count, None]] = 1.0
+                cotangent[rows[:count, None], on_target[None, :], start + rows[:count, None]] = 1
                 grads = torch.autograd.grad(target, sources, cotangent,
                                             retain_graph=start + batch < width)
                 for layer, grad in zip(source_layers, grads):
                     jacobians[layer][start:start + count] = \
-                        grad[:count, valid].float().mean(1)
+                        grad[:count, valid.to(grad.device)].float().mean(1).cpu()
     finally:
         hook.remove()
         final.close()
@@ -123,13 +131,29 @@ def prompt_jacobians(session: ModelSession, input_ids: list[int], source_layers:
 
 def _metadata(session: ModelSession, source: corpora.CorpusSource,
               settings: JacobianSettings) -> dict[str, Any]:
+    """What the lens records about its fit; resuming and merging require the same."""
+    config = session.loaded.model.config
     # "model_id", not "model_name": TransformerLens refuses a lens whose model_name differs
-    # from its own name for the model (a folder path, for a local checkpoint).
-    return {"model_id": session.reference, "model_revision": session.loaded.request.revision,
-            "corpus": source.describe(), "context": settings.context,
-            "skip_first": settings.skip_first, "dim_batch": settings.dim_batch,
-            "estimator": "jacobian_lens", "fit_dtype": "float32",
+    # from its own name for the model (a folder path, for a local checkpoint). The revision
+    # is the resolved commit (None for local files), which TransformerLens compares with the
+    # model's; the one asked for is kept beside it.
+    corpus = source.describe()
+    if source.path is not None:
+        corpus_digest = file_digest(source.path)
+    else:
+        corpus_digest = None
+    return {"model_id": session.reference,
+            "model_revision": getattr(config, "_commit_hash", None),
+            "requested_revision": session.loaded.request.revision,
+            "corpus": corpus, "corpus_digest": corpus_digest, "prompts": settings.prompts,
+            "context": settings.context, "skip_first": settings.skip_first,
+            "dim_batch": settings.dim_batch, "estimator": "jacobian_lens",
+            "fit_dtype": str(session.head.weight.dtype).removeprefix("torch."),
             "target_layer": session.num_layers - 1, "fitted_by": f"lensreport {__version__}"}
+
+
+# Settings that do not change the numbers: shards fitted with other values still merge.
+_MERGE_FREE = ("shard", "dim_batch", "fitted_by")
 
 
 def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.CorpusSource,
@@ -142,19 +166,27 @@ def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.Cor
         raise LensReportError(f"model '{request.name}' has {layers} layer(s): a Jacobian lens "
                               "needs at least 2 (it maps layers 0 … L-2 to the last)")
     source_layers = list(range(layers - 1))
+    context_limit = session.facts.get("max_context")
+    if context_limit and settings.context > context_limit:
+        raise LensReportError(f"--context {settings.context} is longer than model "
+                              f"'{request.name}' accepts ({context_limit} tokens)")
     shard, shards = settings.shard
     metadata = {**_metadata(session, source, settings),
                 **({"shard": f"{shard}/{shards}"} if shards > 1 else {})}
+    if metadata["fit_dtype"] in ("float16", "bfloat16"):
+        log.warning("fitting in %s (the model's dtype): gradients lose precision; "
+                    "dtype: float32 on the model gives an exact lens", metadata["fit_dtype"])
     checkpoint = out.with_name(out.name + ".checkpoint") if shards == 1 else out
-    device = session.loaded.device
-    sums = {layer: torch.zeros(width, width, device=device) for layer in source_layers}
+    sums = {layer: torch.zeros(width, width) for layer in source_layers}  # CPU, float32
     done, next_index = 0, 0
     if checkpoint.is_file():
         saved = jacobian_format.read_checkpoint(checkpoint)
-        if saved.get("metadata") != jacobian_format._plain(metadata):
+        recorded = dict(saved.get("metadata") or {})
+        recorded.pop("planned", None)
+        if recorded != jacobian_format.plain(metadata):
             raise LensReportError(f"{checkpoint} was written with other settings or for "
                                   "another model; delete it or use another --out")
-        sums = {int(k): v.float().to(device) for k, v in saved["jacobian_sum"].items()}
+        sums = {int(k): v.float() for k, v in saved["jacobian_sum"].items()}
         done, next_index = int(saved["n_done"]), int(saved["next_idx"])
         log.info("resuming after %d prompt(s)", done)
     planned = [(index, ids) for index, ids in prompts(source, session.loaded.tokenizer, settings)
@@ -166,9 +198,10 @@ def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.Cor
     started = time.perf_counter()
     bar = progress(total=len(planned), initial=done, desc="fit-lens", unit="prompt")
 
-    def save() -> None:
+    def save(complete: bool = False) -> None:
         jacobian_format.write_checkpoint(checkpoint, sums, done, next_index, layers - 1,
-                                         settings.skip_first, metadata)
+                                         settings.skip_first,
+                                         {**metadata, "planned": len(planned)}, complete)
 
     for index, ids in planned:
         if index < next_index:
@@ -183,7 +216,7 @@ def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.Cor
     bar.close()
     seconds = time.perf_counter() - started
     if shards > 1:
-        save()  # the shard's running sums: `fit-lens --merge` adds them into the lens
+        save(complete=True)  # the shard's sums: `fit-lens --merge` adds them into the lens
     else:
         jacobian_format.write(out, {layer: s / done for layer, s in sums.items()}, done,
                               metadata)
@@ -195,8 +228,13 @@ def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.Cor
 def merge(parts: list[Path], out: Path) -> dict[str, Any]:
     """Add the running sums of shards 1 … N (each once) into one lens file."""
     payloads = [jacobian_format.read_checkpoint(part) for part in parts]
-    common = [{k: v for k, v in p.get("metadata", {}).items() if k != "shard"}
-              for p in payloads]
+    unfinished = [str(part) for part, p in zip(parts, payloads) if not p.get("complete")]
+    if unfinished:
+        raise LensReportError(f"{unfinished[0]}: this shard has not finished (its fit was "
+                              "interrupted or is still running); run its fit-lens command "
+                              "again to complete it, then merge")
+    common = [{k: v for k, v in p.get("metadata", {}).items()
+               if k not in _MERGE_FREE + ("planned",)} for p in payloads]
     if any(meta != common[0] for meta in common[1:]):
         raise LensReportError("the shards were fitted with other settings or for other "
                               "models; merge shards of one `fit-lens --shard K/N` run")

@@ -65,11 +65,6 @@ class JacobianLens(Lens):
         return cls(jacobian_format.JacobianSource(file=path.resolve(), label=path.name),
                    model_reference)
 
-    @classmethod
-    def from_artifact(cls, artifact: jacobian_format.JacobianArtifact) -> "JacobianLens":
-        """A lens from matrices in memory (a fit evaluates the lens it fits)."""
-        return cls(artifact=artifact)
-
     def _file(self):
         source = self.source or jacobian_format.JacobianSource()
         try:
@@ -80,8 +75,6 @@ class JacobianLens(Lens):
             raise LensSettingError(str(exc)) from None
 
     def identity(self) -> str:
-        if self.artifact is not None and self.source is None:
-            raise LensReportError("a Jacobian lens in memory has no content identity")
         return file_digest(self._file())
 
     def bind(self, session: LoadedModelView) -> "JacobianLens":
