@@ -15,9 +15,10 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import LensReportError, first_line
 from ..results.identity import cache_home
@@ -109,6 +110,30 @@ def weights_cache_folder(resolved: ResolvedModel) -> Path:
     return cache_home() / "weights" / key[:24]
 
 
+@contextmanager
+def _one_gguf_reader() -> Iterator[None]:
+    """One parse of a GGUF file per conversion: transformers builds a new ``GGUFReader`` for
+    the config, the weights and the tokenizer, each parsing every metadata field in Python
+    (about 20 s apiece for Gemma-3's 262k-token vocabulary). A reader is a read-only memory
+    map once built, so one serves all three."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[Any, Any] = {}
+
+    def shared(path: Any, *args: Any, **kwargs: Any) -> Any:
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _convert_gguf(resolved: ResolvedModel, folder: Path) -> None:
     """Dequantize a GGUF file once into a save_pretrained folder (written atomically)."""
     import torch
@@ -122,9 +147,12 @@ def _convert_gguf(resolved: ResolvedModel, folder: Path) -> None:
         module.assemble(partial, overwrite=True)
         os.replace(partial, gguf_path)
     log.info("converting %s (first load of this GGUF file; cached for next time)", gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(resolved.location, gguf_file=resolved.gguf_file,
-                                                 dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.location, gguf_file=resolved.gguf_file)
+    with _one_gguf_reader():
+        model = AutoModelForCausalLM.from_pretrained(resolved.location,
+                                                     gguf_file=resolved.gguf_file,
+                                                     dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location,
+                                                  gguf_file=resolved.gguf_file)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
