@@ -98,9 +98,28 @@ def click_cell(page, heatmap, layer: int, position: int) -> None:
     x -= 6  # a little left of the centre: the mode bar floats over the top right
     page.mouse.move(x + 4, y + 2)
     page.mouse.move(x, y)
-    heatmap.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
+    # The hover label of this very cell (a previous cell's label may still be showing).
+    page.wait_for_function("([el, want]) => [...el.querySelectorAll('.hoverlayer .hovertext')]"
+                           ".some(h => h.textContent.includes(want))",
+                           arg=[heatmap.element_handle(), f"layer {layer} · position {position}"],
+                           timeout=10_000)
     page.mouse.down()
     page.mouse.up()
+
+
+def pick_cell(page, heatmap, layer: int, position: int, picker, shown: str) -> None:
+    """Click a cell until the token picker shows what ``shown`` (a JS predicate on the
+    picker) expects. Picking a cell is idempotent; Plotly now and then drops a click that
+    follows a redraw on a loaded machine (about 1 in 20 runs here), which is not what this
+    test is about — three tries, each waiting on the condition."""
+    for attempt in range(3):
+        click_cell(page, heatmap, layer, position)
+        try:
+            page.wait_for_function(shown, arg=picker, timeout=4_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: click again
+            if attempt == 2:
+                raise
 
 
 def hover_text(page, heatmap, layer: int, position: int) -> str:
@@ -197,12 +216,11 @@ def test_the_prompt_page_shows_blank_cells_for_the_jacobian_lens(jacobian_site, 
     assert z[0] == [None] * length
     assert z[1] == pytest.approx([cell[0] for cell in document["topk_probs"][1]], abs=1e-4)
     # A click on row 0 lists nothing to follow; on row 1 the top-k.
-    click_cell(page, heatmap, 0, length - 1)
-    page.wait_for_function(f"el => el.textContent.includes({json.dumps(GAP)})",
-                           arg=section.locator(".token-picker").element_handle(), timeout=10_000)
+    picker = section.locator(".token-picker").element_handle()
+    pick_cell(page, heatmap, 0, length - 1, picker,
+              f"el => el.textContent.includes({json.dumps(GAP)})")
     assert section.locator(".token-picker button").count() == 0
-    click_cell(page, heatmap, 1, length - 1)
-    section.locator(".token-picker button").first.wait_for(timeout=10_000)
+    pick_cell(page, heatmap, 1, length - 1, picker, "el => el.querySelector('button') !== null")
     assert section.locator(".token-picker button").count() == len(document["topk_ids"][1][0])
     # The target's trajectory: a gap at row 0, the document's numbers elsewhere.
     trajectory = page.evaluate("el => el.data.map(t => ({y: t.y, gaps: t.connectgaps}))",
