@@ -14,8 +14,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import run_cli, write_manifest
 
-import tiny
-
 SKIP, CONTEXT = 4, 20
 DOCUMENTS = ["The quick brown fox jumps over the lazy dog and runs far away.",
              "Hi",  # too short for a valid position: skipped, not counted
