@@ -158,7 +158,7 @@ def test_trained_demo_lens_beats_the_logit_lens_and_loads_in_tuned_lens(demo_sit
     the logit lens at every row but the last two on the held-out corpus; and the tuned-lens
     library loads it and computes the same translation. (Row L-1 is within a few tenths of a
     nat of the model's own output for both lenses: on the fixture's 128 scored tokens and a
-    two-step lens its sign is noise, so it is not asserted.)"""
+    one-step lens its sign is noise, so it is not asserted.)"""
     from tuned_lens.nn.lenses import TunedLens
 
     from lensreport.manifest import load_manifest
