@@ -27,30 +27,16 @@ from pathlib import Path
 import torch
 
 from _shared import REPO, SMOKE_HELP, TEXT, open_session, smoke_model
-from lensreport.lens.fit.jacobian import _FinalInput, prompt_jacobians
+from lensreport.lens.fit.jacobian import prompt_jacobians, replicated_graph
 
 
 def floor(session, ids: list[int], layers: list[int], dim_batch: int) -> None:
-    model, device = session.loaded.model, session.loaded.device
     width = session.hidden_size
     batch = min(dim_batch, width)
-    tokens = torch.tensor([ids], device=device).expand(batch, len(ids))
-    hook = model.get_input_embeddings().register_forward_hook(
-        lambda module, args, out: out.requires_grad_(True))
-    final = _FinalInput(session)
-    try:
-        with torch.enable_grad():
-            output = model.base_model(input_ids=tokens, output_hidden_states=True,
-                                      use_cache=False)
-            target = final.get(output.last_hidden_state)
-            sources = [output.hidden_states[layer + 1] for layer in layers]
-            cotangent = torch.randn_like(target)
-            for start in range(0, width, batch):
-                torch.autograd.grad(target, sources, cotangent,
-                                    retain_graph=start + batch < width)
-    finally:
-        hook.remove()
-        final.close()
+    with replicated_graph(session, ids, layers, batch) as (target, sources):
+        cotangent = torch.randn_like(target)
+        for start in range(0, width, batch):
+            torch.autograd.grad(target, sources, cotangent, retain_graph=start + batch < width)
 
 
 TL_SCRIPT = """

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -78,20 +79,18 @@ class _FinalInput:
             self._handle.remove()
 
 
-def prompt_jacobians(session: ModelSession, input_ids: list[int], source_layers: list[int],
-                     skip_first: int, dim_batch: int) -> dict[int, torch.Tensor]:
-    """One prompt's J_l (float32, [d, d], rows = output dimensions) for every source layer."""
+@contextmanager
+def replicated_graph(session: ModelSession, input_ids: list[int], source_layers: list[int],
+                     batch: int) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """The forward pass a fit differentiates: the prompt replicated ``batch`` times, with a
+    graph from the embeddings' output on. Yields (target: the last block's output, sources:
+    the outputs of blocks ``source_layers``), inside ``torch.enable_grad()``."""
     model = session.loaded.model
-    device = session.loaded.device
-    width = session.hidden_size
-    length = len(input_ids)
-    valid = torch.arange(skip_first, length - 1)
-    batch = min(dim_batch, width)
-    ids = torch.tensor([input_ids], device=device).expand(batch, length)
-    embeddings = model.get_input_embeddings()
+    ids = torch.tensor([input_ids], device=session.loaded.device).expand(batch, len(input_ids))
     # Parameters are frozen: the embeddings' output is made to require a gradient, so the
     # forward pass records the graph from there on (the same modules and path as the lens).
-    hook = embeddings.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: out.requires_grad_(True))
     final = _FinalInput(session)
     try:
         with torch.enable_grad():
@@ -107,25 +106,35 @@ def prompt_jacobians(session: ModelSession, input_ids: list[int], source_layers:
                 raise LensReportError(f"model '{session.name}': its hidden states are not "
                                       "computed from its input embeddings' output, so a "
                                       "Jacobian lens cannot be fitted for it")
-            # Rows kept on the CPU (float32), as the reference does: (L-1)·d² floats per
-            # prompt would not fit next to a big model on its device. Indices live where
-            # each tensor does (device_map may spread the layers over devices).
-            jacobians = {layer: torch.zeros(width, width) for layer in source_layers}
-            rows = torch.arange(batch, device=target.device)
-            on_target = valid.to(target.device)
-            cotangent = torch.zeros_like(target)
-            for start in range(0, width, batch):
-                count = min(batch, width - start)
-                cotangent.zero_()
-                cotangent[rows[:count, None], on_target[None, :], start + rows[:count, None]] = 1
-                grads = torch.autograd.grad(target, sources, cotangent,
-                                            retain_graph=start + batch < width)
-                for layer, grad in zip(source_layers, grads):
-                    jacobians[layer][start:start + count] = \
-                        grad[:count, valid.to(grad.device)].float().mean(1).cpu()
+            yield target, sources
     finally:
         hook.remove()
         final.close()
+
+
+def prompt_jacobians(session: ModelSession, input_ids: list[int], source_layers: list[int],
+                     skip_first: int, dim_batch: int) -> dict[int, torch.Tensor]:
+    """One prompt's J_l (float32, [d, d], rows = output dimensions) for every source layer."""
+    width = session.hidden_size
+    valid = torch.arange(skip_first, len(input_ids) - 1)
+    batch = min(dim_batch, width)
+    with replicated_graph(session, input_ids, source_layers, batch) as (target, sources):
+        # Rows kept on the CPU (float32), as the reference does: (L-1)·d² floats per
+        # prompt would not fit next to a big model on its device. Indices live where
+        # each tensor does (device_map may spread the layers over devices).
+        jacobians = {layer: torch.zeros(width, width) for layer in source_layers}
+        rows = torch.arange(batch, device=target.device)
+        on_target = valid.to(target.device)
+        cotangent = torch.zeros_like(target)
+        for start in range(0, width, batch):
+            count = min(batch, width - start)
+            cotangent.zero_()
+            cotangent[rows[:count, None], on_target[None, :], start + rows[:count, None]] = 1
+            grads = torch.autograd.grad(target, sources, cotangent,
+                                        retain_graph=start + batch < width)
+            for layer, grad in zip(source_layers, grads):
+                jacobians[layer][start:start + count] = \
+                    grad[:count, valid.to(grad.device)].float().mean(1).cpu()
     return jacobians
 
 
