@@ -17,7 +17,7 @@ import itertools
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 from markupsafe import Markup
@@ -31,6 +31,9 @@ from .results.files import atomic_write
 from .results.identity import cache_key
 from .slugs import slugify
 
+if TYPE_CHECKING:
+    from .models.prompts import PromptRequest
+
 _plotly_sent = False  # plotly.min.js is inlined into the first output of a kernel only
 _output_ids = itertools.count(1)
 # What head discovery found per model object (weakly held: a deleted model is forgotten),
@@ -41,17 +44,23 @@ _readings: "weakref.WeakKeyDictionary[Any, tuple[int, Any]]" = weakref.WeakKeyDi
 def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None,
              top_k: int = 5, lens: str | Lens = "logit", tuned: str | Path | None = None,
              jacobian: str | Path | None = None, model_name: str | None = None,
-             prompt_name: str = "prompt") -> "LensResult":
+             prompt_name: str = "prompt", targets: dict[str, Any] | None = None,
+             chat: bool = False, messages: list[dict[str, str]] | None = None,
+             generate: int = 0) -> "LensResult":
     """The lens on one text with a loaded Hugging Face causal LM (any device, sharded too).
 
     ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``;
     ``tuned`` and ``jacobian`` read the lens given as ``tuned=`` (a lens folder) or
     ``jacobian=`` (a J-lens file), else the published lens of the model's Hub id) or a Lens
-    object; ``target`` is a token whose probability is tracked at every layer. Returns the
-    document `lensreport build` writes for the same model and prompt.
+    object; ``target`` is a token whose probability is tracked at every layer; ``targets``
+    are named token groups (``{"animals": [" dog", " cat"], "french": {"word": "chien"}}``).
+    ``chat=True`` formats ``text`` as a user message with the tokenizer's chat template (or
+    give ``messages=[{"role": ..., "content": ...}]``); ``generate=N`` continues the prompt
+    greedily by N tokens and lenses prompt and continuation. Returns the document
+    `lensreport build` writes for the same model and prompt.
     """
     from .lens.engine import ModelSession, discover
-    from .models.limits import PromptError
+    from .models.prompts import PromptError
     from .models.loading import LoadedModel, ModelRequest, model_facts
     from .models.references import ResolvedModel
 
@@ -76,17 +85,53 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
             _readings[model] = (id(tokenizer), reading)
         session = ModelSession.from_loaded(LoadedModel(request, model, tokenizer, device, facts),
                                            reading)
+        request = _prompt_request(prompt_name, text, target, targets, chat, messages, generate)
         try:
-            encoded = session.prepare(prompt_name, text, target, slugify(prompt_name))
+            encoded = session.prepare(request)
         except PromptError as exc:
             raise LensReportError(str(exc)) from None
+        session.generate(encoded)
         [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name])
-        key = cache_key({"notebook": reference, "text": text, "target": target,
+        key = cache_key({"notebook": reference, **request.identity(),
                          "lens_kind": chosen.name, "top_k": top_k})
         document = session.run(encoded, key, hidden, last, chosen, top_k)
     finally:
         model.train(was_training)
     return LensResult(document)
+
+
+def _prompt_request(name: str, text: str, target: str | None, targets: dict[str, Any] | None,
+                    chat: bool, messages: list[dict[str, str]] | None, generate: int
+                    ) -> "PromptRequest":
+    """run_lens's prompt arguments, checked as the manifest checks a prompt entry."""
+    from .models.prompts import PromptRequest, TokenGroup
+
+    groups = []
+    for group, members in (targets or {}).items():
+        if isinstance(members, dict) and set(members) == {"word"} and members["word"]:
+            groups.append(TokenGroup(str(group), word=str(members["word"]).strip()))
+        elif isinstance(members, (list, tuple)) and members and all(
+                isinstance(m, str) and m for m in members):
+            groups.append(TokenGroup(str(group), tokens=tuple(members)))
+        else:
+            raise LensReportError(f"targets[{group!r}]: expected a list of tokens or "
+                                  f"{{'word': ...}}, got {members!r}")
+    if chat and messages is not None:
+        raise LensReportError("give chat=True (text as the user's message) or messages=, "
+                              "not both")
+    chat_messages = None
+    if messages is not None:
+        if not messages or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                   and isinstance(m.get("content"), str) for m in messages):
+            raise LensReportError("messages: expected a non-empty list of "
+                                  "{'role': ..., 'content': ...}")
+        chat_messages = tuple((m["role"], m["content"]) for m in messages)
+    elif chat:
+        chat_messages = (("user", text),)
+    if not isinstance(generate, int) or isinstance(generate, bool) or generate < 0:
+        raise LensReportError(f"generate={generate!r}: expected a number of tokens (0: none)")
+    return PromptRequest(name=name, text=text, slug=slugify(name), target=target,
+                         groups=tuple(groups), messages=chat_messages, generate=generate)
 
 
 def _lens_named(name: str, reference: str, sources: dict[str, str | Path]) -> Lens:
@@ -172,6 +217,11 @@ class LensResult:
         value = self.document.get(field)
         if value is None:
             raise AttributeError(f"this result has no {field} (no target was given)")
+        return self._rows(value, dtype)
+
+    @staticmethod
+    def _rows(value: list[Any], dtype: Any) -> np.ndarray:
+        """Per-row lists as an array, an uncovered row (null) as NaN (-1 for integers)."""
         covered = [row for row in value if row is not None]
         shape = np.asarray(covered[0], dtype=object).shape  # the last row is always covered
         integer = np.issubdtype(np.dtype(dtype), np.integer)
@@ -216,6 +266,30 @@ class LensResult:
     @property
     def target_rank(self) -> np.ndarray:
         return self._array("target_rank", np.int64)
+
+    @property
+    def generated_from(self) -> int | None:
+        """Index of the first generated token in ``tokens`` (None: nothing was generated)."""
+        return self.document.get("generated_from")
+
+    @property
+    def group_names(self) -> list[str]:
+        """The prompt's token groups, in the order they were given."""
+        return [group["name"] for group in self.document.get("target_groups") or []]
+
+    def _group(self, name: str) -> dict[str, Any]:
+        for group in self.document.get("target_groups") or []:
+            if group["name"] == name:
+                return group
+        raise KeyError(f"no token group {name!r}; this result has {self.group_names}")
+
+    def group_prob(self, name: str) -> np.ndarray:
+        """Summed probability of the group's tokens, [layer, position] (NaN: uncovered row)."""
+        return self._rows(self._group(name)["prob"], np.float32)
+
+    def group_rank(self, name: str) -> np.ndarray:
+        """Best 1-based rank among the group's tokens, [layer, position] (-1: uncovered row)."""
+        return self._rows(self._group(name)["rank"], np.int64)
 
     def __repr__(self) -> str:
         return (f"LensResult(model={self.model_name!r}, prompt={self.prompt!r}, "

@@ -111,13 +111,14 @@ def plan(manifest: Manifest) -> Plan:
             for lens, identity in lenses:
                 key = cache_key({**common, "lens_kind": lens.name, "lens_identity": identity,
                                  "corpus": corpus_digests[corpus.name],
-                                 "max_tokens": corpus.max_tokens, "context": corpus.context})
+                                 "max_tokens": corpus.max_tokens, "context": corpus.context,
+                                 **({"targets": [g.describe() for g in corpus.targets]}
+                                    if corpus.targets else {})})
                 corpus_runs.append(CorpusRun(corpus, model, lens, resolved, key))
-        for prompt in manifest.prompts:
+        for prompt in (p for p in manifest.prompts if p.runs_on(model.name)):
             for lens, identity in lenses:
                 key = cache_key({**common, "lens_kind": lens.name, "lens_identity": identity,
-                                 "top_k": model.lens.top_k, "text": prompt.text,
-                                 "target": prompt.target})
+                                 "top_k": model.lens.top_k, **prompt.request.identity()})
                 prompt_runs.append(PromptRun(model, prompt, lens, resolved, key))
     return Plan(prompt_runs, corpus_runs)
 

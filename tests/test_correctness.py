@@ -90,7 +90,7 @@ def test_a_legacy_sentencepiece_target_takes_its_single_token_form():
     from tokenizers import Tokenizer, decoders, models, normalizers
     from transformers import PreTrainedTokenizerFast
 
-    from lensreport.models.limits import target_token_ids
+    from lensreport.models.prompts import target_token_ids
 
     pieces = [("<unk>", 0.0), ("▁", -2.0), ("▁dog", -2.0), ("d", -5.0), ("o", -5.0),
               ("g", -5.0)]

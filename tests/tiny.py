@@ -186,7 +186,7 @@ def open_session(manifest, spec=None):
 
 
 def encode(session, prompt):
-    return session.prepare(prompt.name, prompt.text, prompt.target, prompt.slug)
+    return session.prepare(prompt.request)
 
 
 def prompt_document(session, prompt, lens=None, top_k: int = 5):

@@ -81,7 +81,7 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
     """Load the model once; one forward pass per prompt or corpus window serves all its
     missing lenses."""
     from ..lens.engine import ModelSession
-    from ..models.limits import PromptError
+    from ..models.prompts import PromptError
 
     spec = runs[0].model
     started = time.perf_counter()
@@ -110,10 +110,11 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
         for group in groups:
             prompt = group[0].prompt
             try:
-                encoded.append(session.prepare(prompt.name, prompt.text, prompt.target,
-                                               prompt.slug))
+                encoded.append(session.prepare(prompt.request))
             except PromptError as exc:
                 raise prompt_error(manifest, prompt, exc) from None
+        for prompt in encoded:  # greedy continuations, before the lens reads them
+            session.generate(prompt)
         batches = session.hidden_states([e.input_ids for e in encoded],
                                         [e.name for e in encoded])
         for index, hidden, last_hidden in progress(batches, total=len(groups),
@@ -132,6 +133,7 @@ def _compute_corpus(session: Any, runs: list[CorpusRun]
     """Curves for one corpus and every lens in ``runs``, in one pass over its windows."""
     from ..lens.corpus import windows
     from ..lens.curves import measure
+    from ..models.prompts import group_token_ids
     from ..results.documents import corpus_document
 
     corpus, spec = runs[0].corpus, runs[0].model
@@ -139,9 +141,12 @@ def _compute_corpus(session: Any, runs: list[CorpusRun]
     bar = progress(total=corpus.max_tokens, desc=f"corpus {corpus.name} · {spec.name}",
                    unit="tok")
     try:
-        sums = measure(session, windows(corpus.source, session.loaded.tokenizer, corpus.context,
+        tokenizer = session.loaded.tokenizer
+        groups = [(group.name, group_token_ids(tokenizer, group, f"corpus '{corpus.name}'",
+                                               spec.name)) for group in corpus.targets]
+        sums = measure(session, windows(corpus.source, tokenizer, corpus.context,
                                         corpus.max_tokens), [run.lens for run in runs],
-                       bar.update)
+                       bar.update, groups)
     except LensReportError as exc:
         raise LensReportError(f"model '{spec.name}', corpus '{corpus.name}': {exc}") from None
     finally:
@@ -157,7 +162,9 @@ def _compute_corpus(session: Any, runs: list[CorpusRun]
     description = {"name": corpus.name, "slug": corpus.slug,
                    "source": source.path.name if source.path else source.dataset,
                    "split": None if source.path else source.split, "column": source.column,
-                   "context": corpus.context, "max_tokens": corpus.max_tokens}
+                   "context": corpus.context, "max_tokens": corpus.max_tokens,
+                   **({"targets": [g.describe() for g in corpus.targets]}
+                      if corpus.targets else {})}
     for run in runs:
         yield run, corpus_document(key=run.key, corpus=description,
                                    model_facts=dict(session.facts),

@@ -34,6 +34,7 @@ class CorpusSums:
     """Per-document sums: ``sums[metric]`` is (documents, rows); counts are per document."""
 
     rows: int
+    groups: list[tuple[str, list[int]]] = field(default_factory=list)  # token groups (name, ids)
     sums: dict[str, list[np.ndarray]] = field(default_factory=dict)
     tokens: list[int] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
@@ -50,12 +51,17 @@ class CorpusSums:
             self.documents.append(document)
             self.tokens.append(0)
             self.bytes.append(0)
-            for metric in METRICS:
+            for metric in self.metrics:
                 self.sums.setdefault(metric, []).append(np.zeros(self.rows))
-        for metric in METRICS:
+        for metric in self.metrics:
             self.sums[metric][entry] += values[metric]
         self.tokens[entry] += tokens
         self.bytes[entry] += covered
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The summed metrics: the table's, and each group's probability ("group:<name>")."""
+        return METRICS + tuple(f"group:{name}" for name, _ in self.groups)
 
     @property
     def scored_tokens(self) -> int:
@@ -72,9 +78,9 @@ class CorpusSums:
         order = np.argsort(self.documents, kind="stable")
         tokens = np.array(self.tokens, dtype=np.float64)[order]
         covered = np.array(self.bytes, dtype=np.float64)[order]
-        per_document = {metric: np.stack(self.sums[metric])[order] for metric in METRICS}
+        per_document = {metric: np.stack(self.sums[metric])[order] for metric in self.metrics}
         per_document["bits_per_byte"] = per_document["cross_entropy"] / math.log(2)
-        denominators = {metric: tokens for metric in METRICS}
+        denominators = {metric: tokens for metric in self.metrics}
         denominators["bits_per_byte"] = covered
         rng = np.random.default_rng(seed)
         count = len(tokens)
@@ -90,6 +96,11 @@ class CorpusSums:
             out[f"{metric}_ci"] = None if count < MIN_INTERVAL_DOCUMENTS else [
                 [round(float(a), 6), round(float(b), 6)] if np.isfinite(a) else None
                 for a, b in zip(low, high)]
+        # Group curves: mean summed probability of each token group per row.
+        out["target_groups"] = [{"name": name, "ids": list(ids),
+                                 "prob": out.pop(f"group:{name}"),
+                                 "prob_ci": out.pop(f"group:{name}_ci")}
+                                for name, ids in self.groups]
         return out
 
 
@@ -105,27 +116,45 @@ def _groups(windows: Iterable[Window]) -> Iterator[list[Window]]:
 
 
 def measure(session: "ModelSession", windows: Iterable[Window], lenses: list[Lens],
-            progress: Callable[[int], Any] | None = None) -> dict[Lens, CorpusSums]:
-    """Sums per lens over all windows; one forward pass per window serves every lens."""
+            progress: Callable[[int], Any] | None = None,
+            groups: list[tuple[str, list[int]]] = ()) -> dict[Lens, CorpusSums]:
+    """Sums per lens over all windows; one forward pass per window serves every lens.
+    ``groups`` (name, ids) add a mean group-probability curve each."""
     head = session.head
     rows = session.num_layers + 1
     bound = {lens: session.bind(lens) for lens in lenses}
     covered = {lens: list(bound[lens].rows(session.num_layers)) for lens in lenses}
-    results = {lens: CorpusSums(rows) for lens in lenses}
-    for group in _groups(windows):
-        for index, hidden, last in session.hidden_states([w.input_ids for w in group]):
-            window = group[index]
+    results = {lens: CorpusSums(rows, list(groups)) for lens in lenses}
+    group_ids = [torch.tensor(ids, device=head.weight.device) for _, ids in groups]
+    for batch in _groups(windows):
+        for index, hidden, last in session.hidden_states([w.input_ids for w in batch]):
+            window = batch[index]
             next_ids = next_token_ids(torch.tensor(window.input_ids, device=head.weight.device))
             scored = len(window.input_ids) - 1
             for lens in lenses:
                 with torch.no_grad():
                     inputs = lens_inputs(hidden, last, head, bound[lens])
-                    cells = stream(inputs, head, next_ids, 1, ranks=False)
+                    cells = stream(inputs, head, next_ids, 1, ranks=False, groups=group_ids)
                 values = _window_sums(cells, covered[lens], rows, scored, next_ids)
+                for (name, _), member in zip(groups, cells.groups):
+                    values[f"group:{name}"] = _placed(_grid(member.prob, len(covered[lens]),
+                                                            scored), covered[lens], rows)
                 results[lens].add(window.document, values, scored, sum(window.target_bytes))
             if progress is not None:
                 progress(scored)
     return results
+
+
+def _grid(values: torch.Tensor, width: int, scored: int) -> torch.Tensor:
+    """Flat cells -> (scored positions, covered rows), in float64 for the sums."""
+    return values.reshape(-1, width)[:scored].double()
+
+
+def _placed(values: torch.Tensor, covered: list[int], rows: int) -> np.ndarray:
+    """Per-row sums over positions, NaN at the rows the lens does not cover."""
+    out = np.full(rows, np.nan)
+    out[covered] = values.sum(0).cpu().numpy()
+    return out
 
 
 def _window_sums(cells: CellStatistics, covered: list[int], rows: int, scored: int,
@@ -135,12 +164,10 @@ def _window_sums(cells: CellStatistics, covered: list[int], rows: int, scored: i
     width = len(covered)
 
     def grid(values: torch.Tensor) -> torch.Tensor:
-        return values.reshape(-1, width)[:scored].double()  # (positions, covered rows)
+        return _grid(values, width, scored)
 
     def placed(values: torch.Tensor) -> np.ndarray:
-        out = np.full(rows, np.nan)
-        out[covered] = values.sum(0).cpu().numpy()
-        return out
+        return _placed(values, covered, rows)
 
     top1 = cells.top_ids[:, 0].reshape(-1, width)[:scored]
     cross_entropy = grid(cells.lse - cells.next_token.own)

@@ -18,7 +18,8 @@ import torch
 from ..errors import LensReportError
 from ..models import loading
 from ..models.heads import LensHead, check_hidden_states, find_head
-from ..models.limits import encode_prompt, prompt_limit
+from ..models.limits import prompt_limit
+from ..models.prompts import EncodedPrompt, PromptRequest, encode_prompt
 from ..models.references import ResolvedModel
 from ..models.tokens import display_vocab, tokenizer_kind
 from ..results.documents import make_document
@@ -30,25 +31,6 @@ log = logging.getLogger("lensreport")
 VERIFY_TEXT = "The quick brown fox"
 # Padded tokens per batched forward pass.
 BATCH_TOKENS = 4096
-
-
-@dataclass
-class EncodedPrompt:
-    """A prompt tokenized for one model, checked against its limits."""
-
-    name: str
-    slug: str
-    text: str
-    target: str | None
-    input_ids: list[int]
-    target_id: int | None = None
-    target_token: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def describe(self) -> dict[str, Any]:
-        """The ``prompt`` field of a document."""
-        return {"name": self.name, "slug": self.slug, "text": self.text, "target": self.target,
-                "target_id": self.target_id, "target_token": self.target_token}
 
 
 @dataclass(frozen=True)
@@ -139,22 +121,38 @@ class ModelSession:
             self._bound[lens] = lens.bind(self)
         return self._bound[lens]
 
-    def prepare(self, name: str, text: str, target: str | None = None, slug: str = "prompt"
-                ) -> EncodedPrompt:
+    def prepare(self, request: PromptRequest) -> EncodedPrompt:
         """Tokenize and check a prompt against this model, before any lens work starts.
-        Raises models.limits.PromptError when it does not fit."""
-        ids, target_ids = encode_prompt(self.loaded.tokenizer, text, target, name, self.name,
-                                        self.max_tokens())
-        encoded = EncodedPrompt(name, slug, text, target, ids)
-        if target is not None:
-            if len(target_ids) > 1:
-                shown = ", ".join(repr(self.vocab[i]) for i in target_ids)
-                encoded.warnings.append(
-                    f"prompt '{name}': target {target!r} is {len(target_ids)} tokens for "
-                    f"model '{self.name}' ({shown}); tracking the first")
-            encoded.target_id = target_ids[0]
-            encoded.target_token = self.vocab[target_ids[0]]
+        Raises models.prompts.PromptError when it does not fit."""
+        encoded = encode_prompt(self.loaded.tokenizer, request, self.name, self.max_tokens())
+        if len(encoded.target_ids) > 1:
+            shown = ", ".join(repr(self.vocab[i]) for i in encoded.target_ids)
+            encoded.warnings.append(
+                f"prompt '{request.name}': target {request.target!r} is "
+                f"{len(encoded.target_ids)} tokens for model '{self.name}' ({shown}); "
+                "tracking the first")
         return encoded
+
+    def generate(self, encoded: EncodedPrompt) -> None:
+        """Continue a prompt greedily by ``request.generate`` tokens (transformers'
+        ``generate(do_sample=False)``; it stops early at an end-of-sequence token), so the
+        lens reads prompt and continuation in one pass."""
+        count = encoded.request.generate
+        if not count or encoded.generated_from is not None:
+            return
+        tokenizer, device = self.loaded.tokenizer, self.loaded.device
+        ids = torch.tensor([encoded.input_ids], device=device)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+            tokenizer.eos_token_id
+        with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}', generating"):
+            output = self.loaded.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                max_new_tokens=count, pad_token_id=pad)
+        encoded.generated_from = len(encoded.input_ids)
+        encoded.input_ids = output[0].tolist()
+        if encoded.template_mask is not None:
+            encoded.template_mask = encoded.template_mask + [False] * (
+                len(encoded.input_ids) - encoded.generated_from)
 
     def hidden_states(self, sequences: list[list[int]], names: list[str] | None = None
                       ) -> Iterator[tuple[int, tuple[torch.Tensor, ...], torch.Tensor]]:
@@ -207,6 +205,24 @@ class ModelSession:
             raise LensReportError(f"model '{self.name}', {what}: out of memory; shorten the "
                                   "prompt") from exc
 
+    def describe_prompt(self, encoded: EncodedPrompt) -> dict[str, Any]:
+        """The ``prompt`` field of a document: what was asked (chat messages, groups and
+        generation only where given)."""
+        request = encoded.request
+        target = encoded.target_id
+        described: dict[str, Any] = {
+            "name": request.name, "slug": request.slug, "text": request.text,
+            "target": request.target, "target_id": target,
+            "target_token": None if target is None else self.vocab[target]}
+        if request.groups:
+            described["targets"] = [group.describe() for group in request.groups]
+        if request.messages is not None:
+            described["messages"] = [{"role": role, "content": content}
+                                     for role, content in request.messages]
+        if request.generate:
+            described["generate"] = {"max_new_tokens": request.generate, "do_sample": False}
+        return described
+
     def lens_description(self, lens: Lens) -> dict[str, Any]:
         """The ``lens`` field of a document: the kind, the head, and what the lens adds."""
         return {"kind": lens.name, **self.head.description, **self.bind(lens).describe()}
@@ -215,19 +231,26 @@ class ModelSession:
             last_hidden: torch.Tensor, lens: Lens, top_k: int) -> dict[str, Any]:
         """One lens on one prompt's hidden states, as a results document."""
         bound = self.bind(lens)
-        input_ids = torch.tensor(encoded.input_ids, device=self.loaded.device)
+        device = self.loaded.device
+        input_ids = torch.tensor(encoded.input_ids, device=device)
+        groups = [torch.tensor(ids, device=self.head.weight.device) for ids in encoded.group_ids]
         try:
             with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}'"):
                 inputs = lens_inputs(hidden, last_hidden, self.head, bound)
-                stats = lens_statistics(inputs, self.head, input_ids, top_k, encoded.target_id)
+                stats = lens_statistics(inputs, self.head, input_ids, top_k, encoded.target_id,
+                                        groups=groups)
         except LensReportError as exc:
             raise LensReportError(f"model '{self.name}', prompt '{encoded.name}', "
                                   f"{lens.label}: {exc}") from None
         document = make_document(
             key=key, model_facts=dict(self.facts), tokenizer=self.reading.tokenizer_info,
-            prompt=encoded.describe(), lens={**self.lens_description(lens), "top_k": top_k},
+            prompt=self.describe_prompt(encoded),
+            lens={**self.lens_description(lens), "top_k": top_k},
             input_ids=encoded.input_ids, vocab=self.vocab, stats=stats,
-            rows=bound.rows(self.num_layers))
+            rows=bound.rows(self.num_layers),
+            groups=[(group.name, ids) for group, ids in zip(encoded.request.groups,
+                                                            encoded.group_ids)],
+            generated_from=encoded.generated_from, template_mask=encoded.template_mask)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         document["lens_warnings"] = bound.warnings()
         return document

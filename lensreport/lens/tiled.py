@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -40,6 +40,9 @@ TILE_ROWS = 128
 # Logits closer than this (relative, at least 1) count as tied for ranks: float32 matmuls
 # round one logit differently by its column position, by a few units in the last place.
 TIE_MARGIN = 2.0 ** -16
+# A token group's members shown per cell (hover), and cells per member-logit block.
+GROUP_MEMBERS = 3
+GROUP_CELLS = 8192
 
 
 @dataclass
@@ -56,6 +59,18 @@ class LensStats:
     target_rank: np.ndarray | None  # (layers, T)
     tracked_ids: list[np.ndarray]  # per position: ids in that position's top-k at any layer
     tracked_probs: list[np.ndarray]  # per position: (layers, n) probability of each tracked id
+    groups: list["GroupStats"] = field(default_factory=list)  # one per token group
+
+
+@dataclass
+class GroupStats:
+    """A token group's numbers per [layer, position]: the summed probability of its tokens,
+    the best rank among them, and its most likely members (ids and probabilities)."""
+
+    prob: np.ndarray  # (layers, T) float32
+    rank: np.ndarray  # (layers, T) int64
+    top_ids: np.ndarray  # (layers, T, m) int64, m = min(GROUP_MEMBERS, group size)
+    top_probs: np.ndarray  # (layers, T, m) float32
 
 
 def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
@@ -154,6 +169,18 @@ class CellStatistics:
     top_values: torch.Tensor  # (cells, k) logits
     next_token: "_TokenRank"
     target: "_TokenRank | None"
+    groups: list["GroupCells"]
+
+
+@dataclass
+class GroupCells:
+    """A token group per cell (flat, like every CellStatistics field): summed probability,
+    best rank among its tokens (None when ranks were skipped), top members."""
+
+    prob: torch.Tensor  # (cells,)
+    rank: torch.Tensor | None  # (cells,)
+    top_ids: torch.Tensor  # (cells, m)
+    top_probs: torch.Tensor  # (cells, m)
 
 
 def _tile(cells: torch.Tensor, head: LensHead, start: int, stop: int) -> torch.Tensor:
@@ -185,12 +212,14 @@ def _exact_reductions() -> Iterator[None]:
 
 def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: int,
            target_id: int | None = None, chunk: int | None = None, block: int | None = None,
-           ranks: bool = True) -> CellStatistics:
+           ranks: bool = True, groups: list[torch.Tensor] = ()) -> CellStatistics:
     """The tiled pass over ``inputs`` (rows, T, d): every statistic, per cell, in float32.
 
     ``next_ids`` (T) are the tokens scored as "the next token" (the last is a placeholder
     where there is none); ``ranks=False`` skips the exact rank counts (curves need only the
-    tokens' probabilities). Raises LensReportError naming the row if logits are not finite.
+    tokens' probabilities). ``groups`` are token groups (ids each): their ranks are those of
+    each cell's most likely member, counted in the same tiles as the other ranks. Raises
+    LensReportError naming the row if logits are not finite.
     """
     layers, length, width = inputs.shape
     device = inputs.device
@@ -208,6 +237,8 @@ def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: 
     token_sets = [cell_next] + ([] if target_id is None else
                                 [torch.full_like(cell_next, target_id)])
     with torch.no_grad(), _exact_reductions():
+        if ranks:  # each group's rank is that of its most likely member, cell by cell
+            token_sets += [_best_members(cells, head, ids) for ids in groups]
         trackers = [_TokenRank(cells, head, ids, ranks) for ids in token_sets]
         for start in range(0, vocab, block):
             stop = min(vocab, start + block)
@@ -218,6 +249,8 @@ def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: 
                 _update(state, span, logits, start, layers)
     next_token = trackers[0]
     target = trackers[1] if target_id is not None else None
+    group_ranks = trackers[len(trackers) - len(groups):] if ranks and groups else \
+        [None] * len(groups)
     lse = state.max + torch.log(state.sum)
     entropy = (torch.log(state.sum) - state.centred / state.sum).clamp_min(0)
     final_lse = lse.view(length, layers)[:, -1:]
@@ -230,8 +263,43 @@ def stream(inputs: torch.Tensor, head: LensHead, next_ids: torch.Tensor, top_k: 
         layer = int((~finite).view(length, layers).any(0).nonzero()[0, 0])
         raise LensReportError(f"layer {layer}: the logits are not finite (NaN or infinity: "
                               "float16 overflow or broken weights?); try dtype: float32")
+    with torch.no_grad(), _exact_reductions():
+        group_cells = [_group_cells(cells, head, ids, lse, tracker)
+                       for ids, tracker in zip(groups, group_ranks)]
     return CellStatistics(lse, entropy, kl.reshape(-1), state.top_ids, state.top_values,
-                         next_token, target)
+                          next_token, target, group_cells)
+
+
+def _member_logits(cells: torch.Tensor, head: LensHead, ids: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of a group's tokens only (cells × group), from their unembedding rows."""
+    bias = None if head.bias is None else head.bias[ids]
+    return head.postprocess(torch.nn.functional.linear(cells, head.weight[ids], bias)).float()
+
+
+def _best_members(cells: torch.Tensor, head: LensHead, ids: torch.Tensor) -> torch.Tensor:
+    """Per cell, the group's most likely token (whose rank is the group's best rank)."""
+    best = torch.empty(len(cells), dtype=torch.int64, device=cells.device)
+    for start in range(0, len(cells), GROUP_CELLS):
+        logits = _member_logits(cells[start:start + GROUP_CELLS], head, ids)
+        best[start:start + GROUP_CELLS] = ids[logits.argmax(-1)]
+    return best
+
+
+def _group_cells(cells: torch.Tensor, head: LensHead, ids: torch.Tensor, lse: torch.Tensor,
+                 tracker: "_TokenRank | None") -> GroupCells:
+    """A group's summed probability and top members per cell, blockwise (a group of many
+    tokens never holds more than a block of cells × group logits)."""
+    members = min(GROUP_MEMBERS, len(ids))
+    prob = torch.empty(len(cells), device=cells.device)
+    top_ids = torch.empty((len(cells), members), dtype=torch.int64, device=cells.device)
+    top_probs = torch.empty((len(cells), members), device=cells.device)
+    for start in range(0, len(cells), GROUP_CELLS):
+        stop = start + GROUP_CELLS
+        probs = torch.exp(_member_logits(cells[start:stop], head, ids) - lse[start:stop, None])
+        prob[start:stop] = probs.sum(-1)
+        values, order = torch.topk(probs, members, -1)
+        top_probs[start:stop], top_ids[start:stop] = values, ids[order]
+    return GroupCells(prob, None if tracker is None else tracker.rank(), top_ids, top_probs)
 
 
 def next_token_ids(input_ids: torch.Tensor) -> torch.Tensor:
@@ -241,14 +309,16 @@ def next_token_ids(input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def lens_statistics(inputs: torch.Tensor, head: LensHead, input_ids: torch.Tensor, top_k: int,
-             target_id: int | None = None, chunk: int | None = None,
-             block: int | None = None) -> LensStats:
-    """Statistics for one sequence. ``inputs`` is (cells, T, d) from :func:`lens_inputs`.
+                    target_id: int | None = None, chunk: int | None = None,
+                    block: int | None = None, groups: list[torch.Tensor] = ()) -> LensStats:
+    """Statistics for one sequence. ``inputs`` is (cells, T, d) from :func:`lens_inputs`;
+    ``groups`` are token groups (ids each, on the unembedding's device).
 
     ``chunk`` (positions) and ``block`` (vocabulary entries) override the tile shape.
     """
     layers, length, _ = inputs.shape
-    cells = stream(inputs, head, next_token_ids(input_ids), top_k, target_id, chunk, block)
+    cells = stream(inputs, head, next_token_ids(input_ids), top_k, target_id, chunk, block,
+                   groups=groups)
     return _finish(cells, inputs, head, layers, length)
 
 
@@ -330,7 +400,9 @@ def _finish(cells: CellStatistics, inputs: torch.Tensor, head: LensHead, layers:
         entropy=grid(cells.entropy).numpy(), kl_to_final=grid(cells.kl_to_final).numpy(),
         next_token_prob=next_prob.numpy(), next_token_rank=next_rank.numpy(),
         target_prob=target_prob, target_rank=target_rank,
-        tracked_ids=tracked_ids, tracked_probs=tracked_probs)
+        tracked_ids=tracked_ids, tracked_probs=tracked_probs,
+        groups=[GroupStats(grid(g.prob).numpy(), grid(g.rank).numpy(), grid(g.top_ids).numpy(),
+                           grid(g.top_probs).numpy()) for g in cells.groups])
 
 
 def _tracked(inputs: torch.Tensor, head: LensHead, topk_ids: torch.Tensor, lse: torch.Tensor

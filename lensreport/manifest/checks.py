@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 
 from ..errors import LensReportError, ManifestError
-from ..models.limits import PromptError, encode_prompt, text_config_limit, tokenizer_and_config
+from ..models.limits import text_config_limit, tokenizer_and_config
+from ..models.prompts import PromptError, encode_prompt, group_token_ids
 from ..models.loading import device_type
 from ..models.references import ResolvedModel, resolve
 from .specs import Manifest, ModelSpec, PromptSpec
@@ -31,7 +32,8 @@ def prompt_error(manifest: Manifest, prompt: PromptSpec, exc: PromptError) -> Ma
 
 def check_prompts(manifest: Manifest, models: list[tuple[ModelSpec, ResolvedModel]],
                   warn_unreachable: bool = False) -> None:
-    """Every prompt against every given model's tokenizer, before any weights load.
+    """Every prompt (and corpus token group) against every given model's tokenizer, before
+    any weights load: lengths, targets, groups, chat templates.
 
     A Hub model that cannot be reached (offline) is skipped here — loading it reports that —
     with a warning when ``warn_unreachable`` (validate).
@@ -50,9 +52,14 @@ def check_prompts(manifest: Manifest, models: list[tuple[ModelSpec, ResolvedMode
             continue
         tokenizer, config = loaded
         limit = text_config_limit(config, device_type(spec.device, spec.device_map))
-        for prompt in manifest.prompts:
+        for prompt in (p for p in manifest.prompts if p.runs_on(spec.name)):
             try:
-                encode_prompt(tokenizer, prompt.text, prompt.target, prompt.name, spec.name,
-                              limit)
+                encode_prompt(tokenizer, prompt.request, spec.name, limit)
             except PromptError as exc:
                 raise prompt_error(manifest, prompt, exc) from None
+        for corpus in manifest.corpora:
+            for group in corpus.targets:
+                try:
+                    group_token_ids(tokenizer, group, f"corpus '{corpus.name}'", spec.name)
+                except PromptError as exc:
+                    raise ManifestError(manifest.path, corpus.line, str(exc)) from None

@@ -17,6 +17,7 @@ from ..lens.corpus import CorpusSource
 from ..lens.kinds import lens_names
 from ..lens.jacobian_format import JacobianSource
 from ..lens.tuned_format import TunedSource
+from ..models.prompts import TokenGroup
 from ..slugs import unique_slugs
 from .specs import CorpusSpec, LensSettings, Manifest, ModelSpec, PromptSpec, SiteSettings
 from .yaml_lines import LineMap, load_yaml
@@ -109,7 +110,7 @@ _TOP_KEYS = {"site": "site settings", "lens": "lens settings", "models": "list o
              "results": "saved results files (paths or globs), e.g. from run_lens",
              "corpora": "corpora for per-layer curves"}
 _CORPUS_KEYS = {"name": "", "path": "", "dataset": "", "split": "", "column": "",
-                "max_tokens": "", "context": "", "note": ""}
+                "max_tokens": "", "context": "", "note": "", "targets": ""}
 DEFAULT_CONTEXT = 512
 DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
@@ -121,7 +122,12 @@ MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B)?$", re.IGNORECASE)
 _MODEL_KEYS = {"device_map": "", "max_memory": "", "offload_folder": "",
                "name": "", "model": "", "revision": "", "dtype": "", "device": "", "lens": "",
                "final_norm": "", "unembedding": "", "trust_remote_code": "", "note": ""}
-_PROMPT_KEYS = {"name": "", "text": "", "target": "", "note": ""}
+_PROMPT_KEYS = {"name": "", "text": "", "target": "", "targets": "", "chat": "", "messages": "",
+                "generate": "", "models": "", "note": ""}
+_GROUP_KEYS = {"word": ""}
+_MESSAGE_KEYS = {"role": "", "content": ""}
+_GENERATE_KEYS = {"max_new_tokens": ""}
+MAX_NEW_TOKENS = 1024
 
 
 def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettings
@@ -314,7 +320,8 @@ def _placement(checker: _Checker, mapping: LineMap, where: str) -> dict[str, Any
             "offload_folder": (checker.path.parent / folder).resolve() if folder else None}
 
 
-def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
+def _prompts(checker: _Checker, value: Any, line: int, model_names: list[str]
+             ) -> list[PromptSpec]:
     if value == [] and checker.present & {"results", "corpora"}:
         return []  # a site of saved results, or of corpus curves only
     if not isinstance(value, list) or not value:
@@ -324,16 +331,127 @@ def _prompts(checker: _Checker, value: Any, line: int) -> list[PromptSpec]:
     specs: list[dict[str, Any]] = []
     for mapping, item_line, where, name in _named_items(checker, value, "prompts", "prompt",
                                                         _PROMPT_KEYS):
-        text = checker.get(mapping, "text", where, _is_text, "a text", required=True)
-        if isinstance(text, str) and text == "":
+        messages = _messages(checker, mapping, where)
+        text = checker.get(mapping, "text", where, _is_text, "a text",
+                           required=messages is None)
+        if messages is not None and text is not None:
+            checker.error(checker.line_of(mapping, "text"),
+                          f"{where}: give text (with chat: true for a chat prompt) or "
+                          "messages, not both")
+        elif isinstance(text, str) and text == "":
             checker.error(checker.line_of(mapping, "text"),
                           f"{where}.text: the prompt is empty; write at least one character")
+        chat = checker.get(mapping, "chat", where, _is_bool, "true or false", False)
+        if chat and messages is not None:
+            checker.error(checker.line_of(mapping, "chat"),
+                          f"{where}: messages are always a chat; drop chat: true")
+        elif chat and isinstance(text, str):
+            messages = (("user", text),)
+        elif messages is not None:
+            text = "\n".join(f"{role}: {content}" for role, content in messages)
         target = checker.get(mapping, "target", where, lambda v: isinstance(v, str) and v != "",
                              "a non-empty text (one token, e.g. \" dog\")")
         specs.append(dict(name=name, text=text, target=target,
+                          targets=_groups(checker, mapping, where),
+                          messages=messages, generate=_generate(checker, mapping, where),
+                          models=_prompt_models(checker, mapping, where, model_names),
                           note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
                           line=item_line))
     return _with_slugs(PromptSpec, specs)
+
+
+def _groups(checker: _Checker, mapping: LineMap, where: str) -> tuple[TokenGroup, ...]:
+    """`targets:` named token groups: a list of tokens, or {word: ...} (every token spelling a
+    prefix of the word); checked against each tokenizer later (manifest/checks.py)."""
+    value = mapping.get("targets")
+    if value is None:
+        return ()
+    line = checker.line_of(mapping, "targets")
+    expected = ("a mapping of group names to token lists or {word: ...}, e.g. "
+                "animals: [\" dog\", \" cat\"]")
+    if not isinstance(value, dict) or not value:
+        checker.error(line, f"{where}.targets: expected {expected}, got {_describe(value)}")
+        return ()
+    groups = []
+    for name, members in value.items():
+        place, at = f"{where}.targets.{name}", value.key_lines.get(name, line)
+        if not _is_nonempty_text(name):
+            checker.error(at, f"{where}.targets: a group name must be a non-empty text")
+        elif isinstance(members, list):
+            if not members or not all(isinstance(m, str) and m != "" for m in members):
+                checker.error(at, f"{place}: expected a non-empty list of tokens (texts such "
+                                  f"as \" dog\"), got {_describe(members)}")
+            else:
+                groups.append(TokenGroup(str(name), tokens=tuple(members)))
+        elif isinstance(members, dict):
+            group = checker.mapping(members, place, at, _GROUP_KEYS)
+            word = group and checker.get(group, "word", place, _is_nonempty_text, "a word",
+                                         required=True)
+            if isinstance(word, str):
+                groups.append(TokenGroup(str(name), word=word.strip()))
+        else:
+            checker.error(at, f"{place}: expected a list of tokens or {{word: ...}}, got "
+                              f"{_describe(members)}")
+    return tuple(groups)
+
+
+def _messages(checker: _Checker, mapping: LineMap, where: str
+              ) -> tuple[tuple[str, str], ...] | None:
+    """`messages:` a chat as a list of {role, content}, formatted with the chat template."""
+    value = mapping.get("messages")
+    if value is None:
+        return None
+    line = checker.line_of(mapping, "messages")
+    if not isinstance(value, list) or not value:
+        checker.error(line, f"{where}.messages: expected a non-empty list of {{role, content}}, "
+                            f"got {_describe(value)}")
+        return None
+    messages = []
+    for index, (item, item_line) in enumerate(zip(value, value.item_lines)):
+        place = f"{where}.messages[{index}]"
+        message = checker.mapping(item, place, item_line, _MESSAGE_KEYS)
+        if message is None:
+            continue
+        role = checker.get(message, "role", place, _is_nonempty_text,
+                           "a role such as user, assistant or system", required=True)
+        content = checker.get(message, "content", place, _is_text, "a text", required=True)
+        if isinstance(role, str) and isinstance(content, str):
+            messages.append((role, content))
+    return tuple(messages) if len(messages) == len(value) else None
+
+
+def _prompt_models(checker: _Checker, mapping: LineMap, where: str, known: list[str]
+                   ) -> tuple[str, ...] | None:
+    """`models:` the models a prompt runs on (e.g. a chat prompt on the chat models only)."""
+    value = checker.get(mapping, "models", where,
+                        lambda v: isinstance(v, list) and v and all(_is_nonempty_text(m)
+                                                                    for m in v),
+                        "a list of model names from this manifest")
+    if value is None:
+        return None
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        checker.error(checker.line_of(mapping, "models"),
+                      f"{where}.models: no model named {unknown[0]!r}; known: "
+                      f"{', '.join(known) or 'none'}")
+    return tuple(value)
+
+
+def _generate(checker: _Checker, mapping: LineMap, where: str) -> int:
+    """`generate: N` or {max_new_tokens: N}: tokens to generate greedily after the prompt."""
+    value = mapping.get("generate")
+    if isinstance(value, dict):
+        inner = checker.mapping(value, f"{where}.generate", checker.line_of(mapping, "generate"),
+                                _GENERATE_KEYS)
+        mapping, where = inner, f"{where}.generate"
+        key = "max_new_tokens"
+        if inner is None:
+            return 0
+    else:
+        key = "generate"
+    return checker.get(mapping, key, where, lambda v: _is_int(v) and 1 <= v <= MAX_NEW_TOKENS,
+                       f"a number of tokens from 1 to {MAX_NEW_TOKENS}", 0,
+                       required=key == "max_new_tokens")
 
 
 def _corpora(checker: _Checker, value: Any, line: int) -> list[CorpusSpec]:
@@ -376,7 +494,7 @@ def _corpora(checker: _Checker, value: Any, line: int) -> list[CorpusSpec]:
         if source is not None and isinstance(name, str):
             specs.append(dict(name=name, source=source, max_tokens=max_tokens, context=context,
                               note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
-                              line=item_line))
+                              targets=_groups(checker, mapping, where), line=item_line))
     return _with_slugs(CorpusSpec, specs)
 
 
@@ -408,7 +526,8 @@ def parse_manifest(path: Path, text: str) -> Manifest:
             checker.error(top.line, f"missing required key '{key}' ({_TOP_KEYS[key]})")
     models = _models(checker, top["models"], checker.line_of(top, "models"), lens) \
         if "models" in top else []
-    prompts = _prompts(checker, top["prompts"], checker.line_of(top, "prompts")) \
+    prompts = _prompts(checker, top["prompts"], checker.line_of(top, "prompts"),
+                       [m.name for m in models]) \
         if "prompts" in top else []
     result_files = _result_files(checker, top)
     corpora = _corpora(checker, top["corpora"], checker.line_of(top, "corpora")) \

@@ -10,6 +10,7 @@ from ..lens.corpus import CorpusSource
 from ..lens.jacobian_format import JacobianSource
 from ..lens.tuned_format import TunedSource
 from ..models.loading import ModelRequest
+from ..models.prompts import PromptRequest, TokenGroup
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,29 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class PromptSpec:
+    """A prompt: its text (for a chat, the messages as "role: content" lines), a target,
+    token groups, chat messages and the number of tokens to generate (see models/prompts.py)."""
+
     name: str
     slug: str
     text: str
     target: str | None
     note: str | None
     line: int
+    targets: tuple[TokenGroup, ...] = ()
+    messages: tuple[tuple[str, str], ...] | None = None
+    generate: int = 0
+    models: tuple[str, ...] | None = None  # the models it runs on (None: every model)
+
+    def runs_on(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    @property
+    def request(self) -> PromptRequest:
+        """What the engine needs to tokenize, generate and lens this prompt."""
+        return PromptRequest(name=self.name, text=self.text, slug=self.slug, target=self.target,
+                             groups=self.targets, messages=self.messages,
+                             generate=self.generate)
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,7 @@ class CorpusSpec:
     context: int
     note: str | None
     line: int
+    targets: tuple[TokenGroup, ...] = ()  # per-row mean group probability curves
 
 
 @dataclass(frozen=True)

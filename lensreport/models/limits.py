@@ -1,5 +1,5 @@
-"""Prompt checks with the tokenizer alone: length against context and memory, targets in the
-vocabulary. Found before any weights load; the manifest layer adds file:line."""
+"""How long a prompt a model takes here (its context, and memory), and its tokenizer and
+config without its weights: what prompt checks need before any weights load."""
 
 from __future__ import annotations
 
@@ -36,40 +36,6 @@ def prompt_limit(max_context: int | None, num_layers: int | None, hidden_size: i
     per_token = ((num_layers or 1) + 1) * (hidden_size or 4096) * 4 * 4
     by_memory = int(available_memory(device) * MEMORY_FRACTION // per_token)
     return min(max_context or by_memory, by_memory)
-
-
-class PromptError(LensReportError):
-    """A prompt that does not fit a model (too long, target not in the vocabulary)."""
-
-
-def encode_prompt(tokenizer: Any, text: str, target: str | None, prompt_name: str,
-                  model_name: str, limit: int) -> tuple[list[int], list[int]]:
-    """Token ids of a prompt and of its target; PromptError when the prompt is too long or
-    the target encodes to nothing."""
-    ids = tokenizer(text)["input_ids"]
-    if len(ids) > limit:
-        raise PromptError(f"prompt '{prompt_name}': {len(ids)} tokens for model "
-                          f"'{model_name}', which accepts at most {limit} here (context length "
-                          "and memory); shorten the prompt")
-    target_ids: list[int] = []
-    if target is not None:
-        target_ids = target_token_ids(tokenizer, target)
-        if not target_ids:
-            raise PromptError(f"prompt '{prompt_name}'.target {target!r} is not in the "
-                              f"vocabulary of model '{model_name}'")
-    return ids, target_ids
-
-
-def target_token_ids(tokenizer: Any, target: str) -> list[int]:
-    """A target's token ids; its single-token form where the text as written is several
-    tokens only because of how the tokenizer spells a leading space (legacy SentencePiece,
-    Llama-2 and Mistral v0.1, encodes " dog" as ['▁', '▁dog'] and "dog" as ['▁dog'])."""
-    ids = tokenizer.encode(target, add_special_tokens=False)
-    if len(ids) > 1 and target != target.lstrip(" "):
-        stripped = tokenizer.encode(target.lstrip(" "), add_special_tokens=False)
-        if len(stripped) == 1:
-            return stripped
-    return ids
 
 
 def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[Any, Any] | None:

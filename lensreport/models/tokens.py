@@ -92,6 +92,34 @@ def special_ids(tokenizer: Any) -> set[int]:
     return ids
 
 
+def plain_vocab(tokenizer: Any) -> list[str | None]:
+    """The decoded text of every token id (what the token spells, no visible stand-ins);
+    None where a token is not text on its own (a byte of a multi-byte character)."""
+    kind = tokenizer_kind(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    texts: list[str | None] = []
+    for token_id, piece in enumerate(pieces):
+        if piece is None:
+            texts.append(None)
+        elif kind == "sentencepiece" and _BYTE_PIECE.match(piece):
+            value = int(piece[3:5], 16)
+            texts.append(chr(value) if value < 0x80 else None)
+        elif kind == "sentencepiece":
+            texts.append(piece.replace(_SENTENCEPIECE_SPACE, " "))
+        elif kind == "byte_level":
+            decoder = _byte_decoder()
+            if not all(char in decoder for char in piece):
+                texts.append(piece)  # an added token written in plain text
+                continue
+            try:
+                texts.append(bytes(decoder[char] for char in piece).decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+        else:
+            texts.append(tokenizer.decode([token_id]))
+    return texts
+
+
 def display_vocab(tokenizer: Any, vocab_size: int) -> list[str]:
     """Display string for every id < vocab_size (the unembedding's rows), all distinct."""
     kind = tokenizer_kind(tokenizer)

@@ -59,7 +59,8 @@ def _spread(values: list[Any], rows: tuple[int, ...] | None, count: int) -> list
 def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, Any],
                   lens: dict[str, Any], tokenizer: dict[str, Any], input_ids: list[int],
                   vocab: list[str], stats: Any, rows: tuple[int, ...] | None = None,
-                  ) -> dict[str, Any]:
+                  groups: list[tuple[str, list[int]]] = (), generated_from: int | None = None,
+                  template_mask: list[bool] | None = None) -> dict[str, Any]:
     """Assemble the LensResult JSON document (see README, "Results JSON").
 
     ``stats`` holds the rows the lens covers: ``rows`` (ascending, ending with L), or every
@@ -80,6 +81,8 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         used.add(prompt["target_id"])
     for ids in stats.tracked_ids:
         used.update(ids.tolist())
+    for _, ids in groups:
+        used.update(ids)
     last = len(input_ids) - 1
     document = {
         "schema_version": SCHEMA_VERSION,
@@ -104,6 +107,13 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "target_rank": None if stats.target_rank is None else spread(_ints(stats.target_rank)),
         "tracked_ids": [ids.tolist() for ids in stats.tracked_ids],
         "tracked_probs": [spread(_probs(probs)) for probs in stats.tracked_probs],
+        "target_groups": [
+            {"name": name, "ids": list(ids), "prob": spread(_probs(group.prob)),
+             "rank": spread(_ints(group.rank)), "top_ids": spread(_ints(group.top_ids)),
+             "top_probs": spread(_probs(group.top_probs))}
+            for (name, ids), group in zip(groups, stats.groups)],
+        "generated_from": generated_from,
+        "template_mask": template_mask,
         "vocab": {str(i): vocab[i] for i in sorted(used)},
     }
     return document
