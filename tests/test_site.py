@@ -54,7 +54,9 @@ def test_every_internal_link_resolves_and_nothing_is_external(demo_site):
                 assert not url.scheme and not value.startswith("//"), (page, value)
             if url.scheme or value.startswith("#"):
                 continue
-            target = (page.parent / url.path).resolve()
+            # 404.html links root-relative (it is served at any depth) without site_url.
+            target = (demo_site / url.path.lstrip("/") if url.path.startswith("/")
+                      else page.parent / url.path).resolve()
             assert target.is_file(), f"{page}: broken link {value}"
     assert (demo_site / ".nojekyll").is_file()
     assert (demo_site / "assets" / "plotly.min.js").stat().st_size > 1_000_000

@@ -274,6 +274,7 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
     ``compute=False`` renders from the results store alone and fails, listing them, when
     runs are missing (the last step after sharded computation).
     """
+    from ..site.export import find_browser
     from ..site.pages import render_site
     from ..site.publish import publish, remove_stale_staging, staging_folder
 
@@ -284,6 +285,8 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
     log.addHandler(counter)
     try:
         check_selection(manifest, only_models, only_prompts)
+        if manifest.site.export:
+            find_browser()  # no browser: say so before any model work
         store = ResultsStore(default_cache_dir(manifest))
         planned = plan(manifest)
         if not compute:
@@ -323,7 +326,9 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         staging = staging_folder(site_dir)
         try:
             render_site(manifest, documents, staging, live_reload=live_reload,
-                        corpus_documents=corpus_documents)
+                        corpus_documents=corpus_documents, store=store)
+            _check_links(staging, manifest.site.site_url, strict)
+            summary.warnings = list(counter.messages)
             publish(staging, site_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -332,6 +337,22 @@ def run_build(manifest: Manifest, site_dir: Path | None = None, *, clean: bool =
         log.removeHandler(counter)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_links(staging: Path, site_url: str | None, strict: bool) -> None:
+    """Links in the written pages to files the site lacks: a warning, or with --strict an
+    error (the staged site is then dropped and the previous one stays)."""
+    from ..site.links import broken_links
+
+    broken = broken_links(staging, site_url)
+    if not broken:
+        return
+    shown = ", ".join(f"{page} -> {link}" for page, link in broken[:5])
+    more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+    message = f"{len(broken)} broken link(s) in the written pages: {shown}{more}"
+    if strict:
+        raise LensReportError(f"--strict: {message}; the site was not written")
+    log.warning("%s", message)
 
 
 def _require_stored(runs: list[Run], store: ResultsStore) -> None:

@@ -19,7 +19,8 @@ from ..lens.jacobian_format import JacobianSource
 from ..lens.tuned_format import TunedSource
 from ..models.prompts import TokenGroup
 from ..slugs import unique_slugs
-from .specs import CorpusSpec, LensSettings, Manifest, ModelSpec, PromptSpec, SiteSettings
+from .specs import EXPORT_FORMATS, CorpusSpec, LensSettings, Manifest, ModelSpec, PromptSpec, \
+    SiteSettings
 from .yaml_lines import LineMap, load_yaml
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -113,7 +114,8 @@ _CORPUS_KEYS = {"name": "", "path": "", "dataset": "", "split": "", "column": ""
                 "max_tokens": "", "context": "", "note": "", "targets": ""}
 DEFAULT_CONTEXT = 512
 DEFAULT_CORPUS_TOKENS = 20_000
-_SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": ""}
+_SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": "",
+              "export": ""}
 _LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": ""}
 _JACOBIAN_KEYS = {"file": "", "repo": "", "revision": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
@@ -228,6 +230,12 @@ def _site(checker: _Checker, value: Any, line: int) -> SiteSettings:
         site_url=site_url,
         note=checker.get(mapping, "note", "site", _is_text, "Markdown text"),
         theme_dir=theme_dir,
+        export=tuple(checker.get(
+            mapping, "export", "site",
+            lambda v: isinstance(v, list) and all(f in EXPORT_FORMATS for f in v)
+            and len(set(v)) == len(v),
+            f"a list of distinct static figure formats from {', '.join(EXPORT_FORMATS)} "
+            "(e.g. [svg, png]; [] for none)", [])),
     )
 
 

@@ -30,6 +30,9 @@ class LensSettings:
         return self.kinds[0]
 
 
+EXPORT_FORMATS = ("png", "svg", "pdf")  # static figure formats (site/export.py)
+
+
 @dataclass(frozen=True)
 class SiteSettings:
     title: str = "Logit lens report"
@@ -37,6 +40,7 @@ class SiteSettings:
     site_url: str | None = None
     note: str | None = None
     theme_dir: Path | None = None
+    export: tuple[str, ...] = ()  # of EXPORT_FORMATS; none by default
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 ``cache_dir`` may be a local folder (the default, ``.lensreport-cache`` next to the
 manifest) or any fsspec URL — ``file://``, ``s3://`` (lensreport[s3]), ``gs://``
 (lensreport[gcs]), ``hf://`` (lensreport[hf]), … — so shards on many machines share one
-store. Entries live at ``<root>/<key[:2]>/<key>.json``.
+store. Entries live at ``<root>/<key[:2]>/<key>.json``; static figures rendered for the site
+(site/export.py) beside them, at ``<root>/figures/<key[:2]>/<key>.<format>``.
 
 Every write is atomic per entry: on file systems a temporary file next to the entry is
 renamed over it; object stores make a single PUT visible whole. Many writers may put the same
@@ -102,8 +103,22 @@ class ResultsStore:
             return None
 
     def put(self, key: str, document: dict[str, Any]) -> None:
-        data = dumps(document).encode("utf-8")
-        path = self._path(key)
+        self._write(self._path(key), dumps(document).encode("utf-8"))
+
+    def get_blob(self, name: str) -> bytes | None:
+        """A file kept beside the documents (e.g. ``figures/ab/<key>.png``), or None."""
+        path = f"{self.root.rstrip('/')}/{name}"
+        try:
+            return self._read(path)
+        except OSError as exc:
+            raise LensReportError(f"results store {self.location}: cannot read {path} "
+                                  f"({exc})") from None
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        """Keep a file beside the documents, written as atomically as a document."""
+        self._write(f"{self.root.rstrip('/')}/{name}", data)
+
+    def _write(self, path: str, data: bytes) -> None:
         try:
             if self.fs is None:
                 atomic_write(Path(path), data)

@@ -24,10 +24,15 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 from .._version import __version__
 from ..lens.kinds import lens_style
-from ..manifest.specs import Manifest
+from ..manifest.specs import EXPORT_FORMATS, Manifest
 from ..results.documents import dumps
 from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, metric_table
+from . import furniture
+from .export import ExportJob, figure_digest, write_exports
 from .figures import first_view, gap_text, is_long, payload, script_json, summary
+from .search import search_index, search_script
+from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
+from .tables import corpus_csv, run_csv
 
 
 def builtin_templates() -> Traversable:
@@ -63,6 +68,7 @@ def environment(theme_dir: Path | None) -> jinja2.Environment:
     env.filters["markdown"] = markdown
     env.filters["script_json"] = lambda value: Markup(script_json(value))
     env.filters["percent"] = lambda p: "–" if p is None else f"{100 * p:.1f}%"
+    env.filters["absolute_url"] = furniture.absolute_url
     return env
 
 
@@ -86,10 +92,52 @@ class Figure:
     def id(self) -> str:
         return f"fig-{self.model.slug}--{self.prompt.slug}"
 
+    def stem(self, kind: str) -> str:
+        """<prompt> for the first lens, <prompt>.<lens> for others (data and figure files)."""
+        suffix = "" if kind == self.lenses[0][0] else f".{kind}"
+        return f"{self.model.slug}/{self.prompt.slug}{suffix}"
+
     def data_path_for(self, kind: str) -> str:
         """data/<model>/<prompt>.json for the first lens, <prompt>.<lens>.json for others."""
-        suffix = "" if kind == self.lenses[0][0] else f".{kind}"
-        return f"data/{self.model.slug}/{self.prompt.slug}{suffix}.json"
+        return f"data/{self.stem(kind)}.json"
+
+    def csv_path_for(self, kind: str) -> str:
+        return f"data/{self.stem(kind)}.csv"
+
+    def export_paths(self, kind: str, fmt: str) -> list[str]:
+        """figures/<model>/<stem>.<fmt>, then <stem>.part2.<fmt> … for a long prompt's parts
+        (static_figures.py)."""
+        parts = len(token_spans(len(self.document["input_ids"])))
+        return [f"figures/{self.stem(kind)}{'' if part == 1 else f'.part{part}'}.{fmt}"
+                for part in range(1, parts + 1)]
+
+    def downloads(self, kind: str, formats: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(label, path) of one lens's files: the static figures (first part), CSV, JSON."""
+        return ([(fmt.upper(), self.export_paths(kind, fmt)[0])
+                 for fmt in EXPORT_FORMATS if fmt in formats]
+                + [("CSV", self.csv_path_for(kind)), ("JSON", self.data_path_for(kind))])
+
+    def parts(self, kind: str, formats: tuple[str, ...]) -> tuple[str, list[str]]:
+        """A long prompt's static figure in parts: (format, every part's path) in the first
+        exported format; (format, []) for a prompt in one part or without export."""
+        fmt = next((f for f in EXPORT_FORMATS if f in formats), "")
+        paths = self.export_paths(kind, fmt) if fmt else []
+        return fmt, paths if len(paths) > 1 else []
+
+    def export_jobs(self, formats: tuple[str, ...]) -> list[ExportJob]:
+        """The static figures of every lens in ``formats`` (none without export)."""
+        jobs: list[ExportJob] = []
+        for kind, document in self.lenses if formats else ():
+            parts = heatmap_parts(document, lens_title(self.model.name, self.prompt.name, kind))
+            digests = [figure_digest(part) for part in parts]
+            jobs += [ExportJob(path, part, fmt, digest) for fmt in formats
+                     for path, part, digest in zip(self.export_paths(kind, fmt), parts, digests)]
+        return jobs
+
+    def image_path(self, formats: tuple[str, ...]) -> str | None:
+        """The figure's PNG (its first part), where PNG export is on: pages' og:image."""
+        return self.export_paths(self.lenses[0][0], "png")[0] if "png" in formats else None
+
 
     @property
     def data_path(self) -> str:
@@ -181,6 +229,10 @@ class CurveSeries:
         return f"data/corpora/{self.corpus.slug}/{self.model.slug}{suffix}.json"
 
     @property
+    def csv_path(self) -> str:
+        return self.data_path[:-len(".json")] + ".csv"
+
+    @property
     def gap_text(self) -> str:
         return gap_text(self.lens)
 
@@ -205,9 +257,10 @@ def corpus_series(manifest: Manifest, corpus_documents: dict[tuple[str, str, str
 
 def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str, Any]],
                 out: Path, live_reload: bool = False,
-                corpus_documents: dict[tuple[str, str, str], dict[str, Any]] | None = None
-                ) -> None:
-    """Write every page, data file and asset under ``out`` (an empty folder)."""
+                corpus_documents: dict[tuple[str, str, str], dict[str, Any]] | None = None,
+                store: Any | None = None) -> None:
+    """Write every page, data file, static figure and asset under ``out`` (an empty folder);
+    static figures rendered before come from ``store`` (a ResultsStore), new ones go there."""
     env = environment(manifest.site.theme_dir)
     figures = make_figures(manifest, documents)
     curves = corpus_series(manifest, corpus_documents or {})
@@ -220,23 +273,35 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
               "corpora": corpora, "curves": curves, "version": __version__,
               "live_reload": live_reload}
 
-    def page(template: str, path: str, **context: Any) -> None:
-        depth = path.count("/")
-        html = env.get_template(template).render(root="../" * depth, path=path, **common,
-                                                 **context)
-        _write(out / path, html)
+    export = manifest.site.export
+    written: list[str] = []
 
-    page("index.html", "index.html")
+    def page(template: str, path: str, description: str, image: str | None = None,
+             root: str | None = None, **context: Any) -> None:
+        """One page; ``description`` and ``image`` (a PNG of the site) are its preview."""
+        html = env.get_template(template).render(
+            root="../" * path.count("/") if root is None else root, path=path,
+            description=description, image=image, **common, **context)
+        _write(out / path, html)
+        written.append(path)
+
+    page("index.html", "index.html", furniture.shorten(
+        manifest.site.description or f"{manifest.site.title}: the logit lens on "
+        f"{len(models)} model(s) and {len(prompts)} prompt(s), layer by layer."))
     for prompt in prompts:
-        page("prompt.html", f"prompts/{prompt.slug}/index.html", prompt=prompt,
-             row=[figures[m.name, prompt.name] for m in models
-                  if (m.name, prompt.name) in figures])
+        row = [figures[m.name, prompt.name] for m in models if (m.name, prompt.name) in figures]
+        page("prompt.html", f"prompts/{prompt.slug}/index.html",
+             furniture.prompt_description(prompt, [f.model.name for f in row]),
+             row[0].image_path(export), prompt=prompt, row=row)
     for model in models:
         row = [figures[model.name, p.name] for p in prompts if (model.name, p.name) in figures]
         curve_facts = [item.document["model"] for series in curves.values() for item in series
                        if item.model.name == model.name]
-        page("model.html", f"models/{model.slug}/index.html", model=model, row=row,
-             facts=row[0].document["model"] if row else curve_facts[0])
+        facts = row[0].document["model"] if row else curve_facts[0]
+        page("model.html", f"models/{model.slug}/index.html",
+             furniture.model_description(model, facts, len(row)),
+             row[0].image_path(export) if row else None, model=model, row=row, facts=facts)
+    jobs: list[ExportJob] = []
     for corpus in corpora:
         series = curves[corpus.name]
         first = series[0].document["corpus"]
@@ -246,20 +311,54 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
                                 "series": [item.payload() for item in series]})
         snippet = embed_snippet(manifest.site.site_url, f"embed/corpora/{corpus.slug}.html", 900,
                                 f"Corpus curves: {corpus.name}")
-        page("corpus.html", f"corpora/{corpus.slug}/index.html", embed=False,
-             embed_snippet=snippet, **context)
-        page("corpus.html", f"embed/corpora/{corpus.slug}.html", embed=True, embed_snippet="",
-             **context)
+        description = furniture.corpus_description(
+            corpus, list(dict.fromkeys(item.model.name for item in series)))
+        figure_paths = {fmt: f"figures/corpora/{corpus.slug}.{fmt}" for fmt in EXPORT_FORMATS
+                        if fmt in export}
+        image = figure_paths.get("png")
+        page("corpus.html", f"corpora/{corpus.slug}/index.html", description, image,
+             embed=False, embed_snippet=snippet, figure_paths=figure_paths, **context)
+        page("corpus.html", f"embed/corpora/{corpus.slug}.html", description, image,
+             embed=True, embed_snippet="", figure_paths=figure_paths, **context)
         for item in series:
             _write(out / item.data_path, dumps(item.document))
+            _write(out / item.csv_path, corpus_csv(item.document))
+        if figure_paths:
+            drawn = corpus_figure(corpus.name, context["metrics"], context["payload"]["series"])
+            digest = figure_digest(drawn)
+            jobs += [ExportJob(path, drawn, fmt, digest) for fmt, path in figure_paths.items()]
     for figure in figures.values():
-        page("embed.html", figure.embed_path, figure=figure)
+        page("embed.html", figure.embed_path, furniture.figure_description(figure),
+             figure.image_path(export), figure=figure)
         for kind, document in figure.lenses:
             _write(out / figure.data_path_for(kind), dumps(document))
+            _write(out / figure.csv_path_for(kind), run_csv(document))
         if figure.is_long:
             _write(out / figure.full_data_path, dumps(figure.full_payload()))
+        jobs += figure.export_jobs(export)
+    _write_furniture(manifest, figures, written, out)
+    page("404.html", "404.html", "This page does not exist.",
+         root=furniture.absolute_url(manifest.site.site_url, "") if manifest.site.site_url
+         else "/")
+    _write(out / "assets" / "search-index.js",
+           search_script(search_index(manifest.site, models, prompts, corpora)))
+    write_exports(jobs, out, store)
     _copy_assets(manifest.site.theme_dir, out / "assets")
     (out / ".nojekyll").write_bytes(b"")
+
+
+def _write_furniture(manifest: Manifest, figures: dict[tuple[str, str], Figure],
+                     pages: list[str], out: Path) -> None:
+    """sitemap.xml, robots.txt and the social card: only with site_url (absolute URLs)."""
+    site_url = manifest.site.site_url
+    if not site_url:
+        return
+    _write(out / "sitemap.xml", furniture.sitemap_xml(site_url, pages))
+    _write(out / "robots.txt", furniture.robots_txt(site_url))
+    first = next(iter(figures.values()), None)
+    card = out / furniture.CARD_PATH
+    card.parent.mkdir(parents=True, exist_ok=True)
+    card.write_bytes(furniture.card_png(first.document["entropy"] if first else None))
 
 
 def _copy_assets(theme_dir: Path | None, target: Path) -> None:

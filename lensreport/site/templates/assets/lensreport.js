@@ -438,17 +438,28 @@
     });
   }
 
-  var api = { figures: [], curves: [], plotlyText: plotlyText, mount: mount };
+  /* Redraw every figure in the page's colours now (theme() reads them): when the system's
+     scheme changes, and on the theme switch's 'lensreport:theme' event (assets/theme.js). */
+  function retheme() {
+    mounted.forEach(function (m) {
+      m.figures.forEach(function (f) {
+        f.draw();
+        var el = f.root.querySelector('.trajectory'), th = theme(f.root);
+        if (el && f.trajectoryDrawn) {
+          Plotly.relayout(el, { paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font });
+        }
+      });
+      drawComparison(m.figures, m.scope);
+    });
+    api.curves.forEach(function (c) { c.render(); });
+  }
+
+  var api = { figures: [], curves: [], plotlyText: plotlyText, mount: mount, retheme: retheme };
   window.lensreport = api;
   if (window.matchMedia) {
-    window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', function () {
-      mounted.forEach(function (m) {
-        m.figures.forEach(function (f) { f.draw(); });
-        drawComparison(m.figures, m.scope);
-      });
-      api.curves.forEach(function (c) { c.render(); });
-    });
+    window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', retheme);
   }
+  window.addEventListener('lensreport:theme', retheme);
   if (!document.querySelector('[data-lensreport-notebook]')) {
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', function () { mount(document); });
     else mount(document);

@@ -1,0 +1,81 @@
+"""CSV beside every results JSON: a spreadsheet's view of a run or of a corpus curve.
+
+A run's CSV has one row per (layer, position), layer-major, ``(L + 1) × T`` rows; a corpus
+document's has one row per (row, metric). Values are the JSON's (already rounded); a value
+the document does not have — a row the lens does not cover, the next token after the last
+position, a target the prompt does not name — is an empty cell.
+
+Token text is data: cells hold the document's display strings exactly (written by the csv
+module, quoted where needed), with no quote prefixed to text starting with ``=``, ``+``,
+``-`` or ``@``. A cell is a single token, too short to carry a working formula, and a prefix
+would change the token for every pandas or R reader; a spreadsheet may show a token such as
+``=`` as an error. The JSON is the exact source either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from ..results.metrics import CORPUS_METRICS
+
+RUN_COLUMNS = ("layer", "position", "input_token", "top1_token", "top1_prob", "entropy",
+               "kl_to_final", "next_token_prob", "next_token_rank", "target_prob",
+               "target_rank")
+
+
+def _cell(grid: Any, layer: int, position: int) -> Any:
+    """grid[layer][position], or None where the field, its row or its cell is null."""
+    if grid is None or grid[layer] is None:
+        return None
+    return grid[layer][position]
+
+
+def _text(rows: list[list[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows([["" if value is None else value for value in row] for row in rows])
+    return out.getvalue()
+
+
+def run_csv(document: dict[str, Any]) -> str:
+    """The run's cells, one CSV row per (layer, position); token groups (``target_groups``)
+    add a probability and a rank column each."""
+    groups = document.get("target_groups") or []
+    header = list(RUN_COLUMNS)
+    for group in groups:
+        header += [f"group {group['name']} prob", f"group {group['name']} rank"]
+    vocab = document["vocab"]
+    tokens = [vocab.get(str(i), f"#{i}") for i in document["input_ids"]]
+    rows: list[list[Any]] = [header]
+    for layer in range(len(document["layers"])):
+        top_ids, top_probs = document["topk_ids"][layer], document["topk_probs"][layer]
+        for position, token in enumerate(tokens):
+            top1 = None if top_ids is None else top_ids[position][0]
+            row = [layer, position, token,
+                   None if top1 is None else vocab.get(str(top1), f"#{top1}"),
+                   None if top_probs is None else top_probs[position][0]]
+            row += [_cell(document.get(field), layer, position)
+                    for field in ("entropy", "kl_to_final", "next_token_prob",
+                                  "next_token_rank", "target_prob", "target_rank")]
+            for group in groups:
+                row += [_cell(group["prob"], layer, position),
+                        _cell(group["rank"], layer, position)]
+            rows.append(row)
+    return _text(rows)
+
+
+def corpus_csv(document: dict[str, Any]) -> str:
+    """A corpus curves document: (row, metric, mean, low, high); low and high are the 95 %
+    bootstrap interval, empty where there is none. Token groups (``target_groups``, their
+    mean probability per row) follow the metrics as ``group:<name>``."""
+    curves = [(m.name, document[m.name], document.get(f"{m.name}_ci")) for m in CORPUS_METRICS]
+    curves += [(f"group:{group['name']}", group["prob"], group.get("prob_ci"))
+               for group in document.get("target_groups") or []]
+    rows: list[list[Any]] = [["row", "metric", "mean", "low", "high"]]
+    for layer in document["layers"]:
+        for name, values, interval in curves:
+            bounds = interval[layer] if interval and interval[layer] else (None, None)
+            rows.append([layer, name, values[layer], *bounds])
+    return _text(rows)
