@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -48,6 +49,10 @@ def hostile_manifest(folder: Path, model: Path, texts: list[str]) -> Path:
     return path
 
 
+# The only scripts a page runs: the site's own assets (search ones in pages with a header).
+SCRIPTS = {"plotly.min.js", "lensreport.js", "theme.js", "search-index.js", "search.js"}
+
+
 def check_pages(page, site: Path, texts: list[str]) -> None:
     pages = ["index.html"] + [str(p.relative_to(site)) for p in site.glob("prompts/*/index.html")]
     pages += [str(p.relative_to(site)) for p in site.glob("embed/*/*.html")]
@@ -60,7 +65,7 @@ def check_pages(page, site: Path, texts: list[str]) -> None:
         assert page.locator("img").count() == 0, path
         scripts = page.evaluate("() => [...document.scripts].map(s => s.src ? "
                                 "s.src.split('/').pop() : s.type)")
-        assert set(scripts) <= {"plotly.min.js", "lensreport.js", "application/json"}, scripts
+        assert set(scripts) <= SCRIPTS | {"application/json"}, scripts
     page.goto((site / "index.html").as_uri())
     body = page.inner_text("body")
     for text in texts:
@@ -113,7 +118,9 @@ def test_property_random_text_builds_and_escapes(tmp_path_factory, tiny_models, 
     for html in (folder / "site").rglob("*.html"):
         content = html.read_bytes().decode("utf-8")
         figures = content.count('<script type="application/json" class="figure-data">')
-        assert content.count("<script") == 2 + figures, html  # plotly.min.js, lensreport.js
+        named = re.findall(r'<script src="(?:[^"]*/)?([^"/]+)"', content)
+        assert {"plotly.min.js", "lensreport.js", "theme.js"} <= set(named) <= SCRIPTS, html
+        assert content.count("<script") == len(named) + figures, html  # none inline
 
 
 # --- The bad input matrix --------------------------------------------------------------
