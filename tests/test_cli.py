@@ -3,7 +3,7 @@ installed console script itself where the process matters."""
 
 from __future__ import annotations
 
-import json
+from lensreport.results.documents import loads
 import os
 import shutil
 import subprocess
@@ -43,7 +43,7 @@ def test_build_writes_results_and_reuses_the_cache(tmp_path, tiny_llama):
     first = run_cli("build", manifest)
     assert first.returncode == 0, first.stderr
     assert summary_counts(first.stderr) == (1, 0, "tiny")
-    document = json.loads((tmp_path / "site/data/tiny/fox.json").read_text())
+    document = loads((tmp_path / "site/data/tiny/fox.json").read_text())
     assert document["prompt"]["text"] == "The quick brown fox jumps over the lazy"
     second = run_cli("build", manifest)
     assert summary_counts(second.stderr) == (0, 1, "none")

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from conftest import run_cli, write_manifest
 from lensreport.lens.corpus import CorpusSource, documents, windows
 from lensreport.results.metrics import MIN_INTERVAL_DOCUMENTS
+from lensreport.results.documents import loads
 
 DOCS = ["The quick brown fox jumps over the lazy dog. " * 3,
         "one two three four five six seven eight nine ten",
@@ -157,7 +158,7 @@ def test_curves_match_an_independent_computation(family, tokenizer_kind, norm_pa
     """)
     result = run_cli("build", manifest)
     assert result.returncode == 0, result.stderr
-    document = json.loads((tmp_path / "site/data/corpora/docs/tiny.json").read_text())
+    document = loads((tmp_path / "site/data/corpora/docs/tiny.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     norm = model.get_submodule(norm_path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -198,7 +199,7 @@ def test_demo_curves_match_an_independent_computation(demo_site, demo_models):
     texts = list(documents(corpus.source))
     for model_name, norm_path in (("smollm2-135m", "model.norm"),
                                   ("gemma-3-270m", "model.norm")):
-        document = json.loads((demo_site / "data" / "corpora" / corpus.slug /
+        document = loads((demo_site / "data" / "corpora" / corpus.slug /
                                f"{model_name}.json").read_text())
         model, tokenizer = demo_models(model_name)
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
@@ -281,7 +282,7 @@ def test_a_corpus_named_like_a_model_keeps_every_document(tmp_path, tiny_models,
         result = run_cli("build", manifest)
         assert result.returncode == 0, result.stderr
         site = tmp_path / "site"
-        prompt = json.loads((site / "data" / "a" / "b.json").read_text())
-        curves = json.loads((site / "data" / "corpora" / "a" / "b.json").read_text())
+        prompt = loads((site / "data" / "a" / "b.json").read_text())
+        curves = loads((site / "data" / "corpora" / "a" / "b.json").read_text())
         assert prompt["prompt"]["text"] == "The quick brown fox" and prompt["model"]["name"] == "a"
         assert curves["corpus"]["name"] == "a" and curves["model"]["name"] == "b"

@@ -3,7 +3,6 @@ to break the defect it guards against."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +15,7 @@ from lensreport.lens.curves import BOOTSTRAP_SAMPLES, CorpusSums
 from lensreport.lens.tiled import TIE_MARGIN, lens_statistics
 from lensreport.models.heads import LensHead
 from lensreport.results.metrics import MIN_INTERVAL_DOCUMENTS, SUMMED_METRICS
+from lensreport.results.documents import loads
 
 
 def _head(weight: torch.Tensor) -> LensHead:
@@ -156,7 +156,7 @@ def test_published_tuned_lens_source_is_relative_to_the_manifest(tmp_path, tiny_
                    TrainSettings(tokens=64, context=16, tokens_per_step=32, held_out_tokens=0))
         run_build(manifest, folder / "site")
         sites.append(folder / "site")
-    document = json.loads((sites[0] / "data" / "tiny" / "fox.tuned.json").read_text())
+    document = loads((sites[0] / "data" / "tiny" / "fox.tuned.json").read_text())
     assert document["lens"]["tuned"]["source"] == "lenses/tiny"
     for site in sites:
         for path in site.rglob("*"):

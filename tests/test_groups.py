@@ -255,3 +255,78 @@ def test_manifest_errors_for_prompt_options(entry, message, tmp_path):
     result = run_cli("validate", manifest)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "prompts.yaml:" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_generation_is_plain_greedy_whatever_the_generation_config(tiny_models):
+    """A generation_config that samples, beams and penalises repeats is ignored: every
+    generated token is the argmax of the model's logits (checked by a loop by hand, only
+    where the top two logits are clearly apart)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import lensreport
+
+    folder = tiny_models("llama")
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model.generation_config.update(do_sample=True, temperature=0.7, top_k=3, num_beams=2,
+                                   repetition_penalty=1.5, no_repeat_ngram_size=2,
+                                   min_new_tokens=6, eos_token_id=None)
+    document = lensreport.run_lens(model, tokenizer, "one two three", generate=6).document
+    start = document["generated_from"]
+    ids = document["input_ids"][:start]
+    checked = 0
+    with torch.no_grad():
+        for generated in document["input_ids"][start:]:
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            top = torch.topk(logits, 2).values
+            if float(top[0] - top[1]) > 1e-3:
+                assert generated == int(logits.argmax())
+                checked += 1
+            ids = ids + [generated]
+    assert len(document["input_ids"]) - start == 6 and checked >= 4
+    assert model.generation_config.repetition_penalty == 1.5  # restored
+
+
+@pytest.mark.parametrize("template, messages, content", [
+    # The content repeats words of the template's default system prompt and of role names.
+    (CHAT_TEMPLATE.replace("{% for m", "<|im_start|>system\nYou are an AI assistant by "
+                           "Hugging Face<|im_end|>\n{% for m"),
+     [("user", "Hugging Face")], ["Hugging Face"]),
+    (CHAT_TEMPLATE, [("user", "user"), ("assistant", "a")], ["user", "a"]),
+    # A template that trims content (Llama-3, Gemma): the YAML block's newline is dropped.
+    (CHAT_TEMPLATE.replace("{{ m['content'] }}", "{{ m['content'] | trim }}"),
+     [("user", "the fox\n")], ["the fox"]),
+])
+def test_template_mask_marks_exactly_the_contents(template, messages, content, tiny_models):
+    from transformers import AutoTokenizer
+
+    from lensreport.models.prompts import chat_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("llama"))
+    tokenizer.chat_template = template
+    ids, mask = chat_ids(tokenizer, tuple(messages), "prompt 'p'", "tiny")
+    assert ids == tokenizer.apply_chat_template(
+        [{"role": r, "content": c} for r, c in messages], add_generation_prompt=True,
+        tokenize=True, return_dict=False)
+    shown = tokenizer.decode([i for i, templated in zip(ids, mask) if not templated])
+    assert shown == "".join(content)
+    # Every special token is the template's.
+    assert all(templated for i, templated in zip(ids, mask) if i in special_ids(tokenizer))
+
+
+def test_tokens_past_the_unembedding_never_reach_the_lens(tiny_models):
+    from transformers import AutoTokenizer
+
+    from lensreport.models.prompts import PromptError, encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("llama"))
+    tokenizer.add_tokens(["quixotic"])
+    rows = len(tokenizer) - 1  # the unembedding has no row for the added token
+    word = PromptRequest("p", "the fox", groups=(TokenGroup("q", word="quixotic"),))
+    ids = encode_prompt(tokenizer, word, "tiny", 100, rows).group_ids[0]
+    assert ids and max(ids) < rows
+    listed = PromptRequest("p", "the fox", groups=(TokenGroup("q", tokens=("quixotic",)),))
+    with pytest.raises(PromptError, match="past the .* rows"):
+        encode_prompt(tokenizer, listed, "tiny", 100, rows)
+    with pytest.raises(PromptError, match="not in the vocabulary"):
+        encode_prompt(tokenizer, PromptRequest("p", "x", target="quixotic"), "tiny", 100, rows)

@@ -4,7 +4,7 @@ torch.autograd.functional.jacobian, the readout in float64)."""
 
 from __future__ import annotations
 
-import json
+from lensreport.results.documents import loads
 import math
 from pathlib import Path
 
@@ -197,8 +197,8 @@ def test_readout_of_a_reference_file_equals_an_independent_computation(
     """)
     result = run_cli("build", manifest)
     assert result.returncode == 0, result.stderr
-    document = json.loads((tmp_path / "site/data/m/fox.jacobian.json").read_text())
-    logit = json.loads((tmp_path / "site/data/m/fox.json").read_text())
+    document = loads((tmp_path / "site/data/m/fox.jacobian.json").read_text())
+    logit = loads((tmp_path / "site/data/m/fox.json").read_text())
     assert document["lens"]["kind"] == "jacobian" and document["lens"]["rows"] == \
         list(range(1, layers + 1))
     assert document["lens"]["jacobian"]["source"] == "lens.pt"

@@ -6,6 +6,7 @@ equals lensreport's estimator on the same token ids."""
 from __future__ import annotations
 
 import json
+from lensreport.results.documents import loads
 import os
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_transformer_lens_reads_our_lens_and_fits_the_same(family, tmp_path, tin
     assert fit.returncode == 0, fit.stderr
     build = run_cli("build", manifest)
     assert build.returncode == 0, build.stderr
-    document = json.loads((tmp_path / "site/data/m/fox.jacobian.json").read_text())
+    document = loads((tmp_path / "site/data/m/fox.jacobian.json").read_text())
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"input_ids": document["input_ids"],
                                "topk_ids": document["topk_ids"], "documents": DOCUMENTS,

@@ -17,6 +17,7 @@ from conftest import run_cli, write_manifest
 from lensreport.api import LensResult
 from lensreport.results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS
 from lensreport.site.figures import first_view, payload, summary
+from lensreport.results.documents import loads
 
 TEXT = "The quick brown fox jumps over the lazy"
 DOCS = ["The capital of France is Paris.", "one two three four five",
@@ -56,8 +57,8 @@ def jacobian_site(tmp_path_factory, tiny_models, weights_cache):
     result = run_cli("build", manifest)
     assert result.returncode == 0, result.stderr
     site = root / "site"
-    document = json.loads((site / "data/tiny/fox.jacobian.json").read_text())
-    curves = json.loads((site / "data/corpora/docs/tiny.jacobian.json").read_text())
+    document = loads((site / "data/tiny/fox.jacobian.json").read_text())
+    curves = loads((site / "data/corpora/docs/tiny.jacobian.json").read_text())
     assert document["lens"]["rows"] == list(range(1, len(document["layers"])))
     assert curves["corpus"]["documents"] >= MIN_INTERVAL_DOCUMENTS
     return site, folder, document, curves
@@ -159,7 +160,7 @@ def test_payload_and_summary_leave_the_uncovered_row_blank(jacobian_site):
     facts = summary(document)
     assert 1 <= facts["first_layer"] <= facts["settled_layer"] <= layers - 1
     # The other lens's page facts are unchanged (no rows, no gap text).
-    logit = json.loads((site / "data/tiny/fox.json").read_text())
+    logit = loads((site / "data/tiny/fox.json").read_text())
     assert "rows" not in payload(logit, "fig") and "gap_text" not in payload(logit, "fig")
     # The index page's summary and the corpus table come out, blank where uncovered.
     assert "top guess from layer" in (site / "index.html").read_text()

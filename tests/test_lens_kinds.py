@@ -3,7 +3,6 @@ in manifests, the engine, corpus curves and pages with no change anywhere else."
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +13,7 @@ from conftest import write_manifest
 from lensreport.lens import kinds
 from lensreport.lens.kinds import Lens, LogitLens
 from lensreport.lens.tiled import lens_inputs, lens_statistics
+from lensreport.results.documents import loads
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def test_a_lens_defined_in_a_test_file_builds_pages_and_curves(scaled, tmp_path,
     """))
     run_build(manifest, tmp_path / "site")
     site = tmp_path / "site"
-    scaled_document = json.loads((site / "data" / "tiny" / "fox.scaled.json").read_text())
-    logit_document = json.loads((site / "data" / "tiny" / "fox.json").read_text())
+    scaled_document = loads((site / "data" / "tiny" / "fox.scaled.json").read_text())
+    logit_document = loads((site / "data" / "tiny" / "fox.json").read_text())
     assert scaled_document["lens"]["kind"] == "scaled"
 
     # The numbers are the tiled pass's on 2 h, computed here without the build.
@@ -73,7 +73,7 @@ def test_a_lens_defined_in_a_test_file_builds_pages_and_curves(scaled, tmp_path,
     page = (site / "prompts" / "fox" / "index.html").read_text()
     assert '<option value="1">scaled lens</option>' in page
     assert '"dash":"longdash"' in page  # its line style reaches the comparison chart
-    curves = json.loads((site / "data" / "corpora" / "docs" / "tiny.scaled.json").read_text())
+    curves = loads((site / "data" / "corpora" / "docs" / "tiny.scaled.json").read_text())
     assert curves["lens"]["kind"] == "scaled" and len(curves["cross_entropy"]) == 4
     corpus_page = (site / "corpora" / "docs" / "index.html").read_text()
     assert "scaled lens" in corpus_page

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import lensreport
 from lensreport.errors import LensReportError
+from lensreport.results.documents import loads
 from conftest import REPO, run_cli, write_manifest
 
 COMPARED = ("input_ids", "input_tokens", "layers", "topk_ids", "topk_probs", "entropy",
@@ -29,7 +30,7 @@ def _build_one(tmp_path: Path, folder: Path, text: str, target: str | None) -> d
     """)
     result = run_cli("build", manifest)
     assert result.returncode == 0, result.stderr
-    return json.loads((tmp_path / "site-build" / "site" / "data" / "tiny" / "p.json").read_text())
+    return loads((tmp_path / "site-build" / "site" / "data" / "tiny" / "p.json").read_text())
 
 
 @pytest.mark.parametrize("family, tokenizer", [("gpt2", "byte_level"), ("gemma2", "sentencepiece")])
@@ -66,7 +67,7 @@ def test_saved_results_join_the_site(tiny_models, tmp_path, weights_cache):
     saved = lensreport.run_lens(model, tokenizer, "Hello <b>world</b>", model_name="from-notebook",
                                 prompt_name="hello").save(tmp_path / "saved" / "hello.json")
     loaded = lensreport.LensResult.load(saved)
-    assert loaded.document == json.loads(saved.read_text())
+    assert loaded.document == loads(saved.read_text())
     manifest = write_manifest(tmp_path, f"""
         models:
           - {{name: built, model: {folder}}}
@@ -130,4 +131,46 @@ def test_example_notebook_runs_and_shows_the_figure(tmp_path, demo_site, page):
     last_row = page.evaluate("() => { const rows = document.querySelector('.heatmap').data[0].text;"
                              " return rows[rows.length - 1]; }")
     assert last_row[-1] == " dog"
+    assert page.errors == []
+
+
+@pytest.mark.browser
+def test_notebook_output_of_a_chat_with_groups_and_generation(tiny_models, weights_cache,
+                                                              tmp_path, page, monkeypatch):
+    """run_lens(chat=True, generate=N, targets=...) draws as the site does: the group
+    metrics, the dimmed chat template and the generated mark."""
+    folder = tiny_models("llama")
+    model, tokenizer = (AutoModelForCausalLM.from_pretrained(folder),
+                        AutoTokenizer.from_pretrained(folder))
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    result = lensreport.run_lens(model, tokenizer, "The quick brown fox", chat=True, generate=3,
+                                 targets={"animals": [" the", " fox"], "quick": {"word": "quick"}})
+    start, mask = result.generated_from, result.document["template_mask"]
+    assert start is not None and any(mask)
+    monkeypatch.setattr(lensreport.api, "_plotly_sent", False)  # this output inlines plotly
+    page_file = tmp_path / "notebook.html"
+    page_file.write_text(f"<!doctype html><html><body>{result._repr_html_()}</body></html>",
+                         encoding="utf-8")
+    page.goto(page_file.as_uri())
+    page.wait_for_selector(".lensreport-notebook[data-figures-ready]", timeout=30_000)
+    heatmap = page.locator(".lensreport-notebook .heatmap")
+    assert heatmap.count() == 1
+    before = page.evaluate("el => JSON.stringify(el.data[0].z)", heatmap.element_handle())
+    page.locator(".lensreport-notebook .metric-select").select_option("group:animals")
+    page.wait_for_function("([el, z]) => JSON.stringify(el.data[0].z) !== z",
+                           arg=[heatmap.element_handle(), before], timeout=10_000)
+    z = page.evaluate("el => el.data[0].z", heatmap.element_handle())
+    expected = result.group_prob("animals")
+    assert len(z) == expected.shape[0]
+    for got, want in zip(z, expected.tolist()):
+        assert got == pytest.approx(want, abs=1e-4)
+    shapes = page.evaluate("el => el.layout.shapes.map(s => s.x0)", heatmap.element_handle())
+    assert shapes == [start - 0.5]
+    dimmed = page.evaluate("""el => [...el.querySelectorAll('.xtick text')]
+        .filter(t => t.querySelector('tspan[style*="fill"]') && !t.querySelector('tspan[style*="bold"]'))
+        .map(t => t.__data__.x).sort((a, b) => a - b)""", heatmap.element_handle())
+    assert dimmed == [i for i, templated in enumerate(mask) if templated]
+    assert "Dimmed tokens" in page.locator(".lensreport-notebook .token-legend").inner_text()
     assert page.errors == []

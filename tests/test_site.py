@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+from lensreport.results.documents import loads
 import re
 import struct
 import threading
@@ -21,7 +22,7 @@ MODELS = ("smollm2-135m", "gemma-3-270m")
 
 def test_lens_on_real_models_predicts_dog(demo_site):
     for model in MODELS:
-        document = json.loads((demo_site / "data" / model / "fox.json").read_text())
+        document = loads((demo_site / "data" / model / "fox.json").read_text())
         last = document["layers"][-1]
         top1 = document["topk_ids"][last][-1][0]
         assert document["vocab"][str(top1)] == " dog", model

@@ -4,6 +4,7 @@ its artifact format both ways, and its per-cell numbers."""
 from __future__ import annotations
 
 import json
+from lensreport.results.documents import loads
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,8 @@ def tuned_site(tmp_path, tiny_models, weights_cache):
 
 def test_library_lens_gives_the_same_numbers(tuned_site):
     site, model, lens = tuned_site
-    document = json.loads((site / "data" / "tiny" / "fox.tuned.json").read_text())
-    logit = json.loads((site / "data" / "tiny" / "fox.json").read_text())
+    document = loads((site / "data" / "tiny" / "fox.tuned.json").read_text())
+    logit = loads((site / "data" / "tiny" / "fox.json").read_text())
     assert document["lens"]["kind"] == "tuned" and logit["lens"]["kind"] == "logit"
     ids = torch.tensor([document["input_ids"]])
     with torch.no_grad():
@@ -85,7 +86,7 @@ def test_the_lens_switch_redraws_the_figure(tuned_site, page):
         page.select_option(".lens-select", "1")
         page.wait_for_function("z => JSON.stringify(document.querySelector('.heatmap').data[0].z)"
                                " !== JSON.stringify(z)", arg=before, timeout=10_000)
-        tuned = json.loads((site / "data" / "tiny" / "fox.tuned.json").read_text())
+        tuned = loads((site / "data" / "tiny" / "fox.tuned.json").read_text())
         z = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
         assert z[0][0] == pytest.approx(tuned["entropy"][0][0], abs=1e-3)
         assert page.errors == []

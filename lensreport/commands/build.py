@@ -143,7 +143,8 @@ def _compute_corpus(session: Any, runs: list[CorpusRun]
     try:
         tokenizer = session.loaded.tokenizer
         groups = [(group.name, group_token_ids(tokenizer, group, f"corpus '{corpus.name}'",
-                                               spec.name)) for group in corpus.targets]
+                                               spec.name, session.head.weight.shape[0]))
+                  for group in corpus.targets]
         sums = measure(session, windows(corpus.source, tokenizer, corpus.context,
                                         corpus.max_tokens), [run.lens for run in runs],
                        bar.update, groups)

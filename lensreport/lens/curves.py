@@ -92,16 +92,27 @@ class CorpusSums:
             resampled = (weights @ values) / np.maximum(weights @ denominator, 1.0)[:, None]
             low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
             # A row the lens does not cover is NaN in the sums: null in the curves.
-            out[metric] = [round(float(v), 6) if np.isfinite(v) else None for v in mean]
+            rounded = _significant if metric.startswith("group:") else _decimals
+            out[metric] = [rounded(v) if np.isfinite(v) else None for v in mean]
             out[f"{metric}_ci"] = None if count < MIN_INTERVAL_DOCUMENTS else [
-                [round(float(a), 6), round(float(b), 6)] if np.isfinite(a) else None
+                [rounded(a), rounded(b)] if np.isfinite(a) else None
                 for a, b in zip(low, high)]
-        # Group curves: mean summed probability of each token group per row.
+        # Group curves: mean summed probability of each token group per row, to 4
+        # significant digits (a rare word's group is far below 1e-6 at early rows).
         out["target_groups"] = [{"name": name, "ids": list(ids),
                                  "prob": out.pop(f"group:{name}"),
                                  "prob_ci": out.pop(f"group:{name}_ci")}
                                 for name, ids in self.groups]
         return out
+
+
+def _decimals(value: float) -> float:
+    return round(float(value), 6)
+
+
+def _significant(value: float) -> float:
+    """4 significant digits: a rare word's group probability is far below 1e-6 early on."""
+    return float(f"{value:.4g}")
 
 
 def _groups(windows: Iterable[Window]) -> Iterator[list[Window]]:

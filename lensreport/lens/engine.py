@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
+from transformers import GenerationConfig
 
 from ..errors import LensReportError
 from ..models import loading
@@ -124,7 +125,8 @@ class ModelSession:
     def prepare(self, request: PromptRequest) -> EncodedPrompt:
         """Tokenize and check a prompt against this model, before any lens work starts.
         Raises models.prompts.PromptError when it does not fit."""
-        encoded = encode_prompt(self.loaded.tokenizer, request, self.name, self.max_tokens())
+        encoded = encode_prompt(self.loaded.tokenizer, request, self.name, self.max_tokens(),
+                                self.head.weight.shape[0])
         if len(encoded.target_ids) > 1:
             shown = ", ".join(repr(self.vocab[i]) for i in encoded.target_ids)
             encoded.warnings.append(
@@ -135,7 +137,8 @@ class ModelSession:
 
     def generate(self, encoded: EncodedPrompt) -> None:
         """Continue a prompt greedily by ``request.generate`` tokens (transformers'
-        ``generate(do_sample=False)``; it stops early at an end-of-sequence token), so the
+        ``generate`` with plain greedy decoding: the top-1 token at every step, whatever the
+        model's generation_config says; it stops early at an end-of-sequence token), so the
         lens reads prompt and continuation in one pass."""
         count = encoded.request.generate
         if not count or encoded.generated_from is not None:
@@ -144,10 +147,21 @@ class ModelSession:
         ids = torch.tensor([encoded.input_ids], device=device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
             tokenizer.eos_token_id
-        with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}', generating"):
-            output = self.loaded.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                max_new_tokens=count, pad_token_id=pad)
+        model = self.loaded.model
+        saved = model.generation_config
+        # Plain greedy: the model's generation_config (sampling, beams, repetition penalties,
+        # minimum lengths, suppressed tokens) would otherwise still apply; only its special
+        # tokens are kept, so it stops at the model's end-of-sequence tokens.
+        model.generation_config = GenerationConfig(
+            bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id,
+            pad_token_id=pad)
+        try:
+            with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}', generating"):
+                output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                        do_sample=False, num_beams=1, max_new_tokens=count,
+                                        pad_token_id=pad)
+        finally:
+            model.generation_config = saved
         encoded.generated_from = len(encoded.input_ids)
         encoded.input_ids = output[0].tolist()
         if encoded.template_mask is not None:

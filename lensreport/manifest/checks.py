@@ -8,6 +8,7 @@ import logging
 
 from ..errors import LensReportError, ManifestError
 from ..models.limits import text_config_limit, tokenizer_and_config
+from ..models.loading import text_config
 from ..models.prompts import PromptError, encode_prompt, group_token_ids
 from ..models.loading import device_type
 from ..models.references import ResolvedModel, resolve
@@ -52,14 +53,16 @@ def check_prompts(manifest: Manifest, models: list[tuple[ModelSpec, ResolvedMode
             continue
         tokenizer, config = loaded
         limit = text_config_limit(config, device_type(spec.device, spec.device_map))
+        rows = getattr(text_config(config), "vocab_size", None)  # the unembedding's rows
         for prompt in (p for p in manifest.prompts if p.runs_on(spec.name)):
             try:
-                encode_prompt(tokenizer, prompt.request, spec.name, limit)
+                encode_prompt(tokenizer, prompt.request, spec.name, limit, rows)
             except PromptError as exc:
                 raise prompt_error(manifest, prompt, exc) from None
         for corpus in manifest.corpora:
             for group in corpus.targets:
                 try:
-                    group_token_ids(tokenizer, group, f"corpus '{corpus.name}'", spec.name)
+                    group_token_ids(tokenizer, group, f"corpus '{corpus.name}'", spec.name,
+                                    rows)
                 except PromptError as exc:
                     raise ManifestError(manifest.path, corpus.line, str(exc)) from None

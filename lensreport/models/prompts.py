@@ -17,6 +17,10 @@ from ..errors import LensReportError
 from .tokens import plain_vocab, special_ids
 
 
+# Bump when word_token_ids changes which tokens a word group holds (cached runs recompute).
+WORD_EXPANSION = 1
+
+
 class PromptError(LensReportError):
     """A prompt that does not fit a model (too long, a target or group not in its vocabulary,
     no chat template)."""
@@ -53,8 +57,10 @@ class PromptRequest:
         """What sets this prompt's numbers, for cache keys (plain prompts keep the keys they
         had before chats, groups and generation existed)."""
         material: dict[str, Any] = {"text": self.text, "target": self.target}
-        if self.groups:
-            material["targets"] = [group.describe() for group in self.groups]
+        if self.groups:  # word groups with the version of their expansion rule
+            material["targets"] = [group.describe() | ({"expansion": WORD_EXPANSION}
+                                                       if group.word is not None else {})
+                                   for group in self.groups]
         if self.messages is not None:
             material["messages"] = [list(message) for message in self.messages]
         if self.generate:
@@ -84,11 +90,12 @@ class EncodedPrompt:
         return self.target_ids[0] if self.target_ids else None
 
 
-def encode_prompt(tokenizer: Any, request: PromptRequest, model_name: str, limit: int
-                  ) -> EncodedPrompt:
+def encode_prompt(tokenizer: Any, request: PromptRequest, model_name: str, limit: int,
+                  vocab_rows: int | None = None) -> EncodedPrompt:
     """A prompt's ids, chat template mask, target and group ids; PromptError when it is too
-    long (with the tokens to generate), a target or group encodes to nothing, or a chat
-    prompt meets a tokenizer without a chat template."""
+    long (with the tokens to generate), a target or group encodes to nothing or to a token
+    the unembedding has no row for (``vocab_rows``), or a chat prompt meets a tokenizer
+    without a chat template."""
     where = f"prompt '{request.name}'"
     if request.messages is not None:
         ids, mask = chat_ids(tokenizer, request.messages, where, model_name)
@@ -102,11 +109,19 @@ def encode_prompt(tokenizer: Any, request: PromptRequest, model_name: str, limit
     encoded = EncodedPrompt(request, ids, mask)
     if request.target is not None:
         encoded.target_ids = target_token_ids(tokenizer, request.target)
-        if not encoded.target_ids:
+        if not encoded.target_ids or (vocab_rows is not None
+                                      and encoded.target_ids[0] >= vocab_rows):
             raise PromptError(f"{where}.target {request.target!r} is not in the vocabulary "
                               f"of model '{model_name}'")
-    encoded.group_ids = [group_token_ids(tokenizer, group, where, model_name)
+    encoded.group_ids = [group_token_ids(tokenizer, group, where, model_name, vocab_rows)
                          for group in request.groups]
+    for index, first in enumerate(request.groups):
+        for second, ids in zip(request.groups[index + 1:], encoded.group_ids[index + 1:]):
+            shared = set(encoded.group_ids[index]) & set(ids)
+            if shared:
+                encoded.warnings.append(
+                    f"{where}: token groups '{first.name}' and '{second.name}' share "
+                    f"{len(shared)} token(s) for model '{model_name}', counted in both")
     return encoded
 
 
@@ -122,13 +137,15 @@ def target_token_ids(tokenizer: Any, target: str) -> list[int]:
     return ids
 
 
-def group_token_ids(tokenizer: Any, group: TokenGroup, where: str, model_name: str
-                    ) -> list[int]:
+def group_token_ids(tokenizer: Any, group: TokenGroup, where: str, model_name: str,
+                    vocab_rows: int | None = None) -> list[int]:
     """A group's ids, ascending and distinct; PromptError for a listed string that is not
-    one token, or a group that is empty for this tokenizer."""
+    one token (or one the unembedding's ``vocab_rows`` do not reach), or a group that is
+    empty for this tokenizer. A word group leaves out tokens past the unembedding."""
     place = f"{where}.targets.{group.name}"
     if group.word is not None:
-        ids = word_token_ids(tokenizer, group.word)
+        ids = [i for i in word_token_ids(tokenizer, group.word)
+               if vocab_rows is None or i < vocab_rows]
         if not ids:
             raise PromptError(f"{place}: no token of model '{model_name}' spells a prefix of "
                               f"{group.word!r} (with or without a leading space)")
@@ -136,6 +153,9 @@ def group_token_ids(tokenizer: Any, group: TokenGroup, where: str, model_name: s
     ids = set()
     for token in group.tokens:
         found = target_token_ids(tokenizer, token)
+        if len(found) == 1 and vocab_rows is not None and found[0] >= vocab_rows:
+            raise PromptError(f"{place}: {token!r} is token {found[0]}, past the "
+                              f"{vocab_rows} rows of model '{model_name}''s unembedding")
         if len(found) != 1:
             pieces = tokenizer.convert_ids_to_tokens(found)
             raise PromptError(f"{place}: {token!r} is {len(found)} tokens for model "
@@ -187,12 +207,56 @@ def chat_ids(tokenizer: Any, messages: tuple[tuple[str, str], ...], where: str,
     if not getattr(tokenizer, "is_fast", False):
         return tokenizer(rendered, add_special_tokens=False)["input_ids"], None
     encoded = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    spans = _content_spans(tokenizer, conversation, rendered)
+    if spans is None:
+        return encoded["input_ids"], None
     content = [False] * len(rendered)
-    start = 0
-    for _, text in messages:
-        found = rendered.find(text, start) if text else -1
-        if found >= 0:
-            content[found:found + len(text)] = [True] * len(text)
-            start = found + len(text)
-    mask = [not any(content[a:b]) for a, b in encoded["offset_mapping"]]
+    for start, stop in spans:
+        content[start:stop] = [True] * (stop - start)
+    specials = special_ids(tokenizer)
+    mask = [token in specials or not any(content[a:b])
+            for token, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
     return encoded["input_ids"], mask
+
+
+_SENTINEL = "\ue000{}\ue001"  # private-use characters: no template writes them itself
+
+
+def _content_spans(tokenizer: Any, conversation: list[dict[str, str]], rendered: str
+                   ) -> list[tuple[int, int]] | None:
+    """Where each message's content lies in ``rendered``: the conversation is rendered again
+    with a unique sentinel as each content, and the template's literal text between the
+    sentinels is matched in order in the real rendering (so a template that trims content,
+    or content that repeats the template's words, is still found). None where the template
+    does not keep the sentinels (it transforms content)."""
+    marked = [{**message, "content": _SENTINEL.format(index)}
+              for index, message in enumerate(conversation)]
+    try:
+        skeleton = tokenizer.apply_chat_template(marked, add_generation_prompt=True,
+                                                 tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that checks content: no mask
+        return None
+    pieces, rest = [], skeleton
+    for index in range(len(conversation)):
+        before, found, rest = rest.partition(_SENTINEL.format(index))
+        if not found:
+            return None
+        pieces.append(before)
+    pieces.append(rest)
+    spans, position = [], 0
+    for index, piece in enumerate(pieces[:-1]):
+        if not rendered.startswith(piece, position):
+            return None
+        start = position + len(piece)
+        following = pieces[index + 1]
+        text = conversation[index]["content"].strip()
+        # The content ends where the next literal piece starts, searched after the content
+        # itself (which may contain that piece's text).
+        hint = rendered.find(text, start) if text else start
+        after = hint + len(text) if hint >= 0 else start
+        stop = rendered.find(following, after) if following else after
+        if stop < 0:
+            return None
+        spans.append((start, stop))
+        position = stop
+    return spans

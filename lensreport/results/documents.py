@@ -1,14 +1,19 @@
 """Results documents (versioned JSON): one per (model, prompt, lens) and per (corpus, model, lens).
 
 Token strings appear once, in ``vocab``; every other field holds ids. Floats are rounded
-(probabilities to 4 significant digits, nats to 4 decimals) to keep pages small. Documents
+(probabilities to 4 significant digits, nats to 4 decimals) to keep pages small. The
+largest field, ``tracked_probs`` (every tracked token at every layer), is float16: in memory
+as lists of its exact float16 values, on disk one base64 array (:func:`dumps`/:func:`loads`),
+so a document reads back equal to what was written. Documents
 are written by the engine, kept in the store (store.py) under their content key
 (identity.py), and read by the site and the notebook API.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import LensReportError, first_line
-from .identity import SCHEMA_VERSION
+from .identity import READABLE_SCHEMAS, SCHEMA_VERSION
 
 
 def _sig(value: float, digits: int = 4) -> float | None:
@@ -31,6 +36,11 @@ def _probs(array: np.ndarray) -> Any:
 
 def _nats(array: np.ndarray) -> Any:
     return [[round(v, 4) for v in row] for row in array.tolist()]
+
+
+def _half(array: np.ndarray) -> Any:
+    """Float16 values as exact Python floats (NaN: null), as stored on disk."""
+    return [[None if v != v else v for v in row] for row in array.astype(np.float16).tolist()]
 
 
 def _ints(array: np.ndarray) -> Any:
@@ -106,7 +116,7 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "target_prob": None if stats.target_prob is None else spread(_probs(stats.target_prob)),
         "target_rank": None if stats.target_rank is None else spread(_ints(stats.target_rank)),
         "tracked_ids": [ids.tolist() for ids in stats.tracked_ids],
-        "tracked_probs": [spread(_probs(probs)) for probs in stats.tracked_probs],
+        "tracked_probs": [spread(_half(probs)) for probs in stats.tracked_probs],
         "target_groups": [
             {"name": name, "ids": list(ids), "prob": spread(_probs(group.prob)),
              "rank": spread(_ints(group.rank)), "top_ids": spread(_ints(group.top_ids)),
@@ -145,9 +155,52 @@ def restamp(document: dict[str, Any], model_name: str, model_slug: str, prompt_n
     return document
 
 
+TRACKED_ORDER = "position, layer, tracked id"
+
+
+def _pack_tracked(document: dict[str, Any]) -> dict[str, Any]:
+    """``tracked_probs`` as one little-endian float16 array in base64, positions × layers ×
+    that position's tracked ids in that order (NaN at rows the lens does not cover)."""
+    values: list[float] = []
+    for ids, rows in zip(document["tracked_ids"], document["tracked_probs"]):
+        for row in rows:
+            values.extend([math.nan] * len(ids) if row is None else
+                          [math.nan if v is None else v for v in row])
+    data = np.asarray(values, dtype="<f2").tobytes()
+    return {"dtype": "float16", "order": TRACKED_ORDER,
+            "base64": base64.b64encode(data).decode("ascii")}
+
+
+def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
+    """The lists of :func:`_pack_tracked`'s array (a row of NaN, an uncovered row: null)."""
+    packed = document["tracked_probs"]
+    values = np.frombuffer(base64.b64decode(packed["base64"]), dtype="<f2")
+    layers = len(document["layers"])
+    out, start = [], 0
+    for ids in document["tracked_ids"]:
+        block = values[start:start + layers * len(ids)].reshape(layers, len(ids))
+        start += block.size
+        out.append([None if len(ids) and bool(np.isnan(row).all()) else
+                    [None if v != v else v for v in row.astype(np.float64).tolist()]
+                    for row in block])
+    return out
+
+
 def dumps(document: dict[str, Any]) -> str:
-    """Compact, deterministic JSON (no NaN: missing values are null)."""
+    """Compact, deterministic JSON (no NaN: missing values are null); a prompt document's
+    ``tracked_probs`` as one float16 array (schema 2)."""
+    if isinstance(document.get("tracked_probs"), list) and "schema_version" in document:
+        document = {**document, "schema_version": SCHEMA_VERSION,
+                    "tracked_probs": _pack_tracked(document)}
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def loads(text: str) -> Any:
+    """A document from :func:`dumps` (or of schema 1), with ``tracked_probs`` as lists."""
+    document = json.loads(text)
+    if isinstance(document, dict) and isinstance(document.get("tracked_probs"), dict):
+        document["tracked_probs"] = _unpack_tracked(document)
+    return document
 
 
 REQUIRED_FIELDS = ("model", "prompt", "lens", "input_ids", "layers", "topk_ids", "topk_probs",
@@ -157,15 +210,16 @@ REQUIRED_FIELDS = ("model", "prompt", "lens", "input_ids", "layers", "topk_ids",
 def read_document(path: Path) -> dict[str, Any]:
     """A saved results document, checked enough that a page can be drawn from it."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LensReportError(f"{path}: results file not found") from None
     except (OSError, ValueError) as exc:
         raise LensReportError(f"{path}: not a lensreport results file "
                               f"({first_line(exc, 100)})") from None
-    if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(document, dict) or document.get("schema_version") not in READABLE_SCHEMAS:
         raise LensReportError(f"{path}: not a lensreport results file of schema version "
-                              f"{SCHEMA_VERSION}; save it again with this version")
+                              f"{' or '.join(map(str, READABLE_SCHEMAS))}; save it again with "
+                              "this version")
     missing = [field for field in REQUIRED_FIELDS if field not in document]
     if missing:
         raise LensReportError(f"{path}: results file lacks {', '.join(missing)}")

@@ -14,7 +14,11 @@ from typing import Any
 
 from .files import atomic_write
 
-SCHEMA_VERSION = 1
+# 2: tracked_probs stored as float16 (base64); documents of schema 1 stay readable.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+# What cache keys are made of changed last at schema 1: a new schema alone recomputes nothing.
+KEY_SCHEMA = 1
 # Bump when the lens computation changes its numbers, so cached results are recomputed
 # (library versions are recorded in each document, not keyed, so caches move between setups).
 LENS_IMPLEMENTATION = 3  # 3: ties within float32 noise share a rank; one bootstrap unit per document
@@ -62,6 +66,6 @@ def file_digest(path: Path) -> str:
 
 
 def cache_key(material: dict[str, Any]) -> str:
-    blob = json.dumps({"schema": SCHEMA_VERSION, "lens": LENS_IMPLEMENTATION, **material},
+    blob = json.dumps({"schema": KEY_SCHEMA, "lens": LENS_IMPLEMENTATION, **material},
                       sort_keys=True, ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()

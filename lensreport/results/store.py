@@ -18,7 +18,6 @@ atomically.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LensReportError, first_line
-from .documents import dumps
+from .documents import dumps, loads
 from .files import atomic_write
-from .identity import SCHEMA_VERSION
+from .identity import READABLE_SCHEMAS
 
 log = logging.getLogger("lensreport")
 
@@ -92,9 +91,9 @@ class ResultsStore:
         if data is None:
             return None
         try:
-            document = json.loads(data.decode("utf-8"))
+            document = loads(data.decode("utf-8"))
             if not isinstance(document, dict) or document.get("cache_key") != key or \
-                    document.get("schema_version") != SCHEMA_VERSION:
+                    document.get("schema_version") not in READABLE_SCHEMAS:
                 raise ValueError("mismatched entry")
             return document
         except ValueError as exc:

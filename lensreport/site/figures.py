@@ -11,17 +11,27 @@ document then lists its covered rows in ``lens.rows`` and an uncovered row is a 
 in each per-row field. Payloads write such a row out as nulls of the row's full shape (the
 flat arrays keep their layout) and carry ``rows`` and ``gap_text``; the browser draws blank
 cells and gaps there, never another lens's numbers.
+
+Log scales: probabilities as small as 1e-13 are all 0 in units of 1e-4, so the log-probability
+metrics get their own fields (``*_logp``: log10 of the probability in units of 0.01, floored
+at LOG_FLOOR). Token groups (``groups``) carry, per cell, the summed probability, its log,
+the best rank and the group's most likely members (``top``: indexes into the group's ``ids``,
+``top_probs``: their probabilities). Chat prompts carry ``template_mask`` (true where a token
+is the chat template's) and generated ones ``generated_from`` (first generated position).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ..lens.kinds import lens_style
 
 PROB_SCALE = 10_000
 NATS_SCALE = 1_000
+LOG_SCALE = 100  # log10 probabilities in units of 0.01
+LOG_FLOOR = -40.0  # log10 of a probability that underflowed to 0 (float32 stops near 1e-45)
 # Above this many cells (layers × tokens) a page carries only the first view (entropy and
 # the top-1 token per cell); the rest is fetched from data/<model>/<prompt>.figure.json.
 LIGHT_CELLS = 4096
@@ -43,6 +53,13 @@ def _flat(rows: Any, scale: int) -> list[int | None]:
 
 def _flat_ints(rows: Any) -> list[int | None]:
     return _flat(rows, 1)
+
+
+def _log10(rows: Any) -> Any:
+    """The same nesting with each probability as its log10 (None stays None)."""
+    if isinstance(rows, list):
+        return [_log10(item) for item in rows]
+    return None if rows is None else (math.log10(rows) if rows > 0 else LOG_FLOOR)
 
 
 def covered_rows(document: dict[str, Any]) -> list[int]:
@@ -79,10 +96,11 @@ def _lens_fields(document: dict[str, Any]) -> dict[str, Any]:
 def summary(document: dict[str, Any]) -> dict[str, Any]:
     """What the model predicts after the prompt, and from which layer on it is the top guess."""
     last_layer = len(document["layers"]) - 1
+    position = last_prompt_position(document)
     # None for a row the lens does not cover: such rows are skipped, never counted as agreeing
     # or disagreeing (the settled layer is the lowest covered row from which every covered row
     # up to the output agrees).
-    top1 = [None if layer is None else layer[-1][0] for layer in document["topk_ids"]]
+    top1 = [None if layer is None else layer[position][0] for layer in document["topk_ids"]]
     answer = top1[last_layer]
     first = next(i for i, token in enumerate(top1) if token == answer)
     settled = last_layer
@@ -94,11 +112,68 @@ def summary(document: dict[str, Any]) -> dict[str, Any]:
         settled = row
     return {
         "answer": document["vocab"][str(answer)],
-        "probability": document["topk_probs"][last_layer][-1][0],
+        "probability": document["topk_probs"][last_layer][position][0],
         "first_layer": first,
         "settled_layer": settled,
         "num_layers": last_layer,  # L blocks; rows are 0 … L
     }
+
+
+def last_prompt_position(document: dict[str, Any]) -> int:
+    """The prompt's last position: where the model predicts what follows the prompt (the
+    token before any generated text; the last token when nothing was generated)."""
+    start = document.get("generated_from")
+    return len(document["input_ids"]) - 1 if start is None else start - 1
+
+
+def _display_fields(document: dict[str, Any]) -> dict[str, Any]:
+    """Which positions are the chat template's and from which one the text is generated
+    (only where the document has them: plain prompts' payloads are unchanged)."""
+    fields: dict[str, Any] = {}
+    if document.get("generated_from") is not None:
+        fields["generated_from"] = document["generated_from"]
+    if document.get("template_mask") is not None:
+        fields["template_mask"] = document["template_mask"]
+    return fields
+
+
+def display_notes(document: dict[str, Any]) -> dict[str, Any]:
+    """What a figure's page says about its tokens: the chat messages, whether some tokens are
+    the chat template's (dimmed), the token groups, and the generated continuation (from
+    ``generated_from`` on)."""
+    start = document.get("generated_from")
+    mask = document.get("template_mask")
+    tokens = document.get("input_tokens") or [document["vocab"][str(i)]
+                                              for i in document["input_ids"]]
+    messages = document["prompt"].get("messages")
+    return {"template": bool(mask) and any(mask),
+            "messages": None if not messages else [(m["role"], m["content"]) for m in messages],
+            "groups": [group["name"] for group in document.get("target_groups") or []],
+            "generated_from": start,
+            "generated": None if start is None else len(tokens) - start,
+            "generated_text": None if start is None else "".join(tokens[start:])}
+
+
+def _groups(document: dict[str, Any], length: int) -> list[dict[str, Any]]:
+    """Each token group's per-cell numbers as flat arrays [layer][position] (members:
+    [layer][position][m])."""
+    out = []
+    for group in document.get("target_groups") or []:
+        ids = list(group["ids"])
+        covered = [row for row in group["top_ids"] if row is not None]
+        m = len(covered[0][0]) if covered and covered[0] else 0
+        index = {token: j for j, token in enumerate(ids)}
+        top = [None if row is None else [[index[token] for token in cell] for cell in row]
+               for row in group["top_ids"]]
+        out.append({
+            "name": group["name"], "ids": ids, "m": m,
+            "prob": _flat(_dense(group["prob"], (length,)), PROB_SCALE),
+            "logp": _flat(_dense(_log10(group["prob"]), (length,)), LOG_SCALE),
+            "rank": _flat_ints(_dense(group["rank"], (length,))),
+            "top": _flat_ints(_dense(top, (length, m))),
+            "top_probs": _flat(_dense(group["top_probs"], (length, m)), PROB_SCALE),
+        })
+    return out
 
 
 def is_long(document: dict[str, Any]) -> bool:
@@ -124,7 +199,7 @@ def first_view(document: dict[str, Any], figure_id: str) -> dict[str, Any]:
         "topk_probs": _flat(_dense(top1_probs, (length,)), PROB_SCALE),
         "entropy": _flat(_dense(document["entropy"], (length,)), NATS_SCALE),
         "target_id": prompt.get("target_id"), "target": prompt.get("target_token"),
-        **_lens_fields(document),
+        **_lens_fields(document), **_display_fields(document),
         "vocab": {key: document["vocab"][key] for key in sorted(used, key=int)},
     }
 
@@ -159,13 +234,22 @@ def payload(document: dict[str, Any], figure_id: str, with_tracks: bool = True
         "kl_to_final": grid("kl_to_final", NATS_SCALE),
         "next_token_prob": grid("next_token_prob", PROB_SCALE),
         "next_token_rank": grid("next_token_rank", 1),
+        "next_token_logp": _flat(_dense(_log10(document["next_token_prob"]), row), LOG_SCALE),
+        "vocab_size": document["model"].get("vocab_size"),
         "target_id": prompt.get("target_id"),
         "target": prompt.get("target_token"),
         **_lens_fields(document),
+        **_display_fields(document),
     }
     if document.get("target_prob") is not None:
         data["target_prob"] = grid("target_prob", PROB_SCALE)
         data["target_rank"] = grid("target_rank", 1)
+        data["target_logp"] = _flat(_dense(_log10(document["target_prob"]), row), LOG_SCALE)
+    groups = _groups(document, length)
+    if groups:
+        data["groups"] = groups
+        for group in groups:
+            used.update(str(i) for i in group["ids"])
     if with_tracks:
         data["tracked_ids"] = document["tracked_ids"]
         data["tracked_probs"] = [_flat(_dense(probs, (len(ids),)), PROB_SCALE)

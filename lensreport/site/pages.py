@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,11 @@ from .._version import __version__
 from ..lens.kinds import lens_style
 from ..manifest.specs import EXPORT_FORMATS, Manifest
 from ..results.documents import dumps
-from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, metric_table
+from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, Metric, metric_table
 from . import furniture
 from .export import ExportJob, figure_digest, write_exports
-from .figures import first_view, gap_text, is_long, payload, script_json, summary
+from .figures import (display_notes, first_view, gap_text, is_long, payload, script_json,
+                      summary)
 from .search import search_index, search_script
 from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
 from .tables import corpus_csv, run_csv
@@ -68,6 +69,8 @@ def environment(theme_dir: Path | None) -> jinja2.Environment:
     env.filters["markdown"] = markdown
     env.filters["script_json"] = lambda value: Markup(script_json(value))
     env.filters["percent"] = lambda p: "–" if p is None else f"{100 * p:.1f}%"
+    env.filters["millions"] = lambda n: "–" if not n else (
+        f"{n / 1e9:.1f} B" if n >= 1e9 else f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n:,}")
     env.filters["absolute_url"] = furniture.absolute_url
     return env
 
@@ -138,7 +141,6 @@ class Figure:
         """The figure's PNG (its first part), where PNG export is on: pages' og:image."""
         return self.export_paths(self.lenses[0][0], "png")[0] if "png" in formats else None
 
-
     @property
     def data_path(self) -> str:
         return self.data_path_for(self.lenses[0][0])
@@ -181,6 +183,11 @@ class Figure:
         height = min(900, 140 + 22 * len(self.document["layers"]))
         return embed_snippet(site_url, self.embed_path, height,
                              f"Logit lens: {self.model.name} on {self.prompt.name}")
+
+    @property
+    def display_notes(self) -> dict[str, Any]:
+        """Chat template and generated tokens, for the figure's legend line (figures.py)."""
+        return display_notes(self.document)
 
     @property
     def lens_styles(self) -> list[dict[str, str]]:
@@ -240,10 +247,36 @@ class CurveSeries:
         """The curves for the browser; a row the lens does not cover is null in each metric
         and its interval (the chart draws a gap there)."""
         fields = [metric.name for metric in CORPUS_METRICS]
+        groups = {f"group:{group['name']}": group for group in self.groups}
         return {"model": self.model.name, "lens": self.lens, "style": lens_style(self.lens),
                 "layers": len(self.document["layers"]),
                 **{name: self.document[name] for name in fields},
-                **{f"{name}_ci": self.document[f"{name}_ci"] for name in fields}}
+                **{f"{name}_ci": self.document[f"{name}_ci"] for name in fields},
+                **{name: group["prob"] for name, group in groups.items()},
+                **{f"{name}_ci": group["prob_ci"] for name, group in groups.items()}}
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """The corpus's token groups in this document (mean P(group) per row)."""
+        return self.document.get("target_groups") or []
+
+    def curve(self, name: str) -> tuple[list[Any], list[Any] | None]:
+        """A metric's values per row and their intervals (None: no interval); a token
+        group's curve is the metric ``group:<name>``."""
+        for group in self.groups:
+            if name == f"group:{group['name']}":
+                return group["prob"], group["prob_ci"]
+        if name.startswith("group:"):
+            return [None] * len(self.document["layers"]), None
+        return self.document[name], self.document[f"{name}_ci"]
+
+
+def corpus_metrics(series: list[CurveSeries]) -> tuple[Metric, ...]:
+    """The corpus page's panels and table columns: the metric table, then one P(group) per
+    token group of the corpus (in the order its documents list them)."""
+    names = dict.fromkeys(group["name"] for item in series for group in item.groups)
+    return CORPUS_METRICS + tuple(Metric(f"group:{name}", f"P({name})")
+                                  for name in names)
 
 
 def corpus_series(manifest: Manifest, corpus_documents: dict[tuple[str, str, str], Any]
@@ -305,9 +338,13 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
     for corpus in corpora:
         series = curves[corpus.name]
         first = series[0].document["corpus"]
+        panels = corpus_metrics(series)
+        groups = panels[len(CORPUS_METRICS):]
         context = dict(corpus=corpus, series=series, corpus_facts=first,
-                       metrics=CORPUS_METRICS, min_interval_documents=MIN_INTERVAL_DOCUMENTS,
-                       payload={"corpus": corpus.name, "metrics": metric_table(),
+                       metrics=panels, groups=groups,
+                       min_interval_documents=MIN_INTERVAL_DOCUMENTS,
+                       payload={"corpus": corpus.name,
+                                "metrics": metric_table() + [asdict(m) for m in groups],
                                 "series": [item.payload() for item in series]})
         snippet = embed_snippet(manifest.site.site_url, f"embed/corpora/{corpus.slug}.html", 900,
                                 f"Corpus curves: {corpus.name}")

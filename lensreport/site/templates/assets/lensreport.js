@@ -10,7 +10,8 @@
 (function () {
   'use strict';
   if (window.lensreport && window.lensreport.mount) return;  // loaded once per page
-  var PROB = 1e4, NATS = 1e3;
+  var PROB = 1e4, NATS = 1e3, LOG = 1e2;  // *_logp: log10 of a probability, in units of 0.01
+  var LOG_MIN = -8;  // log-probability colour scales run from 1e-8 (and below) to 1
 
   function plotlyText(s) {
     return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -20,6 +21,41 @@
     return chars.length > n ? chars.slice(0, n - 1).join('') + '…' : chars.join('');
   }
   function pct(p) { return p === null || p === undefined ? '–' : (100 * p).toFixed(p < 0.001 ? 3 : 1) + '%'; }
+  /* A probability that may be far below 0.1 %: a percentage, else scientific (2.8e-7). */
+  function prob(p) {
+    if (p === null || p === undefined) return '–';
+    return p >= 0.001 || p === 0 ? pct(p) : p.toExponential(1);
+  }
+  var SUPERSCRIPT = { '-': '⁻', '0': '⁰', '1': '¹', '2': '²', '3': '³', '4': '⁴', '5': '⁵', '6': '⁶', '7': '⁷', '8': '⁸', '9': '⁹' };
+  function power(n) { return n === 0 ? '1' : '10' + String(n).replace(/./g, function (c) { return SUPERSCRIPT[c]; }); }
+  /* Colour bar ticks for log10 values: 10⁻⁸ … 1 (log-probability), 1, 10, 100, … (rank). */
+  function logTicks(low, high, rank) {
+    var vals = [], text = [], step = Math.max(1, Math.ceil((high - low) / 6));
+    for (var v = Math.ceil(low); v <= Math.floor(high); v += step) {
+      vals.push(v);
+      text.push(rank ? (v < 4 ? String(Math.pow(10, v)) : power(v)) : power(v));
+    }
+    return { tickmode: 'array', tickvals: vals, ticktext: text };
+  }
+  /* Colour scales plotly.js does not ship (it has Blues, Greens, Reds, Viridis, … but no
+     Oranges or Magma): ColorBrewer / matplotlib stops, light to dark (Magma: dark to light). */
+  var SCALES = {
+    Oranges: ['#fff5eb', '#fee6ce', '#fdd0a2', '#fdae6b', '#fd8d3c', '#f16913', '#d94801', '#a63603', '#7f2704'],
+    Purples: ['#fcfbfd', '#efedf5', '#dadaeb', '#bcbddc', '#9e9ac8', '#807dba', '#6a51a3', '#54278f', '#3f007d'],
+    PuRd: ['#f7f4f9', '#e7e1ef', '#d4b9da', '#c994c7', '#df65b0', '#e7298a', '#ce1256', '#980043', '#67001f'],
+    BuGn: ['#f7fcfd', '#e5f5f9', '#ccece6', '#99d8c9', '#66c2a4', '#41ae76', '#238b45', '#006d2c', '#00441b'],
+    Magma: ['#000004', '#1c1044', '#4f127b', '#812581', '#b5367a', '#e55064', '#fb8761', '#fec287', '#fcfdbf']
+  };
+  var GROUP_SCALES = ['Purples', 'PuRd', 'BuGn', 'Oranges'];  // token groups' heatmap colours, in turn
+  function colourScale(name) {
+    var stops = SCALES[name];
+    return stops ? stops.map(function (c, i) { return [i / (stops.length - 1), c]; }) : name;
+  }
+  /* A colour taken from the page's CSS (a theme's own), used inside Plotly's styled text. */
+  function cssColour(el, name, fallback) {
+    var v = css(el, name, fallback);
+    return /^[#\w(),.\s%-]+$/.test(v) ? v : fallback;
+  }
   /* Colours where the figure is, not at the page root: a notebook output sets its own
      variables (transparent background, the notebook's text colour), so figures follow a
      dark notebook theme as pages follow theirs. */
@@ -117,11 +153,49 @@
     list = list.filter(function (m) {
       return { entropy: d.entropy, top1: d.topk_probs, kl: d.kl_to_final, next: d.next_token_prob }[m.key];
     });
+    /* Next to a probability: its log10 (LOG_MIN … 0) and the rank coloured by log10(rank),
+       reversed, so rank 1 gets the colour of a high probability. Keys are stable strings:
+       next_log, next_rank, target_log, target_rank, group:NAME, group_log:NAME, group_rank:NAME. */
+    function logAndRank(logKey, rankKey, what, logp, ranks, colorscale, rankLabel) {
+      if (logp) list.push({ key: logKey, label: 'log₁₀ P(' + what + ')', short: 'log₁₀ P', colorscale: colorscale,
+        get: function (l, t) { return self.at(logp, l, t, LOG); }, zmin: LOG_MIN, zmax: 0, ticks: logTicks(LOG_MIN, 0, false) });
+      if (ranks) list.push({ key: rankKey, label: (rankLabel || 'rank of ' + what) + ' (log scale)', short: 'log₁₀ rank', colorscale: colorscale, reversescale: true,
+        get: function (l, t) { var r = self.at(ranks, l, t, 1); return r === null ? null : Math.log10(r); },
+        zmin: 0, zmax: self.rankMax(ranks), ticks: logTicks(0, self.rankMax(ranks), true) });
+    }
+    if (d.next_token_prob) logAndRank('next_log', 'next_rank', 'actual next token', d.next_token_logp, d.next_token_rank, 'Greens');
     if (d.target_prob) {
       list.push({ key: 'target', label: 'P(target ' + JSON.stringify(d.target) + ')', get: function (l, t) { return self.at(d.target_prob, l, t, PROB); }, colorscale: 'Oranges', zmin: 0, zmax: 1 });
+      logAndRank('target_log', 'target_rank', 'target ' + JSON.stringify(d.target), d.target_logp, d.target_rank, 'Oranges');
     }
+    (d.groups || []).forEach(function (g, i) {  // one per token group: P(name), its log, its best rank
+      var colorscale = GROUP_SCALES[i % GROUP_SCALES.length];
+      list.push({ key: 'group:' + g.name, label: 'P(' + g.name + ')', group: g, colorscale: colorscale, zmin: 0, zmax: 1,
+        get: function (l, t) { return self.at(g.prob, l, t, PROB); } });
+      logAndRank('group_log:' + g.name, 'group_rank:' + g.name, g.name, g.logp, g.rank, colorscale, 'best rank in ' + g.name);
+    });
     return list;
   };
+  /* The top of a rank colour scale: the vocabulary size (else the largest rank shown). */
+  Figure.prototype.rankMax = function (ranks) {
+    var top = this.d.vocab_size;
+    if (!top) { top = 1; ranks.forEach(function (r) { if (r > top) top = r; }); }
+    return Math.max(1, Math.log10(top));
+  };
+  /* The heatmap's colour attributes for a metric (log metrics: ticks 10⁻⁸ … 1, 1, 10, 100, …). */
+  function colours(metric) {
+    var ticks = metric.ticks || { tickmode: 'auto', tickvals: null, ticktext: null };
+    return {
+      colorscale: colourScale(metric.colorscale), reversescale: !!metric.reversescale,
+      zmin: metric.zmin, zmax: metric.zmax === undefined ? null : metric.zmax, zauto: metric.zmax === undefined,
+      colorbar: { title: { text: plotlyText(metric.label), side: 'right' }, thickness: 12,
+        tickmode: ticks.tickmode, tickvals: ticks.tickvals, ticktext: ticks.ticktext }
+    };
+  }
+  /* What a long prompt's light hover says of the value (a log metric's is a log10). */
+  function valueHover(metric) {
+    return '<b>layer %{y} · position %{x}</b><br>top-1: %{text}<br>' + plotlyText(metric.short || 'value') + ': %{z:.3f}<extra></extra>';
+  }
   Figure.prototype.matrix = function (metric) {
     var z = [];
     for (var l = 0; l < this.L; l++) {
@@ -137,7 +211,7 @@
       var row = [];
       for (var t = 0; t < this.T; t++) {
         var lines = ['<b>layer ' + l + (l === this.L - 1 ? ' (output)' : '') + ' · position ' + t + '</b>',
-          'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t])))];
+          'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t]))) + this.positionNote(t)];
         if (!this.covered(l)) {  // no numbers at all: none of this lens's, none of another's
           lines.push(plotlyText(this.gapText()));
           row.push(lines.join('<br>'));
@@ -153,11 +227,48 @@
         this.topk(l, t).forEach(function (c, j) {
           lines.push((j + 1) + '. ' + plotlyText(JSON.stringify(this.token(c.id))) + '  ' + pct(c.p));
         }, this);
+        (d.groups || []).forEach(function (g) { lines.push(this.groupLine(g, l, t)); }, this);
         row.push(lines.join('<br>'));
       }
       rows.push(row);
     }
     return rows;
+  };
+  /* A token group at one cell: P(group), its best rank, and its most likely members. */
+  Figure.prototype.groupMembers = function (g, layer, pos) {
+    var out = [], base = (layer * this.T + pos) * g.m;
+    for (var j = 0; j < g.m; j++) {
+      var index = g.top[base + j], p = g.top_probs[base + j];
+      if (index === null || index === undefined) continue;
+      out.push({ id: g.ids[index], p: p === null || p === undefined ? null : p / PROB });
+    }
+    return out;
+  };
+  Figure.prototype.groupProb = function (g, layer, pos) {
+    var p = this.at(g.prob, layer, pos, PROB), logp = g.logp ? this.at(g.logp, layer, pos, LOG) : null;
+    return p !== null && p < 0.001 && logp !== null ? Math.pow(10, logp) : p;  // small ones: from the log
+  };
+  Figure.prototype.groupLine = function (g, layer, pos) {
+    var members = this.groupMembers(g, layer, pos).map(function (c) {
+      return plotlyText(JSON.stringify(this.token(c.id))) + ' ' + (c.p ? pct(c.p) : plotlyText('<0.01%'));
+    }, this);
+    return 'P(' + plotlyText(g.name) + ') ' + prob(this.groupProb(g, layer, pos)) +
+      ' · rank ' + g.rank[layer * this.T + pos] + (members.length ? ': ' + members.join(', ') : '');
+  };
+  /* What a position is, beyond its token: the chat template's, or generated by the model. */
+  Figure.prototype.positionKind = function (pos) {
+    var d = this.d;
+    if (d.generated_from !== undefined && d.generated_from !== null && pos >= d.generated_from) return 'generated';
+    if (d.template_mask && d.template_mask[pos]) return 'template';
+    return '';
+  };
+  Figure.prototype.positionNote = function (pos) {
+    return { generated: ' (generated)', template: ' (chat template)', '': '' }[this.positionKind(pos)];
+  };
+  /* The prompt's last position: the token before any generated text (what follows the prompt). */
+  Figure.prototype.lastPrompt = function () {
+    var g = this.d.generated_from;
+    return g === undefined || g === null ? this.T - 1 : g - 1;
   };
   Figure.prototype.cellText = function () {
     var rows = [];
@@ -180,7 +291,7 @@
   Figure.prototype.draw = function () {
     var el = this.root.querySelector('.heatmap'), th = theme(this.root), self = this;
     var positions = [], ticktext = [];
-    for (var t = 0; t < this.T; t++) { positions.push(t); ticktext.push(plotlyText(shortText(this.token(this.d.input_ids[t]), 12))); }
+    for (var t = 0; t < this.T; t++) { positions.push(t); ticktext.push(this.tickLabel(t)); }
     this.metricList = this.metrics();
     this.metric = this.metric || this.metricList[0];
     var long = this.T > WINDOW, withText = this.T <= CELL_TEXT_LIMIT;
@@ -196,13 +307,14 @@
       // A blank cell (a row the lens does not cover): its hover says so on short prompts, and
       // long prompts (whose hover shows the value) have none there.
       hoverongaps: !long,
-      hovertemplate: long ? '<b>layer %{y} · position %{x}</b><br>top-1: %{text}<br>value: %{z:.3f}<extra></extra>'
-        : '%{customdata}<extra></extra>',
-      colorscale: this.metric.colorscale, zmin: this.metric.zmin, zmax: this.metric.zmax,
-      colorbar: { title: { text: plotlyText(this.metric.label), side: 'right' }, thickness: 12 }, xgap: 1, ygap: 1
+      hovertemplate: long ? valueHover(this.metric) : '%{customdata}<extra></extra>',
+      xgap: 1, ygap: 1
     };
+    Object.assign(trace, colours(this.metric));
+    var marks = this.generatedMarks();
     var layout = {
-      width: width, height: height, margin: { l: 60, r: 20, t: 10, b: 90 },
+      width: width, height: height, margin: { l: 60, r: 20, t: marks.shapes.length ? 26 : 10, b: 90 },
+      shapes: marks.shapes, annotations: marks.annotations,
       paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
       xaxis: long
         ? { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' },
@@ -220,6 +332,26 @@
       }
     });
   };
+  /* An x tick label: the chat template's tokens dimmed, generated ones bold in the accent
+     colour (the token itself escaped; only our own tags around it). */
+  Figure.prototype.tickLabel = function (pos) {
+    var text = plotlyText(shortText(this.token(this.d.input_ids[pos]), 12)), kind = this.positionKind(pos);
+    if (kind === 'template') return '<span style="color:' + cssColour(this.root, '--template-token', '#8d939c') + '">' + text + '</span>';
+    if (kind === 'generated') return '<span style="color:' + cssColour(this.root, '--accent', '#2f6fde') + '"><b>' + text + '</b></span>';
+    return text;
+  };
+  /* A dashed line before the first generated token, labelled "generated →". */
+  Figure.prototype.generatedMarks = function () {
+    var g = this.d.generated_from;
+    if (g === undefined || g === null || g >= this.T) return { shapes: [], annotations: [] };
+    var colour = cssColour(this.root, '--accent', '#2f6fde');
+    return {
+      shapes: [{ type: 'line', xref: 'x', yref: 'paper', x0: g - 0.5, x1: g - 0.5, y0: 0, y1: 1,
+        line: { color: colour, width: 2, dash: 'dash' }, layer: 'above', name: 'generated' }],
+      annotations: [{ xref: 'x', yref: 'paper', x: g - 0.5, y: 1, xanchor: 'left', yanchor: 'bottom',
+        text: 'generated →', showarrow: false, font: { color: colour, size: 12 }, name: 'generated' }]
+    };
+  };
   Figure.prototype.fillSelect = function () {
     var select = this.root.querySelector('.metric-select'), current = this.metric && this.metric.key;
     if (!select) return;
@@ -235,11 +367,14 @@
     this.fillSelect();
     select.addEventListener('change', function () {
       self.metric = self.metricList.filter(function (m) { return m.key === select.value; })[0];
-      Plotly.restyle(self.root.querySelector('.heatmap'), {
-        z: [self.matrix(self.metric)], colorscale: [self.metric.colorscale],
-        zmin: [self.metric.zmin], zmax: [self.metric.zmax === undefined ? null : self.metric.zmax],
-        zauto: [self.metric.zmax === undefined], 'colorbar.title.text': [plotlyText(self.metric.label)]
-      });
+      var c = colours(self.metric), update = {
+        z: [self.matrix(self.metric)], colorscale: [c.colorscale], reversescale: [c.reversescale],
+        zmin: [c.zmin], zmax: [c.zmax], zauto: [c.zauto], 'colorbar.title.text': [c.colorbar.title.text],
+        'colorbar.tickmode': [c.colorbar.tickmode], 'colorbar.tickvals': [c.colorbar.tickvals],
+        'colorbar.ticktext': [c.colorbar.ticktext]
+      };
+      if (self.T > WINDOW) update.hovertemplate = [valueHover(self.metric)];
+      Plotly.restyle(self.root.querySelector('.heatmap'), update);
     });
   };
   /* The lens switch: same tokens and layers, another lens's numbers. */
@@ -271,7 +406,15 @@
     }
     return null;
   };
-  Figure.prototype.addTrajectory = function (pos, id, probs) {
+  /* P(group) at one position, layer by layer (null at rows the lens does not cover). */
+  Figure.prototype.groupTrack = function (g, pos) {
+    var ys = [];
+    for (var l = 0; l < this.L; l++) ys.push(this.covered(l) ? this.at(g.prob, l, pos, PROB) : null);
+    return ys;
+  };
+  /* A line on the trajectory chart: token `id` (or `label`, e.g. a group's "P(name)", with
+     `id` its key) at position `pos`. */
+  Figure.prototype.addTrajectory = function (pos, id, probs, label) {
     var el = this.root.querySelector('.trajectory');
     if (!el) return;
     var th = theme(this.root), key = pos + ':' + id;
@@ -281,7 +424,7 @@
     var trace = {
       type: 'scatter', mode: 'lines+markers', x: Array.from({ length: this.L }, function (_, i) { return i; }), y: probs,
       connectgaps: false,  // null at rows the lens does not cover
-      name: plotlyText(JSON.stringify(this.token(id))) + ' @ ' + plotlyText(shortText(this.token(this.d.input_ids[pos]), 12)) + ' (pos ' + pos + ')',
+      name: (label === undefined ? plotlyText(JSON.stringify(this.token(id))) : plotlyText(label)) + ' @ ' + plotlyText(shortText(this.token(this.d.input_ids[pos]), 12)) + ' (pos ' + pos + ')',
       hovertemplate: 'layer %{x}: %{y:.2%}<extra>%{fullData.name}</extra>'
     };
     if (!this.trajectoryDrawn) {
@@ -314,9 +457,18 @@
       b.addEventListener('click', function () { var ys = self.track(pos, c.id); if (ys) self.addTrajectory(pos, c.id, ys); });
       picker.appendChild(b);
     });
+    (this.d.groups || []).forEach(function (g) {  // token groups: P(group) at this position
+      var b = document.createElement('button');
+      b.type = 'button'; b.className = 'token group';
+      b.setAttribute('data-group', g.name);
+      b.textContent = 'P(' + g.name + ')';
+      b.title = 'P(' + g.name + ') ' + prob(self.groupProb(g, layer, pos)) + ': the summed probability of its ' + g.ids.length + ' token(s)';
+      b.addEventListener('click', function () { self.addTrajectory(pos, 'group:' + g.name, self.groupTrack(g, pos), 'P(' + g.name + ')'); });
+      picker.appendChild(b);
+    });
   };
   Figure.prototype.defaultTrajectory = function () {
-    var d = this.d, last = this.T - 1;
+    var d = this.d, last = this.lastPrompt(), self = this;
     if (!this.root.querySelector('.trajectory')) return;
     if (d.target_prob) {
       var ys = [];
@@ -326,14 +478,21 @@
       var answer = this.topk(this.L - 1, last)[0].id, track = this.track(last, answer);
       if (track) this.addTrajectory(last, answer, track);
     }
+    (d.groups || []).forEach(function (g) { self.addTrajectory(last, 'group:' + g.name, self.groupTrack(g, last), 'P(' + g.name + ')'); });
   };
-  /* Probability of the model's final answer at the last position, per lens. */
+  /* Per lens, at the prompt's last position (before any generated text): the probability of
+     the model's final answer there, and of each token group. */
   Figure.prototype.answerCurves = function () {
     var self = this, current = this.d, curves = [];
     this.variants.forEach(function (variant) {
       self.d = variant;
-      var last = self.T - 1, answer = self.topk(self.L - 1, last)[0].id, ys = self.track(last, answer), L = self.L - 1;
-      if (ys) curves.push({ x: ys.map(function (_, l) { return L ? l / L : 0; }), y: ys, answer: self.token(answer), lens: variant.lens_style });
+      var last = self.lastPrompt(), answer = self.topk(self.L - 1, last)[0].id, ys = self.track(last, answer), L = self.L - 1;
+      var depth = function (_, l) { return L ? l / L : 0; };
+      if (ys) curves.push({ x: ys.map(depth), y: ys, answer: self.token(answer), label: JSON.stringify(self.token(answer)), curve: 'answer', lens: variant.lens_style });
+      (variant.groups || []).forEach(function (g) {
+        var gs = self.groupTrack(g, last);
+        curves.push({ x: gs.map(depth), y: gs, label: 'P(' + g.name + ')', curve: 'group:' + g.name, lens: variant.lens_style });
+      });
     });
     this.d = current;
     return curves;
@@ -342,12 +501,15 @@
   function drawComparison(figures, scope) {
     var el = (scope || document).querySelector('.comparison-chart');
     if (!el) return;
-    var th = theme(el), traces = [];
+    var th = theme(el), traces = [], colour = {};
     figures.forEach(function (f) {
       f.answerCurves().forEach(function (c) {
+        // One colour per (model, curve): a model's lenses differ by dash only.
+        var key = f.d.model + '\u0000' + c.curve;
+        if (!(key in colour)) colour[key] = PALETTE[Object.keys(colour).length % PALETTE.length];
         traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y, connectgaps: false,
-          line: { dash: c.lens.dash },
-          name: plotlyText(f.d.model) + (f.variants.length > 1 ? ' (' + plotlyText(c.lens.label) + ')' : '') + ': ' + plotlyText(JSON.stringify(c.answer)),
+          line: { dash: c.lens.dash, color: colour[key] }, marker: { color: colour[key] },
+          name: plotlyText(f.d.model) + (f.variants.length > 1 ? ' (' + plotlyText(c.lens.label) + ')' : '') + ': ' + plotlyText(c.label),
           hovertemplate: 'depth %{x:.2f}: %{y:.2%}<extra>%{fullData.name}</extra>' });
       });
     });
@@ -369,6 +531,7 @@
       section.querySelectorAll('.curve-panel').forEach(function (panel) {
         var metric = panel.getAttribute('data-metric'), traces = [];
         data.series.forEach(function (s, i) {
+          if (!s[metric]) return;  // a token group this series does not have
           var L = s.layers - 1, colour = PALETTE[i % PALETTE.length];
           var xs = s[metric].map(function (_, l) { return byDepth ? (L ? l / L : 0) : l; });
           var ci = s[metric + '_ci'], name = plotlyText(s.model) + ' (' + plotlyText(s.style.label) + ')';
