@@ -69,3 +69,32 @@ def test_index_filters_sorts_and_pages_models(gallery, page):
                                       "els => els.map(a => a.textContent)")
     assert first == sorted(first, reverse=True) and len(first) == 50
     assert not page.errors, page.errors
+
+
+@pytest.mark.browser
+def test_a_prompt_page_of_many_models_draws_figures_as_they_scroll_into_view(gallery, page):
+    """The first heatmap at once, the others when they come near the screen, in placeholders
+    of their height (the page does not grow as they draw); the depth comparison has every
+    model."""
+    page.goto((gallery / "prompts" / "prompt-00" / "index.html").as_uri())
+    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+    drawn = "() => [...document.querySelectorAll('section.figure .heatmap')]" \
+            ".filter(h => h.querySelector('.main-svg')).length"
+    sections = page.locator("section.figure")
+    assert sections.count() == MODELS
+    first = page.evaluate(drawn)
+    assert 1 <= first < MODELS // 2
+    height = page.evaluate("() => document.documentElement.scrollHeight")
+    last = sections.nth(MODELS - 1)
+    assert last.get_attribute("data-lazy") is not None
+    last.scroll_into_view_if_needed()
+    page.wait_for_function("el => !el.hasAttribute('data-lazy') && "
+                           "el.querySelector('.heatmap .main-svg') !== null",
+                           arg=last.element_handle(), timeout=30_000)
+    assert page.evaluate(drawn) < MODELS  # the ones in between, far off screen, wait
+    assert abs(page.evaluate("() => document.documentElement.scrollHeight") - height) \
+        < 0.02 * height
+    names = page.evaluate("() => [...document.querySelectorAll('.comparison-chart')]"
+                          ".flatMap(el => (el.data || []).map(t => t.name))")
+    assert len({name.split(" ")[0] for name in names}) >= MODELS, names[:5]
+    assert not page.errors, page.errors

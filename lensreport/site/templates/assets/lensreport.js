@@ -565,6 +565,42 @@
     return { render: render };
   }
 
+  /* A page with more figures than this (a prompt across a gallery of models) draws each
+     heatmap when it comes near the screen: its place is kept by a placeholder of its height,
+     so the scrollbar does not jump, and the first one is drawn at once. */
+  var LAZY_AFTER = 12;
+  function drawWhenSeen(figures) {
+    function draw(f) {
+      f.root.removeAttribute('data-lazy');
+      return f.draw().then(function () {
+        f.root.querySelector('.heatmap').style.minHeight = '';
+        f.defaultTrajectory();
+        var trajectory = f.root.querySelector('.trajectory');
+        if (trajectory) trajectory.style.minHeight = '';
+        return f.partial ? f.loadFull() : null;
+      });
+    }
+    var pending = new Map();
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        var f = pending.get(entry.target);
+        if (!entry.isIntersecting || !f) return;
+        pending.delete(entry.target);
+        observer.unobserve(entry.target);
+        draw(f);
+      });
+    }, { rootMargin: '600px 0px' });
+    figures.slice(1).forEach(function (f) {
+      f.root.setAttribute('data-lazy', '');
+      f.root.querySelector('.heatmap').style.minHeight = Math.max(260, 110 + 21 * f.L) + 'px';
+      var trajectory = f.root.querySelector('.trajectory');
+      if (trajectory) trajectory.style.minHeight = '260px';  // the default trajectory's
+      pending.set(f.root, f);
+      observer.observe(f.root);
+    });
+    return figures.length ? [draw(figures[0])] : [];
+  }
+
   var mounted = [];
   /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
   function mount(scope) {
@@ -579,8 +615,10 @@
       f.enableLens(!f.partial);
       figures.push(f);
     });
-    var all = figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });
-    if (figures.some(function (f) { return f.partial; })) {
+    var all = figures.length > LAZY_AFTER && 'IntersectionObserver' in window
+      ? drawWhenSeen(figures)
+      : figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });
+    if (figures.length <= LAZY_AFTER && figures.some(function (f) { return f.partial; })) {
       Promise.all(all).then(function () {
         return Promise.all(figures.map(function (f) { return f.loadFull(); }));
       }).then(function () { drawComparison(figures, scope); });
@@ -606,6 +644,7 @@
   function retheme() {
     mounted.forEach(function (m) {
       m.figures.forEach(function (f) {
+        if (f.root.hasAttribute('data-lazy')) return;  // drawn in the new colours when seen
         f.draw();
         var el = f.root.querySelector('.trajectory'), th = theme(f.root);
         if (el && f.trajectoryDrawn) {
