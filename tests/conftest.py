@@ -324,6 +324,19 @@ def demo_models(demo_site: Path) -> Callable[[str], tuple[Any, Any]]:
 # --- Chromium -------------------------------------------------------------------------------
 
 
+def open_notebook_output(page, folder: Path, result: Any, monkeypatch) -> None:
+    """``result``'s notebook output (plotly inlined, as a kernel's first output) opened in
+    ``page`` from a file, once its figures are drawn."""
+    import lensreport.api
+
+    monkeypatch.setattr(lensreport.api, "_plotly_sent", False)
+    page_file = folder / "notebook.html"
+    page_file.write_text(f"<!doctype html><html><body>{result._repr_html_()}</body></html>",
+                         encoding="utf-8")
+    page.goto(page_file.as_uri())
+    page.wait_for_selector(".lensreport-notebook[data-figures-ready]", timeout=30_000)
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Real headless Chromium (Debian's), driven by Playwright. Never skipped."""

@@ -13,10 +13,8 @@ import torch
 from conftest import run_cli, write_manifest
 from lensreport.models.prompts import PromptRequest, TokenGroup, word_token_ids
 from lensreport.models.tokens import special_ids
+from tiny import CHAT_TEMPLATE, save_chat_model
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-                 "{% endif %}")
 
 
 def expanded_by_definition(tokenizer, word: str) -> list[int]:
@@ -140,25 +138,11 @@ def test_prompt_identity_keys(tmp_path):
     assert len(keys) == 5
 
 
-def chat_model(tiny_models, tmp_path: Path) -> Path:
-    """The tiny Llama with a chat template (a copy: the shared one has none)."""
-    import shutil
-
-    from transformers import AutoTokenizer
-
-    folder = tmp_path / "chat-model"
-    shutil.copytree(tiny_models("llama"), folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_tiny_build_with_groups_chat_generation_and_corpus_groups(tmp_path, tiny_models,
                                                                   weights_cache):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = chat_model(tiny_models, tmp_path)
+    folder = save_chat_model(tiny_models("llama"), tmp_path / "chat-model")
     (tmp_path / "corpus.txt").write_text("The quick brown fox.\n\nquick quick, the fox.\n")
     manifest = write_manifest(tmp_path, f"""
         models:

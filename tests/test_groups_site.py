@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
 
@@ -15,10 +14,8 @@ from conftest import run_cli, write_manifest
 from lensreport.api import LensResult
 from lensreport.site.figures import LOG_FLOOR, LOG_SCALE, PROB_SCALE, first_view, payload, summary
 from test_jacobian_site import hover_text, pick_cell
+from tiny import save_chat_model
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-                 "{% endif %}")
 HOSTILE = "<b>bold</b> & co"  # a group name: data, never markup
 DOCS = ["The capital of France is Paris.", "one two three four five", "The quick brown fox.",
         "The lazy dog sleeps.", "quick quick, the fox.", "def add(a, b): return a"]
@@ -70,14 +67,8 @@ def assert_grid(z, expected, abs_tol: float) -> None:
 
 @pytest.fixture(scope="module")
 def group_site(tmp_path_factory, tiny_models, weights_cache):
-    from transformers import AutoTokenizer
-
     root = tmp_path_factory.mktemp("group-site")
-    folder = root / "chat-model"
-    shutil.copytree(tiny_models("llama"), folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(folder)
+    folder = save_chat_model(tiny_models("llama"), root / "chat-model")
     (root / "corpus.txt").write_text("\n\n".join(DOCS) + "\n", encoding="utf-8")
     manifest = write_manifest(root, f"""
         models:

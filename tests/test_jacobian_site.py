@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import lensreport
-from conftest import run_cli, write_manifest
+from conftest import open_notebook_output, run_cli, write_manifest
 from lensreport.api import LensResult
 from lensreport.results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS
 from lensreport.site.figures import first_view, payload, summary
@@ -302,12 +302,7 @@ def test_the_notebook_output_of_a_jacobian_run(jacobian_site, tmp_path, page, mo
     result = lensreport.run_lens(model, tokenizer, TEXT, target=" dog", lens="jacobian",
                                  jacobian=site.parent / "j.pt")
     assert result.covered.tolist() == [False] + [True] * (result.num_rows - 1)
-    monkeypatch.setattr(lensreport.api, "_plotly_sent", False)  # this output inlines plotly
-    page_file = tmp_path / "notebook.html"
-    page_file.write_text(f"<!doctype html><html><body>{result._repr_html_()}</body></html>",
-                         encoding="utf-8")
-    page.goto(page_file.as_uri())
-    page.wait_for_selector(".lensreport-notebook[data-figures-ready]", timeout=30_000)
+    open_notebook_output(page, tmp_path, result, monkeypatch)
     heatmaps = page.locator(".lensreport-notebook .heatmap")
     assert heatmaps.count() == 1
     z = page.evaluate("el => el.data[0].z", heatmaps.first.element_handle())

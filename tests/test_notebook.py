@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import lensreport
 from lensreport.errors import LensReportError
 from lensreport.results.documents import loads
-from conftest import REPO, run_cli, write_manifest
+from conftest import REPO, open_notebook_output, run_cli, write_manifest
+from tiny import CHAT_TEMPLATE
 
 COMPARED = ("input_ids", "input_tokens", "layers", "topk_ids", "topk_probs", "entropy",
             "kl_to_final", "next_token_prob", "next_token_rank", "target_prob", "target_rank",
@@ -142,19 +143,12 @@ def test_notebook_output_of_a_chat_with_groups_and_generation(tiny_models, weigh
     folder = tiny_models("llama")
     model, tokenizer = (AutoModelForCausalLM.from_pretrained(folder),
                         AutoTokenizer.from_pretrained(folder))
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tokenizer.chat_template = CHAT_TEMPLATE
     result = lensreport.run_lens(model, tokenizer, "The quick brown fox", chat=True, generate=3,
                                  targets={"animals": [" the", " fox"], "quick": {"word": "quick"}})
     start, mask = result.generated_from, result.document["template_mask"]
     assert start is not None and any(mask)
-    monkeypatch.setattr(lensreport.api, "_plotly_sent", False)  # this output inlines plotly
-    page_file = tmp_path / "notebook.html"
-    page_file.write_text(f"<!doctype html><html><body>{result._repr_html_()}</body></html>",
-                         encoding="utf-8")
-    page.goto(page_file.as_uri())
-    page.wait_for_selector(".lensreport-notebook[data-figures-ready]", timeout=30_000)
+    open_notebook_output(page, tmp_path, result, monkeypatch)
     heatmap = page.locator(".lensreport-notebook .heatmap")
     assert heatmap.count() == 1
     before = page.evaluate("el => JSON.stringify(el.data[0].z)", heatmap.element_handle())

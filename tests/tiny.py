@@ -173,6 +173,25 @@ def save_any_family(model_type: str, folder: Path, tokenizer: PreTrainedTokenize
     return folder
 
 
+# A ChatML-style template for tiny models (their tokenizers ship none).
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% endif %}")
+
+
+def save_chat_model(source: Path, folder: Path) -> Path:
+    """A copy of the tiny model in ``source`` whose tokenizer has CHAT_TEMPLATE."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(source, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 # --- Sessions on a manifest's model, as the build opens them ---------------------------------
 
 
