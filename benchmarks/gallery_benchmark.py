@@ -36,10 +36,12 @@ def write_gallery(source: dict[str, Any], folder: Path, models: int, prompts: in
     results = folder / "results"
     results.mkdir(parents=True)
     for m in range(models):
-        name = f"{FAMILIES[m % len(FAMILIES)]}-{m // len(FAMILIES) + 1:03d}-{m:03d}"
+        family = FAMILIES[m % len(FAMILIES)]
+        name = f"{family}-{m // len(FAMILIES) + 1:03d}-{m:03d}"
         for p in range(prompts):
             document = copy.deepcopy(source)
             document["model"]["name"] = name
+            document["model"]["model_type"] = family
             document["model"]["reference"] = f"org/{name}"
             document["prompt"]["name"] = f"prompt-{p:02d}"
             (results / f"{name}.{p:02d}.json").write_text(

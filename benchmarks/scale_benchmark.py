@@ -179,7 +179,7 @@ def pages(args: argparse.Namespace) -> None:
     print(f"build: {time.perf_counter() - started:.1f} s")
     site, slug = work / "site", slugify(args.label)
     html = (site / "prompts" / "long" / "index.html").read_bytes()
-    full = (site / "data" / slug / "long.figure.json").read_bytes()
+    full = (site / "data" / slug / "long.json").read_bytes()  # fetched after the first view
     embed = (site / "embed" / slug / "embed64.html").read_bytes()
     print(f"prompt page ({args.page_tokens} tokens x {rows} layers), first view: "
           f"{len(html) / 1e6:.2f} MB ({len(gzip.compress(html)) / 1e6:.2f} MB gzipped); "

@@ -10,6 +10,8 @@ cached build that must never import torch, and the wheel in a fresh venv (test_i
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import logging
 import os
 import re
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -196,6 +199,25 @@ def wait_for_address(process: subprocess.Popen, limit: float = 300.0) -> str:
     finally:
         selector.close()
     raise AssertionError("serve did not report its address:\n" + "".join(seen))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP on a free loopback port (as GitHub Pages would serve a
+    built site): its base URL, ending in /."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextlib.contextmanager

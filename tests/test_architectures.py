@@ -13,7 +13,6 @@ import torch
 
 import tiny
 from conftest import write_manifest
-from lensreport.lens.engine import ModelSession
 from lensreport.lens.kinds import LogitLens, lens_class
 from lensreport.lens.tiled import lens_inputs, lens_statistics
 from lensreport.manifest import load_manifest

@@ -1,4 +1,4 @@
-"""Token groups, chat templates and generated text on pages (issue 19): the figure payload,
+"""Token groups, chat templates and generated text on pages (issue 19): the documents as read,
 the heatmap's group, log-probability and rank metrics, group curves on the depth chart,
 group trajectories, the chat page's marks, corpus group curves and the notebook output,
 checked in real Chromium against the JSON behind them."""
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli, write_manifest
 from lensreport.api import LensResult
-from lensreport.site.figures import LOG_FLOOR, LOG_SCALE, PROB_SCALE, first_view, payload, summary
+from lensreport.site.figures import first_view, summary
 from test_jacobian_site import hover_text, pick_cell
 from tiny import save_chat_model
 
@@ -30,6 +30,9 @@ def read(path) -> dict:
 def open_page(page, url: str) -> None:
     page.goto(url)
     page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+
+
+LOG_FLOOR = -40.0  # lensreport.js: log10 of a probability that underflowed to 0
 
 
 def log10(p: float | None) -> float | None:
@@ -100,11 +103,16 @@ def group_site(tmp_path_factory, tiny_models, weights_cache):
     return root / "site"
 
 
-def test_payload_carries_groups_logs_and_chat_marks(group_site):
+@pytest.mark.browser
+def test_the_page_reads_groups_logs_and_chat_marks_from_the_documents(group_site, page):
+    """What the browser makes of each inlined document (lensreport.js fromDocument): every
+    group's per-cell probability, log10, rank and members, the next token's log10, the chat
+    marks; the depth curves (computed in Python) are the document's own numbers."""
     fox = read(group_site / "data/tiny/fox.json")
     chat = read(group_site / "data/tiny/chat.json")
-    for document in (fox, chat):
-        data = payload(document, "fig")
+    for name, document in (("fox", fox), ("chat", chat)):
+        open_page(page, (group_site / f"prompts/{name}/index.html").as_uri())
+        data = page.evaluate("() => lensreport.figures[0].d")
         length, layers = len(document["input_ids"]), len(document["layers"])
         assert [g["name"] for g in data["groups"]] == [g["name"] for g in document["target_groups"]]
         for group, source in zip(data["groups"], document["target_groups"]):
@@ -113,25 +121,30 @@ def test_payload_carries_groups_logs_and_chat_marks(group_site):
                 for position in range(length):
                     cell = layer * length + position
                     p = source["prob"][layer][position]
-                    assert group["prob"][cell] == round(p * PROB_SCALE)
-                    assert group["logp"][cell] == round(log10(p) * LOG_SCALE)
+                    assert group["prob"][cell] == p
+                    assert group["logp"][cell] == pytest.approx(log10(p), abs=1e-12)
                     assert group["rank"][cell] == source["rank"][layer][position]
-                    members = group["top"][cell * group["m"]:(cell + 1) * group["m"]]
-                    assert [group["ids"][j] for j in members] == \
-                        source["top_ids"][layer][position]
+                    members = group["top_ids"][cell * group["m"]:(cell + 1) * group["m"]]
+                    assert members == source["top_ids"][layer][position]
             assert {str(i) for i in group["ids"]} <= set(data["vocab"])
         next_logp = [log10(p) for row in document["next_token_prob"] for p in row]
-        assert data["next_token_logp"] == [None if v is None else round(v * LOG_SCALE)
+        assert data["next_token_logp"] == [None if v is None else pytest.approx(v, abs=1e-12)
                                            for v in next_logp]
         assert data["vocab_size"] == document["model"]["vocab_size"]
+        # tracked_probs, unpacked from float16 in the browser: the values Python reads.
+        assert data["tracked_probs"] == [[v for row in rows for v in row]
+                                         for rows in document["tracked_probs"]]
+        depth = page.evaluate("() => lensreport.figures[0].info.lenses[0].depth")
+        position = chat["generated_from"] - 1 if name == "chat" else length - 1
+        for curve, group in zip(depth[-len(document["target_groups"]):], document["target_groups"]):
+            assert curve["y"] == column(group["prob"], position)
+        assert not page.errors, page.errors
     # Plain prompts: no chat marks; the chat: its template mask and where generation starts.
-    plain = payload(fox, "fig")
-    assert "template_mask" not in plain and "generated_from" not in plain
-    data = payload(chat, "fig")
+    assert fox["template_mask"] is None and fox["generated_from"] is None
     assert data["template_mask"] == chat["template_mask"] and any(chat["template_mask"])
     assert data["generated_from"] == chat["generated_from"] is not None
-    light = first_view(chat, "fig")  # a long prompt's first view: the marks, no groups
-    assert light["template_mask"] == chat["template_mask"] and "groups" not in light
+    light = first_view(chat)  # a long prompt's first view: the marks, no groups
+    assert light["template_mask"] == chat["template_mask"] and "target_groups" not in light
     assert light["generated_from"] == chat["generated_from"]
     # What the index says the model predicts after the prompt: before the generated text,
     # i.e. the first generated token (greedy), not the prediction after the continuation.

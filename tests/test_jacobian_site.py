@@ -16,7 +16,7 @@ import lensreport
 from conftest import open_notebook_output, run_cli, write_manifest
 from lensreport.api import LensResult
 from lensreport.results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS
-from lensreport.site.figures import first_view, payload, summary
+from lensreport.site.figures import first_view, summary
 from lensreport.results.documents import loads
 
 TEXT = "The quick brown fox jumps over the lazy"
@@ -136,14 +136,20 @@ def hover_text(page, heatmap, layer: int, position: int) -> str:
     return text
 
 
-def test_payload_and_summary_leave_the_uncovered_row_blank(jacobian_site):
+@pytest.mark.browser
+def test_the_page_and_summary_leave_the_uncovered_row_blank(jacobian_site, page):
+    """The document as the browser reads it (lensreport.js fromDocument): nulls of the row's
+    full shape at the uncovered row (the flat layout is kept), numbers everywhere else."""
     site, _, document, _ = jacobian_site
     layers, length = len(document["layers"]), len(document["input_ids"])
-    data = payload(document, "fig")
+    page.goto((site / "prompts/fox/index.html").as_uri())
+    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+    page.locator(".lens-select").select_option("1")
+    data = page.evaluate("() => lensreport.figures[0].d")
     k = data["k"]
     assert data["rows"] == document["lens"]["rows"]
     assert data["gap_text"] == GAP
-    assert len(data["entropy"]) == layers * length  # the flat layout is kept
+    assert len(data["entropy"]) == layers * length
     assert len(data["topk_ids"]) == layers * length * k
     assert data["entropy"][:length] == [None] * length
     assert data["topk_ids"][:length * k] == [None] * (length * k)
@@ -152,16 +158,16 @@ def test_payload_and_summary_leave_the_uncovered_row_blank(jacobian_site):
         assert len(data["tracked_probs"][position]) == layers * len(ids)
         assert data["tracked_probs"][position][:len(ids)] == [None] * len(ids)
         assert None not in data["tracked_probs"][position][len(ids):]
-    assert data["entropy"][length] == round(document["entropy"][1][0] * 1000)
-    light = first_view(document, "fig")  # what a long prompt's page inlines
-    assert light["entropy"][:length] == [None] * length
-    assert light["topk_ids"][:length] == [None] * length and None not in light["topk_ids"][length:]
-    assert light["rows"] == document["lens"]["rows"] and light["gap_text"] == GAP
+    assert data["entropy"][length] == document["entropy"][1][0]
+    logit = page.evaluate("() => lensreport.figures[0].variants[0]")
+    assert logit["rows"] is None and None not in logit["entropy"]
+    assert not page.errors, page.errors
+    light = first_view(document)  # what a long prompt's page inlines
+    assert light["entropy"][0] is None and None not in light["entropy"][1:]
+    assert light["topk_ids"][0] is None and all(light["topk_ids"][1:])
+    assert light["lens"]["rows"] == document["lens"]["rows"]
     facts = summary(document)
     assert 1 <= facts["first_layer"] <= facts["settled_layer"] <= layers - 1
-    # The other lens's page facts are unchanged (no rows, no gap text).
-    logit = loads((site / "data/tiny/fox.json").read_text())
-    assert "rows" not in payload(logit, "fig") and "gap_text" not in payload(logit, "fig")
     # The index page's summary and the corpus table come out, blank where uncovered.
     assert "top guess from layer" in (site / "index.html").read_text()
     corpus_page = (site / "corpora/docs/index.html").read_text()

@@ -3,14 +3,11 @@ file://, and pan through the tokens with a range slider instead of a mile-wide c
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 
 import pytest
 
 import tiny
-from conftest import run_cli, write_manifest
+from conftest import run_cli, static_server, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +32,19 @@ def long_site(tmp_path_factory, weights_cache):
 
 @pytest.fixture(scope="module")
 def served(long_site):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(long_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.log_message = lambda *args: None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with static_server(long_site) as url:
+        yield url
 
 
 def test_long_figures_inline_the_first_view_only(long_site):
     page = (long_site / "prompts" / "long" / "index.html").read_bytes()
-    full = (long_site / "data" / "tiny" / "long.figure.json").read_bytes()
+    full = (long_site / "data" / "tiny" / "long.json").read_bytes()
     assert b'"partial":true' in page and b"tracked_probs" not in page
+    assert b'"fetch":["../../data/tiny/long.json"]' in page  # the one copy of the numbers
     assert len(page) < len(full) / 3
     short = (long_site / "prompts" / "short" / "index.html").read_bytes()
-    assert b'"partial"' not in short and b"tracked_probs" in short
-    assert not (long_site / "data" / "tiny" / "short.figure.json").exists()
+    assert b'"partial"' not in short and b"tracked_probs" in short and b'"fetch":null' in short
+    assert not list(long_site.rglob("*.figure.json"))
 
 
 @pytest.mark.browser

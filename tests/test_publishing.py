@@ -8,21 +8,18 @@ read by most tests; the browser tests drive it from file:// and over HTTP.
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import io
 import json
 import re
 import shutil
 import struct
-import threading
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_project, run_cli, write_manifest
+from conftest import REPO, copy_project, run_cli, static_server, write_manifest
 from lensreport.site import export
 from lensreport.site.links import broken_links
 from lensreport.site.tables import RUN_COLUMNS, run_csv
@@ -374,15 +371,8 @@ def test_strict_fails_on_a_broken_link_and_keeps_the_site(tmp_path, project):
 
 @pytest.fixture(scope="module")
 def http_site(site):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with static_server(site) as url:
+        yield url
 
 
 @pytest.mark.browser

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-from lensreport.results.documents import loads
 import re
 import struct
-import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from conftest import static_server
+from lensreport.results.documents import loads
 
 pytestmark = pytest.mark.slow
 
@@ -65,16 +64,8 @@ def test_every_internal_link_resolves_and_nothing_is_external(demo_site):
 
 @pytest.fixture(scope="module")
 def http_site(demo_site):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(demo_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with static_server(demo_site) as url:
+        yield url
 
 
 def open_page(page, url):

@@ -54,7 +54,6 @@ def _params(folder):
 
 def test_same_seed_same_lens_and_resume_gives_the_same_lens(setup, tmp_path, monkeypatch):
     train = setup
-    manifest, source = train.manifest, train.source
     report = train(tmp_path / "a")
     assert report["tokens"] == 400 and report["steps"] == len(report["loss_per_step"]) >= 4
     again = train(tmp_path / "b")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from lensreport.results.documents import loads
-from pathlib import Path
 
 import pytest
 import torch

@@ -186,13 +186,19 @@ def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
     return out
 
 
-def dumps(document: dict[str, Any]) -> str:
-    """Compact, deterministic JSON (no NaN: missing values are null); a prompt document's
-    ``tracked_probs`` as one float16 array (schema 2)."""
+def encoded(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as it is written: a prompt document's ``tracked_probs`` as one float16
+    array (schema 2); what pages inline, too."""
     if isinstance(document.get("tracked_probs"), list) and "schema_version" in document:
-        document = {**document, "schema_version": SCHEMA_VERSION,
-                    "tracked_probs": _pack_tracked(document)}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return {**document, "schema_version": SCHEMA_VERSION,
+                "tracked_probs": _pack_tracked(document)}
+    return document
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """Compact, deterministic JSON (no NaN: missing values are null) of :func:`encoded`."""
+    return json.dumps(encoded(document), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
 
 
 def loads(text: str) -> Any:

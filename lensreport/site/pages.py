@@ -25,12 +25,12 @@ except ImportError:  # pragma: no cover - Python 3.10
 from .._version import __version__
 from ..lens.kinds import lens_style
 from ..manifest.specs import EXPORT_FORMATS, Manifest
-from ..results.documents import dumps
+from ..results.documents import dumps, encoded
 from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, Metric, metric_table
 from . import furniture
 from .export import ExportJob, figure_digest, write_exports
-from .figures import (display_notes, first_view, gap_text, is_long, payload, script_json,
-                      summary)
+from .figures import (depth_curves, display_notes, first_view, gap_text, is_long,
+                      script_json, summary)
 from .search import search_index, search_script
 from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
 from .tables import corpus_csv, run_csv
@@ -158,26 +158,18 @@ class Figure:
         """Too many cells to inline everything: pages carry the first view only."""
         return is_long(self.document)
 
-    @property
-    def full_data_path(self) -> str:
-        return f"data/{self.model.slug}/{self.prompt.slug}.figure.json"
-
-    def payload(self, with_tracks: bool = True) -> dict[str, Any]:
-        """What the page inlines: everything (every lens as ``variants``) for a short
-        prompt; for a long one the first lens's first view, with where the rest is."""
-        if self.is_long:
-            light = first_view(self.document, self.id)
-            light["full"] = self.full_data_path
-            return light
-        return self.full_payload(with_tracks)
-
-    def full_payload(self, with_tracks: bool = True) -> dict[str, Any]:
-        """The first lens's payload; the other lenses' ride along as ``variants``."""
-        main = payload(self.document, self.id, with_tracks)
-        if len(self.lenses) > 1:
-            main["variants"] = [payload(document, self.id, with_tracks)
-                                for _, document in self.lenses[1:]]
-        return main
+    def data(self, root: str, light: bool) -> dict[str, Any]:
+        """What a page inlines for this figure: every lens's document, or (``light``) the
+        first lens's first view and where the documents are, fetched once it is drawn. Each
+        lens's depth-comparison curves come along either way (figures.py)."""
+        lenses = [{"style": lens_style(kind), "gap_text": gap_text(kind),
+                   "depth": depth_curves(document)} for kind, document in self.lenses]
+        if light:
+            return {"id": self.id, "model": self.model.name, "lenses": lenses,
+                    "documents": [first_view(self.document)],
+                    "fetch": [root + self.data_path_for(kind) for kind in self.lens_kinds]}
+        return {"id": self.id, "model": self.model.name, "lenses": lenses,
+                "documents": [encoded(document) for _, document in self.lenses], "fetch": None}
 
     def embed_snippet(self, site_url: str | None) -> str:
         height = min(900, 140 + 22 * len(self.document["layers"]))
@@ -193,6 +185,24 @@ class Figure:
     def lens_styles(self) -> list[dict[str, str]]:
         """Label and line style of each lens, in order (the page's lens switch)."""
         return [lens_style(kind) for kind in self.lens_kinds]
+
+
+# Gallery scale: more models than this make the index a table of models (gallery.js) and a
+# prompt page a model picker showing this many at first; more models or prompts than this
+# make every page inline first views only (one copy of each run's numbers: its documents).
+# lensreport.js draws pages of more figures than this as they scroll into view (LAZY_AFTER).
+GALLERY_SIZE = 12
+
+
+def model_picker(row: list[Figure]) -> list[tuple[str, list[tuple[Figure, bool]]]]:
+    """A wide prompt page's model picker: families (``model_type``, in order of first
+    appearance), each with its figures and whether it is shown at first (the first
+    GALLERY_SIZE of the page, in manifest order)."""
+    families: dict[str, list[tuple[Figure, bool]]] = {}
+    for index, figure in enumerate(row):
+        family = figure.document["model"].get("model_type") or "other"
+        families.setdefault(family, []).append((figure, index < GALLERY_SIZE))
+    return list(families.items())
 
 
 def embed_snippet(site_url: str | None, path: str, height: int, title: str) -> str:
@@ -304,7 +314,8 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
     prompts = [p for p in manifest.prompts if any(k[1] == p.name for k in figures)]
     common = {"site": manifest.site, "models": models, "prompts": prompts, "figures": figures,
               "corpora": corpora, "curves": curves, "version": __version__,
-              "live_reload": live_reload}
+              "live_reload": live_reload, "gallery_size": GALLERY_SIZE,
+              "compact": max(len(models), len(prompts)) > GALLERY_SIZE}
 
     export = manifest.site.export
     written: list[str] = []
@@ -325,7 +336,8 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
         row = [figures[m.name, prompt.name] for m in models if (m.name, prompt.name) in figures]
         page("prompt.html", f"prompts/{prompt.slug}/index.html",
              furniture.prompt_description(prompt, [f.model.name for f in row]),
-             row[0].image_path(export), prompt=prompt, row=row)
+             row[0].image_path(export), prompt=prompt, row=row,
+             picker=model_picker(row) if len(row) > GALLERY_SIZE else None)
     for model in models:
         row = [figures[model.name, p.name] for p in prompts if (model.name, p.name) in figures]
         curve_facts = [item.document["model"] for series in curves.values() for item in series
@@ -370,8 +382,6 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
         for kind, document in figure.lenses:
             _write(out / figure.data_path_for(kind), dumps(document))
             _write(out / figure.csv_path_for(kind), run_csv(document))
-        if figure.is_long:
-            _write(out / figure.full_data_path, dumps(figure.full_payload()))
         jobs += figure.export_jobs(export)
     _write_furniture(manifest, figures, written, out)
     page("404.html", "404.html", "This page does not exist.",

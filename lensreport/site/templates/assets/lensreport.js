@@ -1,7 +1,9 @@
-/* lensreport: turns the compact figure data on each page into Plotly figures.
+/* lensreport: turns the results documents on each page into Plotly figures.
  *
- * Data layout (see lensreport/figures.py): flat integer arrays indexed [layer][position]
- * (or [layer][position][k]); probabilities in units of 1e-4, nats in units of 1e-3.
+ * A page inlines, per figure, its lenses' documents (schema 2, as in data/) or a first view
+ * of the first one (lensreport/site/figures.py), and where to fetch the whole documents.
+ * fromDocument() reads a document into flat arrays indexed [layer][position] (or
+ * [layer][position][k]): probabilities, nats, ranks as the document has them.
  * Every string shown by Plotly goes through plotlyText(): Plotly renders tags such as
  * <b>, <br> or <a href> in text, so '&', '<' and '>' are written as entities.
  * A lens that does not cover every row (data.rows lists the covered ones; absent = all) has
@@ -10,7 +12,7 @@
 (function () {
   'use strict';
   if (window.lensreport && window.lensreport.mount) return;  // loaded once per page
-  var PROB = 1e4, NATS = 1e3, LOG = 1e2;  // *_logp: log10 of a probability, in units of 0.01
+  var LOG_FLOOR = -40;  // log10 of a probability that underflowed to 0 (float32 stops near 1e-45)
   var LOG_MIN = -8;  // log-probability colour scales run from 1e-8 (and below) to 1
 
   function plotlyText(s) {
@@ -73,42 +75,128 @@
     };
   }
 
+  /* A document's per-row field as one flat array: row after row, each flattened in order,
+     and `width` nulls for a row the lens does not cover (a null row). */
+  function cells(rows, L, width) {
+    var out = [];
+    function walk(v) { if (Array.isArray(v)) v.forEach(walk); else out.push(v === undefined ? null : v); }
+    for (var l = 0; l < L; l++) {
+      if (rows[l] === null || rows[l] === undefined) for (var i = 0; i < width; i++) out.push(null);
+      else walk(rows[l]);
+    }
+    return out;
+  }
+  function logs(values) {
+    return values.map(function (p) { return p === null ? null : p > 0 ? Math.log10(p) : LOG_FLOOR; });
+  }
+  function halfFloat(h) {  // an IEEE 754 binary16 value (NaN for NaN)
+    var sign = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+    if (e === 0) return sign * f * Math.pow(2, -24);
+    if (e === 31) return f ? NaN : sign * Infinity;
+    return sign * (1 + f / 1024) * Math.pow(2, e - 15);
+  }
+  /* tracked_probs per position as [layer][j] flat: schema 2 packs them as one float16 array
+     (positions × layers × that position's tracked ids, NaN at uncovered rows); schema 1 lists. */
+  function trackedProbs(field, tracked, L) {
+    if (Array.isArray(field)) return field.map(function (rows, pos) { return cells(rows, L, tracked[pos].length); });
+    var bytes = atob(field.base64), at = 0;
+    return tracked.map(function (ids) {
+      var out = [];
+      for (var i = 0; i < L * ids.length; i++, at++) {
+        var v = halfFloat(bytes.charCodeAt(2 * at) | (bytes.charCodeAt(2 * at + 1) << 8));
+        out.push(v !== v ? null : v);
+      }
+      return out;
+    });
+  }
+  /* A results document (or a page's first view of one: top-k 1, entropy only) in the
+     figure's layout; `lens` is how the page names its lens ({style, gap_text}). */
+  function fromDocument(doc, lens) {
+    var L = doc.layers.length, T = doc.input_ids.length;
+    var covered = doc.topk_ids.filter(function (row) { return row; })[0];
+    var k = covered && covered[0] ? covered[0].length : 1;
+    var d = {
+      model: doc.model.name, layers: L, length: T, k: k, input_ids: doc.input_ids, vocab: doc.vocab,
+      vocab_size: doc.model.vocab_size, target_id: doc.prompt.target_id, target: doc.prompt.target_token,
+      rows: doc.lens.rows || null, gap_text: lens.gap_text, lens_style: lens.style,
+      generated_from: doc.generated_from, template_mask: doc.template_mask,
+      topk_ids: cells(doc.topk_ids, L, T * k), topk_probs: cells(doc.topk_probs, L, T * k),
+      entropy: cells(doc.entropy, L, T), groups: []
+    };
+    if (doc.kl_to_final) d.kl_to_final = cells(doc.kl_to_final, L, T);
+    if (doc.next_token_prob) {
+      d.next_token_prob = cells(doc.next_token_prob, L, T);
+      d.next_token_rank = cells(doc.next_token_rank, L, T);
+      d.next_token_logp = logs(d.next_token_prob);
+    }
+    if (doc.target_prob) {
+      d.target_prob = cells(doc.target_prob, L, T);
+      d.target_rank = cells(doc.target_rank, L, T);
+      d.target_logp = logs(d.target_prob);
+    }
+    (doc.target_groups || []).forEach(function (g) {
+      var first = g.top_ids.filter(function (row) { return row; })[0], m = first && first[0] ? first[0].length : 0;
+      var probs = cells(g.prob, L, T);
+      d.groups.push({ name: g.name, ids: g.ids, m: m, prob: probs, logp: logs(probs), rank: cells(g.rank, L, T),
+        top_ids: cells(g.top_ids, L, T * m), top_probs: cells(g.top_probs, L, T * m) });
+    });
+    if (doc.tracked_ids) {
+      d.tracked_ids = doc.tracked_ids;
+      d.tracked_probs = trackedProbs(doc.tracked_probs, doc.tracked_ids, L);
+    }
+    return d;
+  }
+
   var WINDOW = 120;  // tokens shown at once for long prompts (a range slider pans)
   var CELL_TEXT_LIMIT = 200;  // longer prompts show the top-1 token on hover only
+  /* One figure: `data` is what its page inlines ({id, model, lenses: [{style, gap_text,
+     depth}], documents, fetch}): every lens's document, or the first view of the first one
+     and the documents' URLs (`fetch`) for the rest. */
   function Figure(root, data) {
     this.root = root;
-    this.setData(data);
+    this.info = data;
+    this.lens = 0;
+    this.partial = !!data.fetch;  // the first view: entropy and top-1 only, until fetched
+    this.setDocuments(data.documents);
   }
-  Figure.prototype.setData = function (data) {
-    this.d = data;
-    this.variants = [data].concat(data.variants || []);  // one per lens, same shape
-    this.L = data.layers; this.T = data.length; this.k = data.k;
-    this.partial = !!data.partial;  // a long prompt's first view: entropy and top-1 only
+  Figure.prototype.setDocuments = function (documents) {
+    var lenses = this.info.lenses;
+    this.variants = documents.map(function (doc, i) { return fromDocument(doc, lenses[i]); });
+    this.use(Math.min(this.lens, this.variants.length - 1));
   };
-  /* A long prompt's page carries the first view; the rest comes from its .figure.json. */
+  Figure.prototype.use = function (lens) {  // same tokens and layers, another lens's numbers
+    this.lens = lens;
+    this.d = this.variants[lens];
+    this.L = this.d.layers; this.T = this.d.length; this.k = this.d.k;
+  };
+  /* The first view's figure fetches its documents once drawn (over HTTP; not from file://). */
   Figure.prototype.loadFull = function () {
-    var url = this.root.getAttribute('data-full'), self = this;
-    if (!this.partial || !url) return Promise.resolve();
+    var urls = this.info.fetch, self = this;
+    if (!this.partial || !urls) return Promise.resolve();
+    if (this.loading) return this.loading;
     var fetched = location.protocol === 'file:'
       ? Promise.reject(new Error('file://'))  // browsers refuse; do not even try (no console error)
-      : fetch(url);
-    return fetched.then(function (r) {
-      if (!r.ok) throw new Error(r.status);
-      return r.json();
-    }).then(function (full) {
+      : Promise.all(urls.map(function (url) {
+        return fetch(url).then(function (r) { if (!r.ok) throw new Error(url + ': HTTP ' + r.status); return r.json(); });
+      }));
+    this.loading = fetched.then(function (documents) {
       var key = self.metric && self.metric.key;
-      self.setData(full);
+      self.partial = false;
+      self.setDocuments(documents);
       self.metricList = self.metrics();
       self.metric = self.metricList.filter(function (m) { return m.key === key; })[0] || self.metricList[0];
       self.fillSelect();
       self.enableLens(true);
       self.note('');
-      return self.draw().then(function () { self.defaultTrajectory(); });
-    }).catch(function () {
-      self.note('Long prompt: this page shows the first view (entropy and the top-1 token). ' +
-        'Other metrics, the top-k list and trajectories load from ' + url + ', which browsers ' +
-        'do not fetch from file:// pages: open the site through a web server (lensreport serve, GitHub Pages).');
+      return self.root.hasAttribute('data-lazy') ? null : self.draw().then(function () { self.defaultTrajectory(); });
+    }).catch(function (error) {
+      self.note(location.protocol === 'file:'
+        ? 'This page shows the first view (entropy and the top-1 token). Other metrics, the top-k ' +
+          'list and trajectories load from ' + urls.join(', ') + ', which browsers do not fetch from ' +
+          'file:// pages: open the site through a web server (lensreport serve, GitHub Pages).'
+        : 'This page shows the first view (entropy and the top-1 token): the rest did not load (' + error.message + ').');
     });
+    return this.loading;
   };
   Figure.prototype.note = function (text) {
     var el = this.root.querySelector('.figure-note');
@@ -125,9 +213,9 @@
   Figure.prototype.gapText = function () {
     return this.d.gap_text || 'no reading for this row';
   };
-  Figure.prototype.at = function (array, layer, pos, scale) {
+  Figure.prototype.at = function (array, layer, pos) {
     var v = array[layer * this.T + pos];
-    return v === null || v === undefined ? null : v / scale;
+    return v === null || v === undefined ? null : v;
   };
   Figure.prototype.token = function (id) {
     var s = this.d.vocab[String(id)];
@@ -139,16 +227,16 @@
     for (var j = 0; j < this.k; j++) {
       var id = this.d.topk_ids[base + j], p = this.d.topk_probs[base + j];
       if (id === null || id === undefined) continue;
-      out.push({ id: id, p: p === null || p === undefined ? null : p / PROB });
+      out.push({ id: id, p: p === null || p === undefined ? null : p });
     }
     return out;
   };
   Figure.prototype.metrics = function () {
     var d = this.d, self = this, list = [
-      { key: 'entropy', label: 'Entropy (nats)', get: function (l, t) { return self.at(d.entropy, l, t, NATS); }, colorscale: 'Viridis', zmin: 0 },
-      { key: 'top1', label: 'Top-1 probability', get: function (l, t) { var v = d.topk_probs[(l * self.T + t) * self.k]; return v === null || v === undefined ? null : v / PROB; }, colorscale: 'Blues', zmin: 0, zmax: 1 },
-      { key: 'kl', label: 'KL(final ‖ layer) (nats)', get: function (l, t) { return self.at(d.kl_to_final, l, t, NATS); }, colorscale: 'Magma', zmin: 0 },
-      { key: 'next', label: 'P(actual next token)', get: function (l, t) { return self.at(d.next_token_prob, l, t, PROB); }, colorscale: 'Greens', zmin: 0, zmax: 1 }
+      { key: 'entropy', label: 'Entropy (nats)', get: function (l, t) { return self.at(d.entropy, l, t); }, colorscale: 'Viridis', zmin: 0 },
+      { key: 'top1', label: 'Top-1 probability', get: function (l, t) { var v = d.topk_probs[(l * self.T + t) * self.k]; return v === null || v === undefined ? null : v; }, colorscale: 'Blues', zmin: 0, zmax: 1 },
+      { key: 'kl', label: 'KL(final ‖ layer) (nats)', get: function (l, t) { return self.at(d.kl_to_final, l, t); }, colorscale: 'Magma', zmin: 0 },
+      { key: 'next', label: 'P(actual next token)', get: function (l, t) { return self.at(d.next_token_prob, l, t); }, colorscale: 'Greens', zmin: 0, zmax: 1 }
     ];
     list = list.filter(function (m) {
       return { entropy: d.entropy, top1: d.topk_probs, kl: d.kl_to_final, next: d.next_token_prob }[m.key];
@@ -158,20 +246,20 @@
        next_log, next_rank, target_log, target_rank, group:NAME, group_log:NAME, group_rank:NAME. */
     function logAndRank(logKey, rankKey, what, logp, ranks, colorscale, rankLabel) {
       if (logp) list.push({ key: logKey, label: 'log₁₀ P(' + what + ')', short: 'log₁₀ P', colorscale: colorscale,
-        get: function (l, t) { return self.at(logp, l, t, LOG); }, zmin: LOG_MIN, zmax: 0, ticks: logTicks(LOG_MIN, 0, false) });
+        get: function (l, t) { return self.at(logp, l, t); }, zmin: LOG_MIN, zmax: 0, ticks: logTicks(LOG_MIN, 0, false) });
       if (ranks) list.push({ key: rankKey, label: (rankLabel || 'rank of ' + what) + ' (log scale)', short: 'log₁₀ rank', colorscale: colorscale, reversescale: true,
-        get: function (l, t) { var r = self.at(ranks, l, t, 1); return r === null ? null : Math.log10(r); },
+        get: function (l, t) { var r = self.at(ranks, l, t); return r === null ? null : Math.log10(r); },
         zmin: 0, zmax: self.rankMax(ranks), ticks: logTicks(0, self.rankMax(ranks), true) });
     }
     if (d.next_token_prob) logAndRank('next_log', 'next_rank', 'actual next token', d.next_token_logp, d.next_token_rank, 'Greens');
     if (d.target_prob) {
-      list.push({ key: 'target', label: 'P(target ' + JSON.stringify(d.target) + ')', get: function (l, t) { return self.at(d.target_prob, l, t, PROB); }, colorscale: 'Oranges', zmin: 0, zmax: 1 });
+      list.push({ key: 'target', label: 'P(target ' + JSON.stringify(d.target) + ')', get: function (l, t) { return self.at(d.target_prob, l, t); }, colorscale: 'Oranges', zmin: 0, zmax: 1 });
       logAndRank('target_log', 'target_rank', 'target ' + JSON.stringify(d.target), d.target_logp, d.target_rank, 'Oranges');
     }
     (d.groups || []).forEach(function (g, i) {  // one per token group: P(name), its log, its best rank
       var colorscale = GROUP_SCALES[i % GROUP_SCALES.length];
       list.push({ key: 'group:' + g.name, label: 'P(' + g.name + ')', group: g, colorscale: colorscale, zmin: 0, zmax: 1,
-        get: function (l, t) { return self.at(g.prob, l, t, PROB); } });
+        get: function (l, t) { return self.at(g.prob, l, t); } });
       logAndRank('group_log:' + g.name, 'group_rank:' + g.name, g.name, g.logp, g.rank, colorscale, 'best rank in ' + g.name);
     });
     return list;
@@ -218,11 +306,11 @@
           continue;
         }
         lines.push(
-          'entropy ' + this.at(d.entropy, l, t, NATS).toFixed(2) + ' nats' +
-            (d.kl_to_final ? ' · KL ' + this.at(d.kl_to_final, l, t, NATS).toFixed(2) : ''));
+          'entropy ' + this.at(d.entropy, l, t).toFixed(2) + ' nats' +
+            (d.kl_to_final ? ' · KL ' + this.at(d.kl_to_final, l, t).toFixed(2) : ''));
         if (t < this.T - 1 && d.next_token_prob) {
           lines.push('next ' + plotlyText(JSON.stringify(this.token(d.input_ids[t + 1]))) + ': ' +
-            pct(this.at(d.next_token_prob, l, t, PROB)) + ' (rank ' + d.next_token_rank[l * this.T + t] + ')');
+            pct(this.at(d.next_token_prob, l, t)) + ' (rank ' + d.next_token_rank[l * this.T + t] + ')');
         }
         this.topk(l, t).forEach(function (c, j) {
           lines.push((j + 1) + '. ' + plotlyText(JSON.stringify(this.token(c.id))) + '  ' + pct(c.p));
@@ -238,15 +326,14 @@
   Figure.prototype.groupMembers = function (g, layer, pos) {
     var out = [], base = (layer * this.T + pos) * g.m;
     for (var j = 0; j < g.m; j++) {
-      var index = g.top[base + j], p = g.top_probs[base + j];
-      if (index === null || index === undefined) continue;
-      out.push({ id: g.ids[index], p: p === null || p === undefined ? null : p / PROB });
+      var id = g.top_ids[base + j], p = g.top_probs[base + j];
+      if (id === null || id === undefined) continue;
+      out.push({ id: id, p: p === null || p === undefined ? null : p });
     }
     return out;
   };
   Figure.prototype.groupProb = function (g, layer, pos) {
-    var p = this.at(g.prob, layer, pos, PROB), logp = g.logp ? this.at(g.logp, layer, pos, LOG) : null;
-    return p !== null && p < 0.001 && logp !== null ? Math.pow(10, logp) : p;  // small ones: from the log
+    return this.at(g.prob, layer, pos);
   };
   Figure.prototype.groupLine = function (g, layer, pos) {
     var members = this.groupMembers(g, layer, pos).map(function (c) {
@@ -288,6 +375,17 @@
     if (ticks[ticks.length - 1] !== this.L - 1) ticks.push(this.L - 1);  // always the last layer
     return ticks;
   };
+  /* The heatmap's height in pixels (draw() sizes it so; placeholders keep it). */
+  Figure.prototype.height = function () {
+    return Math.max(260, 110 + 21 * this.L) + (this.T > WINDOW ? 50 : 0);
+  };
+  /* Give the heatmap's plot back (its data stays); returns the height it had. */
+  Figure.prototype.release = function () {
+    var el = this.root.querySelector('.heatmap'), height = el.offsetHeight || this.height();
+    Plotly.purge(el);
+    this.bound = false;  // purge drops the click handler too
+    return height;
+  };
   Figure.prototype.draw = function () {
     var el = this.root.querySelector('.heatmap'), th = theme(this.root), self = this;
     var positions = [], ticktext = [];
@@ -297,7 +395,7 @@
     var long = this.T > WINDOW, withText = this.T <= CELL_TEXT_LIMIT;
     var available = el.parentNode.clientWidth || 600;
     var width = long ? Math.max(available, 600) : Math.max(available, 90 + 62 * this.T);
-    var height = Math.max(260, 110 + 21 * this.L) + (long ? 50 : 0);
+    var height = this.height();
     var trace = {
       type: 'heatmap', z: this.matrix(this.metric), x: positions, y: Array.from({ length: this.L }, function (_, i) { return i; }),
       text: this.cellText(), texttemplate: withText ? '%{text}' : '', textfont: { size: 10 },
@@ -383,7 +481,7 @@
     if (!select) return;
     select.addEventListener('change', function () {
       var key = self.metric && self.metric.key;
-      self.d = self.variants[Number(select.value)];
+      self.use(Number(select.value));
       self.metricList = self.metrics();
       self.metric = self.metricList.filter(function (m) { return m.key === key; })[0] || self.metricList[0];
       var el = self.root.querySelector('.trajectory');
@@ -400,7 +498,7 @@
       var n = d.tracked_ids[pos].length;
       for (var l = 0; l < this.L; l++) {
         var v = d.tracked_probs[pos][l * n + j];
-        ys.push(!this.covered(l) || v === null || v === undefined ? null : v / PROB);
+        ys.push(!this.covered(l) || v === null || v === undefined ? null : v);
       }
       return ys;
     }
@@ -409,7 +507,7 @@
   /* P(group) at one position, layer by layer (null at rows the lens does not cover). */
   Figure.prototype.groupTrack = function (g, pos) {
     var ys = [];
-    for (var l = 0; l < this.L; l++) ys.push(this.covered(l) ? this.at(g.prob, l, pos, PROB) : null);
+    for (var l = 0; l < this.L; l++) ys.push(this.covered(l) ? this.at(g.prob, l, pos) : null);
     return ys;
   };
   /* A line on the trajectory chart: token `id` (or `label`, e.g. a group's "P(name)", with
@@ -429,6 +527,7 @@
     };
     if (!this.trajectoryDrawn) {
       this.trajectoryDrawn = true;
+      el.style.minHeight = '';  // the room a lazy page kept for it (drawWhenSeen)
       return Plotly.newPlot(el, [trace], {
         height: 260, margin: { l: 50, r: 10, t: 10, b: 40 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
         xaxis: { title: { text: 'layer' } }, yaxis: { title: { text: 'probability' }, range: [0, 1] }, legend: { orientation: 'h', y: -0.25 }
@@ -472,7 +571,7 @@
     if (!this.root.querySelector('.trajectory')) return;
     if (d.target_prob) {
       var ys = [];
-      for (var l = 0; l < this.L; l++) ys.push(this.at(d.target_prob, l, last, PROB));
+      for (var l = 0; l < this.L; l++) ys.push(this.at(d.target_prob, l, last));
       this.addTrajectory(last, d.target_id, ys);
     } else {
       var answer = this.topk(this.L - 1, last)[0].id, track = this.track(last, answer);
@@ -483,40 +582,35 @@
   /* Per lens, at the prompt's last position (before any generated text): the probability of
      the model's final answer there, and of each token group. */
   Figure.prototype.answerCurves = function () {
-    var self = this, current = this.d, curves = [];
-    this.variants.forEach(function (variant) {
-      self.d = variant;
-      var last = self.lastPrompt(), answer = self.topk(self.L - 1, last)[0].id, ys = self.track(last, answer), L = self.L - 1;
-      var depth = function (_, l) { return L ? l / L : 0; };
-      if (ys) curves.push({ x: ys.map(depth), y: ys, answer: self.token(answer), label: JSON.stringify(self.token(answer)), curve: 'answer', lens: variant.lens_style });
-      (variant.groups || []).forEach(function (g) {
-        var gs = self.groupTrack(g, last);
-        curves.push({ x: gs.map(depth), y: gs, label: 'P(' + g.name + ')', curve: 'group:' + g.name, lens: variant.lens_style });
+    var L = this.L - 1, curves = [];
+    this.info.lenses.forEach(function (lens) {
+      lens.depth.forEach(function (c) {
+        curves.push({ x: c.y.map(function (_, l) { return L ? l / L : 0; }), y: c.y, label: c.label, curve: c.curve, lens: lens.style });
       });
     });
-    this.d = current;
     return curves;
   };
 
   function drawComparison(figures, scope) {
     var el = (scope || document).querySelector('.comparison-chart');
-    if (!el) return;
-    var th = theme(el), traces = [], colour = {};
+    if (!el) return null;
+    // A gallery (more models than LAZY_AFTER): lines only and no legend, hover names each curve.
+    var th = theme(el), traces = [], colour = {}, many = figures.length > LAZY_AFTER;
     figures.forEach(function (f) {
       f.answerCurves().forEach(function (c) {
         // One colour per (model, curve): a model's lenses differ by dash only.
-        var key = f.d.model + '\u0000' + c.curve;
+        var key = f.info.model + '\u0000' + c.curve;
         if (!(key in colour)) colour[key] = PALETTE[Object.keys(colour).length % PALETTE.length];
-        traces.push({ type: 'scatter', mode: 'lines+markers', x: c.x, y: c.y, connectgaps: false,
+        traces.push({ type: 'scatter', mode: many ? 'lines' : 'lines+markers', x: c.x, y: c.y, connectgaps: false,
           line: { dash: c.lens.dash, color: colour[key] }, marker: { color: colour[key] },
-          name: plotlyText(f.d.model) + (f.variants.length > 1 ? ' (' + plotlyText(c.lens.label) + ')' : '') + ': ' + plotlyText(c.label),
+          name: plotlyText(f.info.model) + (f.info.lenses.length > 1 ? ' (' + plotlyText(c.lens.label) + ')' : '') + ': ' + plotlyText(c.label),
           hovertemplate: 'depth %{x:.2f}: %{y:.2%}<extra>%{fullData.name}</extra>' });
       });
     });
-    Plotly.react(el, traces, {
+    return Plotly.react(el, traces, {
       height: 300, margin: { l: 50, r: 10, t: 10, b: 40 }, paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
       xaxis: { title: { text: 'normalised depth (layer / layers)' }, range: [0, 1] }, yaxis: { title: { text: 'probability' }, range: [0, 1] },
-      legend: { orientation: 'h', y: -0.25 }
+      legend: { orientation: 'h', y: -0.25 }, showlegend: !many
     }, { displaylogo: false });
   }
 
@@ -567,36 +661,52 @@
 
   /* A page with more figures than this (a prompt across a gallery of models) draws each
      heatmap when it comes near the screen: its place is kept by a placeholder of its height,
-     so the scrollbar does not jump, and the first one is drawn at once. */
+     so the scrollbar does not jump, and the first one is drawn at once. A heatmap far off
+     screen (or hidden by the model picker) gives its plot back and keeps only its data. */
   var LAZY_AFTER = 12;
+  var NEAR = '600px 0px', FAR = '3000px 0px';
   function drawWhenSeen(figures) {
+    var pending = new Map(), drawn = new Map();
+    function wait(f, height) {
+      f.root.setAttribute('data-lazy', '');
+      f.root.querySelector('.heatmap').style.minHeight = height + 'px';
+      pending.set(f.root, f);
+      near.observe(f.root);
+    }
     function draw(f) {
       f.root.removeAttribute('data-lazy');
       return f.draw().then(function () {
         f.root.querySelector('.heatmap').style.minHeight = '';
         f.defaultTrajectory();
-        var trajectory = f.root.querySelector('.trajectory');
-        if (trajectory) trajectory.style.minHeight = '';
-        return f.partial ? f.loadFull() : null;
+        drawn.set(f.root, f);
+        far.observe(f.root);
+        f.loadFull();  // the documents, after the first view is on screen
       });
     }
-    var pending = new Map();
-    var observer = new IntersectionObserver(function (entries) {
+    var near = new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) {
         var f = pending.get(entry.target);
         if (!entry.isIntersecting || !f) return;
         pending.delete(entry.target);
-        observer.unobserve(entry.target);
+        near.unobserve(entry.target);
         draw(f);
       });
-    }, { rootMargin: '600px 0px' });
+    }, { rootMargin: NEAR });
+    var far = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        var f = drawn.get(entry.target);
+        if (entry.isIntersecting || !f) return;
+        drawn.delete(entry.target);
+        far.unobserve(entry.target);
+        wait(f, f.release());
+      });
+    }, { rootMargin: FAR });
     figures.slice(1).forEach(function (f) {
-      f.root.setAttribute('data-lazy', '');
-      f.root.querySelector('.heatmap').style.minHeight = Math.max(260, 110 + 21 * f.L) + 'px';
+      // Room for the default trajectory, except where it never comes: a first view on a
+      // file:// page, which cannot fetch the tracked tokens.
       var trajectory = f.root.querySelector('.trajectory');
-      if (trajectory) trajectory.style.minHeight = '260px';  // the default trajectory's
-      pending.set(f.root, f);
-      observer.observe(f.root);
+      if (trajectory && !(f.partial && location.protocol === 'file:')) trajectory.style.minHeight = '260px';
+      wait(f, f.height());
     });
     return figures.length ? [draw(figures[0])] : [];
   }
@@ -613,17 +723,18 @@
       f.setupSelect();
       f.setupLens();
       f.enableLens(!f.partial);
+      // A first view on a file:// page says at once what it cannot fetch (so its note is in
+      // the layout before any figure is drawn).
+      if (f.partial && location.protocol === 'file:') f.loadFull();
       figures.push(f);
     });
     var all = figures.length > LAZY_AFTER && 'IntersectionObserver' in window
       ? drawWhenSeen(figures)
-      : figures.map(function (f) { return f.draw().then(function () { f.defaultTrajectory(); }); });
-    if (figures.length <= LAZY_AFTER && figures.some(function (f) { return f.partial; })) {
-      Promise.all(all).then(function () {
-        return Promise.all(figures.map(function (f) { return f.loadFull(); }));
-      }).then(function () { drawComparison(figures, scope); });
-    }
-    drawComparison(figures, scope);
+      : figures.map(function (f) {
+        return f.draw().then(function () { f.defaultTrajectory(); f.loadFull(); });
+      });
+    // After the first heatmap: with a gallery of models it is the slowest plot of the page.
+    all.push((all[0] || Promise.resolve()).then(function () { return drawComparison(figures, scope); }));
     scope.querySelectorAll('section.corpus').forEach(function (section) {
       if (section.hasAttribute('data-mounted')) return;
       section.setAttribute('data-mounted', '');
