@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from ..results.documents import significant
 from ..results.metrics import MIN_INTERVAL_DOCUMENTS
 from ..results.metrics import SUMMED_METRICS as METRICS
 from .corpus import Window
@@ -92,7 +93,7 @@ class CorpusSums:
             resampled = (weights @ values) / np.maximum(weights @ denominator, 1.0)[:, None]
             low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
             # A row the lens does not cover is NaN in the sums: null in the curves.
-            rounded = _significant if metric.startswith("group:") else _decimals
+            rounded = significant if metric.startswith("group:") else _decimals
             out[metric] = [rounded(v) if np.isfinite(v) else None for v in mean]
             out[f"{metric}_ci"] = None if count < MIN_INTERVAL_DOCUMENTS else [
                 [rounded(a), rounded(b)] if np.isfinite(a) else None
@@ -108,11 +109,6 @@ class CorpusSums:
 
 def _decimals(value: float) -> float:
     return round(float(value), 6)
-
-
-def _significant(value: float) -> float:
-    """4 significant digits: a rare word's group probability is far below 1e-6 early on."""
-    return float(f"{value:.4g}")
 
 
 def _groups(windows: Iterable[Window]) -> Iterator[list[Window]]:

@@ -24,14 +24,16 @@ from ..errors import LensReportError, first_line
 from .identity import READABLE_SCHEMAS, SCHEMA_VERSION
 
 
-def _sig(value: float, digits: int = 4) -> float | None:
+def significant(value: float, digits: int = 4) -> float | None:
+    """``value`` to ``digits`` significant digits (how documents and pages store
+    probabilities: a rare token's is far below 1e-6); None for NaN."""
     if value != value:  # NaN
         return None
     return float(f"{value:.{digits}g}")
 
 
 def _probs(array: np.ndarray) -> Any:
-    return [_probs(row) for row in array] if array.ndim > 1 else [_sig(v) for v in array.tolist()]
+    return [_probs(row) for row in array] if array.ndim > 1 else [significant(v) for v in array.tolist()]
 
 
 def _nats(array: np.ndarray) -> Any:
@@ -109,7 +111,7 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "topk_probs": spread(_probs(stats.topk_probs)),
         "entropy": spread(_nats(stats.entropy)),
         "kl_to_final": spread(_nats(stats.kl_to_final)),
-        "next_token_prob": spread([[_sig(v) if t < last else None for t, v in enumerate(row)]
+        "next_token_prob": spread([[significant(v) if t < last else None for t, v in enumerate(row)]
                                    for row in stats.next_token_prob.tolist()]),
         "next_token_rank": spread([[v if t < last else None for t, v in enumerate(row)]
                                    for row in stats.next_token_rank.tolist()]),

@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from ..lens.kinds import lens_style
+from ..results.documents import significant
 
 # Above this many cells (layers × tokens) a page carries only the first view (entropy and
 # the top-1 token per cell) and fetches the documents for the rest.
@@ -125,7 +126,7 @@ def depth_curves(document: dict[str, Any]) -> list[dict[str, Any]]:
         j = ids.index(answer)
         curves.append({"curve": "answer", "label": json.dumps(document["vocab"][str(answer)],
                                                               ensure_ascii=False),
-                       "y": [None if row is None else row[j]
+                       "y": [None if row is None or row[j] is None else significant(row[j])
                              for row in document["tracked_probs"][position]]})
     for group in document.get("target_groups") or []:
         curves.append({"curve": f"group:{group['name']}", "label": f"P({group['name']})",

@@ -711,6 +711,13 @@
     return figures.length ? [draw(figures[0])] : [];
   }
 
+  /* Resolves once the browser has painted what is drawn so far (the next frame, then a task). */
+  function afterPaint() {
+    return new Promise(function (resolve) {
+      requestAnimationFrame(function () { setTimeout(resolve, 0); });
+    });
+  }
+
   var mounted = [];
   /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
   function mount(scope) {
@@ -733,8 +740,11 @@
       : figures.map(function (f) {
         return f.draw().then(function () { f.defaultTrajectory(); f.loadFull(); });
       });
-    // After the first heatmap: with a gallery of models it is the slowest plot of the page.
-    all.push((all[0] || Promise.resolve()).then(function () { return drawComparison(figures, scope); }));
+    // After the first heatmap is on screen: with a gallery of models the depth comparison
+    // is the slowest plot of the page.
+    all.push((all[0] || Promise.resolve()).then(afterPaint).then(function () {
+      return drawComparison(figures, scope);
+    }));
     scope.querySelectorAll('section.corpus').forEach(function (section) {
       if (section.hasAttribute('data-mounted')) return;
       section.setAttribute('data-mounted', '');
