@@ -113,6 +113,13 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def without_tracks(document: dict[str, Any]) -> dict[str, Any]:
+    """The document less its tracked tokens (most of its bytes), for a page that draws no
+    trajectories (an embed)."""
+    return {key: value for key, value in document.items()
+            if key not in ("tracked_ids", "tracked_probs")}
+
+
 def depth_curves(document: dict[str, Any]) -> list[dict[str, Any]]:
     """What the prompt page's depth comparison draws for one lens, at the prompt's last
     position: the probability of the model's final answer at every row (when the answer is

@@ -30,7 +30,7 @@ from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, Metric, me
 from . import furniture
 from .export import ExportJob, figure_digest, write_exports
 from .figures import (depth_curves, display_notes, first_view, gap_text, is_long,
-                      script_json, summary)
+                      script_json, summary, without_tracks)
 from .search import search_index, search_script
 from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
 from .tables import corpus_csv, run_csv
@@ -158,18 +158,21 @@ class Figure:
         """Too many cells to inline everything: pages carry the first view only."""
         return is_long(self.document)
 
-    def data(self, root: str, light: bool) -> dict[str, Any]:
-        """What a page inlines for this figure: every lens's document, or (``light``) the
-        first lens's first view and where the documents are, fetched once it is drawn. Each
-        lens's depth-comparison curves come along either way (figures.py)."""
+    def data(self, root: str, light: bool, tracks: bool = True) -> dict[str, Any]:
+        """What a page inlines for this figure: every lens's document (without the tracked
+        tokens where the page has no trajectories: ``tracks`` false, embeds), or (``light``)
+        the first lens's first view and where the documents are, fetched once it is drawn.
+        Each lens's depth-comparison curves come along either way (figures.py)."""
         lenses = [{"style": lens_style(kind), "gap_text": gap_text(kind),
                    "depth": depth_curves(document)} for kind, document in self.lenses]
         if light:
             return {"id": self.id, "model": self.model.name, "lenses": lenses,
                     "documents": [first_view(self.document)],
                     "fetch": [root + self.data_path_for(kind) for kind in self.lens_kinds]}
+        documents = [encoded(document) if tracks else without_tracks(document)
+                     for _, document in self.lenses]
         return {"id": self.id, "model": self.model.name, "lenses": lenses,
-                "documents": [encoded(document) for _, document in self.lenses], "fetch": None}
+                "documents": documents, "fetch": None}
 
     def embed_snippet(self, site_url: str | None) -> str:
         height = min(900, 140 + 22 * len(self.document["layers"]))
