@@ -146,7 +146,9 @@ def test_the_model_picker_filters_by_family_and_shows_any_model(gallery, page):
     assert sorted(legend.split(" ")[0] for legend in legends) == sorted(FAMILIES)
     assert page.locator(".model-picker input[type=checkbox]").count() == MODELS
     gemma_shown = page.locator(".model-picker label[data-search*=gemma] input:checked").count()
+    assert page.locator(".picker-list").get_attribute("open") is None  # closed at first
     page.fill(".picker-filter", "gemma")
+    assert page.locator(".picker-list").get_attribute("open") is not None
     visible = page.eval_on_selector_all(".model-picker label:not([hidden])",
                                         "els => els.map(e => e.textContent.trim())")
     assert len(visible) == MODELS // len(FAMILIES) and all("gemma" in v for v in visible)
@@ -159,6 +161,12 @@ def test_the_model_picker_filters_by_family_and_shows_any_model(gallery, page):
     page.click("[data-pick=none]")
     assert page.locator(SHOWN).count() == 0
     assert page.locator(".picker-count").inner_text() == f"0 of {MODELS} models shown"
+    # Ticking one model shows its figure, drawn at once (it is the only one on screen).
+    page.locator(".model-picker label", has_text=visible[3]).click()
+    one = page.locator(f"{SHOWN}[data-model='{visible[3]}']")
+    assert page.locator(SHOWN).count() == 1 and one.count() == 1
+    page.wait_for_function(IS_DRAWN, arg=one.element_handle(), timeout=30_000)
+    assert page.locator(".picker-count").inner_text() == f"1 of {MODELS} models shown"
     # The index links each cell to its figure: one not shown at first is shown and drawn.
     hidden_id = page.locator("section.figure").nth(MODELS - 1).get_attribute("id")
     page.goto("about:blank")

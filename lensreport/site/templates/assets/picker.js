@@ -36,6 +36,7 @@
       box.addEventListener('change', function () { show(box); counted(); });
     });
     filter.addEventListener('input', function () {
+      if (filter.value) picker.querySelector('.picker-list').open = true;  // show what matches
       var words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
       boxes.forEach(function (box) {
         var text = box.parentNode.getAttribute('data-search');
