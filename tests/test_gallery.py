@@ -87,7 +87,8 @@ def test_index_filters_sorts_and_pages_models(gallery, page):
 DRAWN = ("() => [...document.querySelectorAll('section.figure .heatmap')]"
          ".filter(h => h.querySelector('.main-svg')).length")
 IS_DRAWN = "el => !el.hasAttribute('data-lazy') && el.querySelector('.heatmap .main-svg') !== null"
-IS_RELEASED = "el => el.hasAttribute('data-lazy') && el.querySelector('.heatmap .main-svg') === null"
+IS_RELEASED = ("el => el.hasAttribute('data-lazy') && "
+               "el.querySelector('.heatmap .main-svg') === null")
 SHOWN = "section.figure:not([hidden])"
 
 
@@ -142,7 +143,8 @@ def test_the_model_picker_filters_by_family_and_shows_any_model(gallery, page):
     and a link to a figure that is not shown (the index's cells) shows it."""
     url = (gallery / "prompts" / "prompt-00" / "index.html").as_uri()
     open_prompt_page(page, url)
-    legends = page.eval_on_selector_all(".picker-family legend", "els => els.map(e => e.textContent)")
+    legends = page.eval_on_selector_all(".picker-family legend",
+                                        "els => els.map(e => e.textContent)")
     assert sorted(legend.split(" ")[0] for legend in legends) == sorted(FAMILIES)
     assert page.locator(".model-picker input[type=checkbox]").count() == MODELS
     gemma_shown = page.locator(".model-picker label[data-search*=gemma] input:checked").count()

@@ -33,7 +33,9 @@ def significant(value: float, digits: int = 4) -> float | None:
 
 
 def _probs(array: np.ndarray) -> Any:
-    return [_probs(row) for row in array] if array.ndim > 1 else [significant(v) for v in array.tolist()]
+    if array.ndim > 1:
+        return [_probs(row) for row in array]
+    return [significant(v) for v in array.tolist()]
 
 
 def _nats(array: np.ndarray) -> Any:
@@ -111,7 +113,8 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "topk_probs": spread(_probs(stats.topk_probs)),
         "entropy": spread(_nats(stats.entropy)),
         "kl_to_final": spread(_nats(stats.kl_to_final)),
-        "next_token_prob": spread([[significant(v) if t < last else None for t, v in enumerate(row)]
+        "next_token_prob": spread([[significant(v) if t < last else None
+                                    for t, v in enumerate(row)]
                                    for row in stats.next_token_prob.tolist()]),
         "next_token_rank": spread([[v if t < last else None for t, v in enumerate(row)]
                                    for row in stats.next_token_rank.tolist()]),
