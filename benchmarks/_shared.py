@@ -7,9 +7,13 @@ Llama saved with save_pretrained (tests/tiny.py), so the real code path runs in 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGED = {
@@ -21,6 +25,25 @@ TEXT = ("The quick brown fox jumps over the lazy dog. The capital of France is P
         "def add(a, b): return a + b. One, two, three, four, five. ")
 SMOKE_HELP = ("run the same code end to end in seconds on a tiny random Llama (checks the "
               "code path; its numbers mean nothing)")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP on a free loopback port (as GitHub Pages would serve a
+    built site): its base URL, ending in /. The tests use it too (conftest)."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def request_for(reference: str, name: str = "bench", device: str = "auto"):

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import http.server
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,40 +63,30 @@ def site_bytes(site: Path) -> tuple[int, int]:
     return total - assets, assets
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def first_heatmap(site: Path, page_path: str, chromium: str, runs: int) -> None:
     """Time to the first drawn heatmap of ``page_path``, cold then warm, over HTTP."""
     from playwright.sync_api import sync_playwright
 
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{page_path}"
+    from _shared import static_server
+
     drawn_js = "() => document.querySelector('.heatmap .main-svg') !== null"
     count_js = ("() => [...document.querySelectorAll('.heatmap')]"
                 ".filter(h => h.querySelector('.main-svg')).length")
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium,
-                                                 args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            for attempt in range(runs):
-                started = time.perf_counter()
-                page.goto(url, wait_until="commit")
-                page.wait_for_function(drawn_js, timeout=120_000, polling=20)
-                seconds = time.perf_counter() - started
-                page.wait_for_load_state("load", timeout=120_000)
-                heatmaps = page.evaluate("() => document.querySelectorAll('.heatmap').length")
-                print(f"{'cold' if attempt == 0 else 'warm'} run {attempt + 1}: first heatmap "
-                      f"in {seconds:.2f} s; {page.evaluate(count_js)} of {heatmaps} heatmaps "
-                      "drawn at load", flush=True)
-            browser.close()
-    finally:
-        server.shutdown()
+    with static_server(site) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        for attempt in range(runs):
+            started = time.perf_counter()
+            page.goto(base + page_path, wait_until="commit")
+            page.wait_for_function(drawn_js, timeout=120_000, polling=20)
+            seconds = time.perf_counter() - started
+            page.wait_for_load_state("load", timeout=120_000)
+            heatmaps = page.evaluate("() => document.querySelectorAll('.heatmap').length")
+            print(f"{'cold' if attempt == 0 else 'warm'} run {attempt + 1}: first heatmap "
+                  f"in {seconds:.2f} s; {page.evaluate(count_js)} of {heatmaps} heatmaps "
+                  "drawn at load", flush=True)
+        browser.close()
 
 
 def main() -> None:

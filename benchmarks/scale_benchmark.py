@@ -21,17 +21,14 @@ Compare ratios within one run: the machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
-import http.server
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _shared import CORPUS, PACKAGED, SMOKE_HELP, open_session, smoke_model, \
+from _shared import CORPUS, PACKAGED, SMOKE_HELP, open_session, smoke_model, static_server, \
     tokenizer_and_config
 
 PAGE_TEXT = "The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
@@ -186,17 +183,13 @@ def pages(args: argparse.Namespace) -> None:
           f"fetched later: {len(full) / 1e6:.2f} MB ({len(gzip.compress(full)) / 1e6:.2f} MB "
           "gzipped)")
     print(f"{args.embed_tokens}-token embed page: {len(embed) / 1e3:.0f} KB")
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/prompts/long/index.html"
-    with sync_playwright() as playwright:
+    with static_server(site) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium,
                                              args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1300, "height": 900})
         for attempt in range(args.runs):
             started = time.perf_counter()
-            page.goto(url)
+            page.goto(base + "prompts/long/index.html")
             page.wait_for_selector("html[data-figures-ready]", timeout=60_000)
             drawn = time.perf_counter() - started
             page.wait_for_function("() => [...document.querySelectorAll('.metric-select "
@@ -205,12 +198,6 @@ def pages(args: argparse.Namespace) -> None:
             print(f"run {attempt + 1}: first heatmap drawn in {drawn:.2f} s; all metrics "
                   f"loaded in {complete:.2f} s", flush=True)
         browser.close()
-    server.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 PARTS = {"corpus": corpus, "train": train, "pages": pages}

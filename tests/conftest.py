@@ -10,8 +10,6 @@ cached build that must never import torch, and the wheel in a fresh venv (test_i
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import logging
 import os
 import re
@@ -20,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -43,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _shared import static_server  # noqa: E402,F401  (the benchmarks' server, for the tests)
 
 # In CI, property tests use a fixed sequence of examples (no run can fail by a new draw);
 # locally they explore, and failures are kept in .hypothesis/ and replayed.
@@ -199,25 +198,6 @@ def wait_for_address(process: subprocess.Popen, limit: float = 300.0) -> str:
     finally:
         selector.close()
     raise AssertionError("serve did not report its address:\n" + "".join(seen))
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def static_server(folder: Path) -> Iterator[str]:
-    """``folder`` served over HTTP on a free loopback port (as GitHub Pages would serve a
-    built site): its base URL, ending in /."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextlib.contextmanager

@@ -4,17 +4,14 @@ and pages them in real Chromium, and every model reachable from it."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, open_notebook_output, run_cli, static_server
+from conftest import open_notebook_output, run_cli, static_server
+from gallery_benchmark import FAMILIES, write_gallery  # benchmarks/ (on the path: conftest)
 from lensreport.api import LensResult
 from lensreport.site.pages import GALLERY_SIZE
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from gallery_benchmark import FAMILIES, write_gallery  # noqa: E402
 
 MODELS = 60
 

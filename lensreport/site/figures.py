@@ -95,9 +95,12 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
     """The part of a document a page needs to draw at once: entropy and the top-1 token (id
     and probability) per cell, as a document of top-k 1 with ``partial`` set (the browser
     reads it as it reads a whole one, and fetches the whole one for the rest)."""
-    top1 = [None if row is None else [cell[:1] for cell in row] for row in document["topk_ids"]]
+    def top1(field: str) -> list[Any]:
+        return [None if row is None else [cell[:1] for cell in row] for row in document[field]]
+
+    top1_ids = top1("topk_ids")
     used = {str(i) for i in document["input_ids"]}
-    used.update(str(cell[0]) for row in top1 if row is not None for cell in row)
+    used.update(str(cell[0]) for row in top1_ids if row is not None for cell in row)
     model, prompt, lens = document["model"], document["prompt"], document["lens"]
     return {
         **{field: document.get(field) for field in FIRST_VIEW_FIELDS},
@@ -106,9 +109,8 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
         "prompt": {"name": prompt["name"], "target_id": prompt.get("target_id"),
                    "target_token": prompt.get("target_token")},
         "lens": {key: lens[key] for key in ("kind", "rows") if key in lens},
-        "topk_ids": top1,
-        "topk_probs": [None if row is None else [cell[:1] for cell in row]
-                       for row in document["topk_probs"]],
+        "topk_ids": top1_ids,
+        "topk_probs": top1("topk_probs"),
         "vocab": {key: document["vocab"][key] for key in sorted(used, key=int)},
     }
 

@@ -158,13 +158,16 @@ class Figure:
         """Too many cells to inline everything: pages carry the first view only."""
         return is_long(self.document)
 
-    def data(self, root: str, light: bool, tracks: bool = True) -> dict[str, Any]:
+    def data(self, root: str, light: bool, tracks: bool = True, comparison: bool = False
+             ) -> dict[str, Any]:
         """What a page inlines for this figure: every lens's document (without the tracked
         tokens where the page has no trajectories: ``tracks`` false, embeds), or (``light``)
         the first lens's first view and where the documents are, fetched once it is drawn.
-        Each lens's depth-comparison curves come along either way (figures.py)."""
+        On a page with the depth comparison (``comparison``: prompt pages) each lens's
+        curves come along either way (figures.py)."""
         lenses = [{"style": lens_style(kind), "gap_text": gap_text(kind),
-                   "depth": depth_curves(document)} for kind, document in self.lenses]
+                   "depth": depth_curves(document) if comparison else []}
+                  for kind, document in self.lenses]
         if light:
             return {"id": self.id, "model": self.model.name, "lenses": lenses,
                     "documents": [first_view(self.document)],

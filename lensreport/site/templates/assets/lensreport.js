@@ -111,10 +111,13 @@
   }
   /* A results document (or a page's first view of one: top-k 1, entropy only) in the
      figure's layout; `lens` is how the page names its lens ({style, gap_text}). */
+  /* How many values a cell of a [layer][position][j] field holds (its first covered row's). */
+  function cellWidth(rows, none) {
+    var covered = rows.filter(function (row) { return row; })[0];
+    return covered && covered[0] ? covered[0].length : none;
+  }
   function fromDocument(doc, lens) {
-    var L = doc.layers.length, T = doc.input_ids.length;
-    var covered = doc.topk_ids.filter(function (row) { return row; })[0];
-    var k = covered && covered[0] ? covered[0].length : 1;
+    var L = doc.layers.length, T = doc.input_ids.length, k = cellWidth(doc.topk_ids, 1);
     var d = {
       model: doc.model.name, layers: L, length: T, k: k, input_ids: doc.input_ids, vocab: doc.vocab,
       vocab_size: doc.model.vocab_size, target_id: doc.prompt.target_id, target: doc.prompt.target_token,
@@ -135,8 +138,7 @@
       d.target_logp = logs(d.target_prob);
     }
     (doc.target_groups || []).forEach(function (g) {
-      var first = g.top_ids.filter(function (row) { return row; })[0], m = first && first[0] ? first[0].length : 0;
-      var probs = cells(g.prob, L, T);
+      var m = cellWidth(g.top_ids, 0), probs = cells(g.prob, L, T);
       d.groups.push({ name: g.name, ids: g.ids, m: m, prob: probs, logp: logs(probs), rank: cells(g.rank, L, T),
         top_ids: cells(g.top_ids, L, T * m), top_probs: cells(g.top_probs, L, T * m) });
     });
