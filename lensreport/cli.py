@@ -18,14 +18,18 @@ import click
 from ._version import __version__
 from .errors import LensReportError, UsageError, first_line
 from .lens.fit.settings import JacobianSettings, TrainSettings
+from .text import visible
 
 log = logging.getLogger("lensreport")
 
 
 class _Formatter(logging.Formatter):
+    """One line per record, under the one rule for text (text.py): a name or token in a
+    message cannot break the line, reorder it or drive the terminal."""
+
     def format(self, record: logging.LogRecord) -> str:
         prefix = {"WARNING": "warning: ", "ERROR": "error: "}.get(record.levelname, "")
-        return prefix + record.getMessage()
+        return prefix + visible(record.getMessage())
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -50,8 +54,9 @@ def _run(debug: bool, action: Callable[[], Any]) -> Any:
     except LensReportError as exc:
         if debug:
             traceback.print_exc()
-        for line in str(exc).splitlines():
-            click.echo(f"error: {line}", err=True)
+        # Several problems are separate lines ("\n" only); each is one terminal line.
+        for line in str(exc).split("\n"):
+            click.echo(f"error: {visible(line)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted: the previous site and the results cache are intact", err=True)

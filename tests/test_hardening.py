@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
 import signal
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -312,7 +315,7 @@ def test_hostile_target_tokens_and_site_url_stay_text(tmp_path, weights_cache, p
     model = tiny.save_tiny_model("gpt2", tmp_path / "model", tokenizer)
     manifest = write_manifest(tmp_path, f"""
         site:
-          site_url: 'https://example.org/x"onload="alert(1)'
+          site_url: "https://example.org/x'&y=1"
         models:
           - {{name: "m<b>", model: {model}}}
         prompts:
@@ -338,6 +341,133 @@ def test_hostile_target_tokens_and_site_url_stay_text(tmp_path, weights_cache, p
         assert page.locator("a[href='x']").count() == 0
     snippet = (site / "prompts" / "br" / "index.html").read_text(encoding="utf-8")
     # The embed snippet is text in a <textarea>: its src attribute is escaped for the blog
-    # post it will be pasted into (&#34;), and escaped again for the page (&amp;#34;).
-    assert 'src=&#34;https://example.org/x&amp;#34;onload=&amp;#34;alert(1)/embed/' in snippet
-    assert 'x"onload' not in snippet
+    # post it will be pasted into (&#39;, &amp;), and escaped again for the page. (A quote
+    # or a space in site_url is refused at its line: test_output_paths.)
+    assert 'src=&#34;https://example.org/x&amp;#39;&amp;amp;y=1/embed/' in snippet
+    assert "x'&y" not in snippet
+
+
+# --- Text that cannot be encoded or drawn (lensreport/text.py) --------------------------
+
+
+# Special tokens as a hostile tokenizer may have them: a formula with an escape sequence, a
+# bidi override and a zero-width space; controls a browser and XML refuse; an isolate, a
+# line separator and a byte-order mark. The tiny model predicts them in this order.
+SPECIALS = ['=\u202e\u200b\x1b[31mHYPERLINK("http://evil.example/","click")',
+            "<ctl\x00\x08\x7f>", "\u2066iso\u2028late\ufeff"]
+
+
+def _printable(text: str) -> bool:
+    return all(line.isprintable() for line in text.split("\n"))
+
+
+def test_hostile_special_tokens_and_names_reach_pages_figures_and_files_visible(
+        tmp_path, weights_cache):
+    """Control, bidi and invisible characters in special tokens (a cell's top-1, its top-k,
+    input tokens) and in names and titles are shown as ⟨U+XXXX⟩ everywhere: the PNG and SVG
+    export works (the SVG is well-formed XML), page titles and headings keep their order,
+    the CSV neutralises the formula, and nothing non-printable reaches the terminal."""
+    import xml.etree.ElementTree as ElementTree
+
+    import tiny
+    from lensreport.text import visible
+
+    model = tiny.save_special_token_model(tmp_path / "model", SPECIALS)
+    manifest = tmp_path / "prompts.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "site": {"title": "Ti\u202etle\x07", "export": ["png", "svg"]},
+        "models": [{"name": "m\x07\u202e", "model": str(model)}],
+        "prompts": [{"name": "p\x1b\u202e\u2028x", "text": f"Hi {SPECIALS[0]} and{SPECIALS[2]}"}],
+    }, allow_unicode=True), encoding="utf-8")
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    assert _printable(result.stderr), result.stderr
+    site = tmp_path / "site"
+    model_name, prompt_name = "m⟨U+0007⟩⟨U+202E⟩", "p⟨U+001B⟩⟨U+202E⟩⟨U+2028⟩x"
+    # Static figures: the SVG parses, every label in it is printable, the PNG is a PNG.
+    [svg] = site.glob("figures/*/*.svg")
+    labels = [el.text or "" for el in ElementTree.parse(svg).iter() if el.tag.endswith("text")]
+    assert labels and all(label.isprintable() for label in labels), labels
+    shown = "".join(labels).replace("\u00a0", " ")
+    assert f"{model_name} · {prompt_name}" in shown
+    assert "=⟨U+202E⟩…" in shown  # the top-1 special token, in its cells
+    [png] = site.glob("figures/*/*.png")
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # The document shows every special token visibly; the prompt's text stays exact.
+    [data] = site.glob("data/*/*.json")
+    document = json.loads(data.read_text(encoding="utf-8"))
+    assert all(text.isprintable() for text in document["vocab"].values())
+    assert visible(SPECIALS[1]) in document["vocab"].values()
+    assert document["prompt"]["text"] == f"Hi {SPECIALS[0]} and{SPECIALS[2]}"
+    # CSV: printable, and the top-1 token (a formula) neutralised by a leading quote.
+    [csv_file] = site.glob("data/*/*.csv")
+    rows = list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8"))))
+    assert _printable(csv_file.read_text(encoding="utf-8").replace("\r\n", "\n"))
+    top1 = rows[0].index("top1_token")
+    assert {row[top1] for row in rows[1:]} == {"'" + visible(SPECIALS[0])}
+    assert "'" + visible(SPECIALS[0]) in [row[2] for row in rows[1:]]  # an input token
+    # Pages: titles, headings and the search index in order, names as the manifest keeps them.
+    for path in site.rglob("*.html"):
+        html = path.read_text(encoding="utf-8")
+        for tag in ("title", "h1"):
+            for text in re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S):
+                assert text.isprintable(), (path, tag, text)
+    prompt_page = next(site.glob("prompts/*/index.html")).read_text(encoding="utf-8")
+    assert f"<h1>Prompt: {prompt_name}</h1>" in prompt_page
+    assert "<title>" + str(escape(f"{prompt_name} · Ti⟨U+202E⟩tle⟨U+0007⟩")) in prompt_page
+    index = (site / "assets" / "search-index.js").read_text(encoding="utf-8")
+    entries = json.loads(index[index.index("["):index.rindex("]") + 1])
+    assert {e["t"] for e in entries} >= {model_name, prompt_name}
+    assert all(_printable(e["t"] + e["s"]) for e in entries), entries
+
+
+@pytest.mark.parametrize("line, before, after", [
+    (2, 'title: "T"', 'title: "T\\ud800"'),
+    (3, 'note: "N"', 'note: "N\\udfff"'),
+    (5, 'name: "m"', 'name: "m\\ud800"'),
+    (9, 'text: "fox"', 'text: "fox \\ud83e\\udd8a"'),
+    (11, '"g": [" dog"]', '"g\\ud800": [" dog"]'),
+    (12, 'content: "c"', 'content: "\\udc00"'),
+])
+def test_a_surrogate_in_any_manifest_text_is_an_error_at_its_line(tmp_path, line, before,
+                                                                   after):
+    """A lone surrogate (a "\\ud800" escape) is no character: validate and build both say so
+    in one line at its line, before any tokenizer or page sees it."""
+    body = textwrap.dedent("""\
+        site:
+          title: "T"
+          note: "N"
+        models:
+          - name: "m"
+            model: org/model
+        prompts:
+          - name: "a"
+            text: "fox"
+            targets:
+              "g": [" dog"]
+          - {name: b, messages: [{role: user, content: "c"}]}
+    """)
+    assert before in body.splitlines()[line - 1]
+    manifest = write_manifest(tmp_path, body.replace(before, after))
+    for command in ("validate", "build"):
+        result = run_cli(command, manifest)
+        assert result.returncode == 2, result.stderr
+        [error] = result.stderr.splitlines()
+        assert error.startswith(f"error: {manifest}:{line}: this text holds U+D"), error
+        assert "surrogate" in error and "Traceback" not in result.stderr
+    if "\\ud83e\\udd8a" in after:
+        assert "stands for U+1F98A: write \\U0001F98A" in error
+
+
+@pytest.mark.parametrize("escape_sequence, code", [("\\L", "2028"), ("\\P", "2029"),
+                                                   ("\\N", "0085")])
+def test_an_error_with_a_line_separator_is_one_line(tmp_path, escape_sequence, code):
+    """U+2028, U+2029 and NEL break lines for splitlines() and terminals: an error line
+    keeps them as ⟨U+XXXX⟩."""
+    manifest = write_manifest(tmp_path, f'models: [{{name: m, model: "./no{escape_sequence}'
+                                        'where"}]\nprompts: [{name: a, text: b}]\n')
+    result = run_cli("validate", manifest)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {manifest}:1: model 'm'.model: {tmp_path}/no⟨U+{code}⟩where does not exist "
+        "(relative paths start at the manifest's folder)"], result.stderr

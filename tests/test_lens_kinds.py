@@ -90,8 +90,8 @@ def test_an_unregistered_kind_is_a_manifest_error(tmp_path, tiny_models):
         prompts:
           - {{name: fox, text: "The quick brown fox"}}
     """)
-    with pytest.raises(ManifestErrors, match=r"prompts.yaml:1: lens.kinds: expected a list of "
-                                             r"distinct lens kinds from logit, raw, tuned"):
+    with pytest.raises(ManifestErrors, match=r"prompts.yaml:1: lens.kinds: unknown lens kind "
+                                             r"'scaled'; known: logit, raw, tuned"):
         load_manifest(path)
 
 

@@ -243,6 +243,23 @@ def test_csv_leaves_uncovered_rows_empty_and_adds_groups(site):
     assert later[-2:] == ["0.25", "3"]
 
 
+FORMULAS = ['=HYPERLINK("http://evil.example/","click")', "+1+2", "-3", "@SUM(A1)", "\tx",
+            "\r=1"]
+
+
+def test_csv_neutralises_text_a_spreadsheet_would_evaluate(site):
+    """A token is as long as its tokenizer makes it: a text cell starting with =, +, -, @,
+    a tab or a carriage return gets a leading quote (shown visibly: ⇥, ␍); numbers and other
+    text stay as they are; the JSON keeps the token exactly."""
+    doc = document(site)
+    ids = doc["input_ids"][:len(FORMULAS)]
+    doc["vocab"].update({str(i): text for i, text in zip(ids, FORMULAS)})
+    rows = list(csv.reader(io.StringIO(run_csv(doc), newline="")))
+    shown = ["'" + FORMULAS[0], "'+1+2", "'-3", "'@SUM(A1)", "⇥x", "␍=1"]
+    assert [row[2] for row in rows[1:len(ids) + 1]] == shown[:len(ids)]
+    assert rows[1][4] == repr(doc["topk_probs"][0][0][0])  # a number, unquoted
+
+
 def test_corpus_csv_has_a_row_per_layer_and_metric(site):
     curves = json.loads((site / "data/corpora/docs/tiny.json").read_text())
     rows = rows_of(site / "data/corpora/docs/tiny.csv")

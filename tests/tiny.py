@@ -192,6 +192,25 @@ def save_chat_model(source: Path, folder: Path) -> Path:
     return folder
 
 
+# --- Hostile special tokens ------------------------------------------------------------------
+
+
+def save_special_token_model(folder: Path, specials: list[str]) -> Path:
+    """A tiny phi (its head has a bias) whose byte-level tokenizer has ``specials`` as special
+    tokens, predicted in that order at every cell: the first is every cell's top-1, the next
+    ones follow in its top-k (their head biases dwarf the logits)."""
+    tokenizer = byte_level_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    save_tiny_model("phi", folder, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        bias = model.get_output_embeddings().bias
+        for rank, token in enumerate(specials):
+            bias[tokenizer.convert_tokens_to_ids(token)] = 1000.0 - 100.0 * rank
+    model.save_pretrained(folder)
+    return folder
+
+
 # --- Sessions on a manifest's model, as the build opens them ---------------------------------
 
 

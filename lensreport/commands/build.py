@@ -20,9 +20,11 @@ from ..manifest.specs import LensSettings, Manifest, ModelSpec, PromptSpec
 from ..plan import CorpusKey, CorpusRun, PromptKey, PromptRun, Run, check_selection, plan, \
     shard_runs
 from ..progress import progress
+from ..results.concurrency import Claim
 from ..results.documents import read_document, restamp
 from ..results.store import ResultsStore
-from ..slugs import slugify, unique_slugs
+from ..slugs import RESERVED_MODEL_SLUGS, slugify, unique_slugs
+from ..text import visible
 
 log = logging.getLogger("lensreport")
 
@@ -40,7 +42,14 @@ class BuildSummary:
 def compute_results(manifest: Manifest, runs: list[Run], store: ResultsStore, clean: bool,
                     summary: BuildSummary) -> list[dict[str, Any]]:
     """Every run's document, in the order of ``runs`` (prompt and corpus runs alike): from
-    the store, or computed with one model load per model."""
+    the store, or computed with one model load per model.
+
+    Processes sharing a store (a build and its shards, started together) compute each run
+    once: a run is claimed in the store before its model loads; runs other processes hold
+    are waited for once this process's own are done, then read from the store — or claimed
+    and computed here, if their holder stopped without writing them (see results/store.py;
+    a store at a non-local URL cannot claim, so there a run may be computed twice).
+    """
     documents: list[dict[str, Any] | None] = []
     missing: dict[str, list[tuple[int, Run]]] = {}
     uncached = {run.model.name for run in runs if not run.resolved.cacheable}
@@ -58,14 +67,63 @@ def compute_results(manifest: Manifest, runs: list[Run], store: ResultsStore, cl
     # any weights load.
     check_prompts(manifest, [(group[0][1].model, group[0][1].resolved)
                              for group in missing.values()])
-    for group in missing.values():
-        positions = {id(run): index for index, run in group}
-        for run, document in _compute_model(manifest, [run for _, run in group], summary):
+    while missing:
+        held: list[tuple[int, Run]] = []  # claimed by other processes
+        for group in missing.values():
+            held += _compute_claimed(manifest, group, store, clean, documents, summary)
+        if held:
+            log.info("waiting for %d run(s) that other processes are computing", len(held))
+        missing = {}
+        for index, run in held:
+            store.wait(run.key)
+            document = store.get(run.key)
+            if document is None:  # its holder stopped without writing it: computed here
+                missing.setdefault(run.model.name, []).append((index, run))
+            else:
+                documents[index] = document
+                summary.cached.append(run.names)
+    return [_restamp(run, document) for run, document in zip(runs, documents)]
+
+
+def _compute_claimed(manifest: Manifest, group: list[tuple[int, Run]], store: ResultsStore,
+                     clean: bool, documents: list[dict[str, Any] | None],
+                     summary: BuildSummary) -> list[tuple[int, Run]]:
+    """Claim one model's missing runs and compute those claimed (one model load); returns
+    the runs other processes hold. Every claim is released before this returns, so a
+    process never waits for another while holding a run (no two wait on each other)."""
+    claims: dict[int, Claim] = {}
+    mine: list[tuple[int, Run]] = []
+    held: list[tuple[int, Run]] = []
+    try:
+        for index, run in group:
+            if clean or not run.resolved.cacheable:
+                mine.append((index, run))
+                continue
+            claim = store.claim(run.key)
+            if claim is None:
+                held.append((index, run))
+            elif (document := store.get(run.key)) is not None:  # written since we looked
+                claim.release()
+                documents[index] = document
+                summary.cached.append(run.names)
+            else:
+                claims[index] = claim
+                mine.append((index, run))
+        if not mine:
+            return held
+        positions = {id(run): index for index, run in mine}
+        for run, document in _compute_model(manifest, [run for _, run in mine], summary):
+            index = positions[id(run)]
             if run.resolved.cacheable:
                 store.put(run.key, document)
-            documents[positions[id(run)]] = document
+            if index in claims:
+                claims.pop(index).release()
+            documents[index] = document
             summary.computed.append(run.names)
-    return [_restamp(run, document) for run, document in zip(runs, documents)]
+    finally:
+        for claim in claims.values():
+            claim.release()
+    return held
 
 
 def _restamp(run: Run, document: dict[str, Any]) -> dict[str, Any]:
@@ -115,10 +173,16 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
                 raise prompt_error(manifest, prompt, exc) from None
         for prompt in encoded:  # greedy continuations, before the lens reads them
             session.generate(prompt)
-        batches = session.hidden_states([e.input_ids for e in encoded],
-                                        [e.name for e in encoded])
-        for index, hidden, last_hidden in progress(batches, total=len(groups),
-                                                   desc=f"lens {spec.name}", unit="prompt"):
+        # Each prompt's forward pass alone, shortest first: a document must be a function of
+        # its run's content, and in a padded batch a prompt's numbers depend on its
+        # batch-mates (other matrix shapes, another order of summation), so a shard, or a
+        # build computing a subset, would write other bytes. Batching saved nothing
+        # measurable on CPU (README, "Where things are cached").
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        for index in progress(order, total=len(groups), desc=f"lens {spec.name}",
+                              unit="prompt"):
+            [(_, hidden, last_hidden)] = session.hidden_states([encoded[index].input_ids],
+                                                              [encoded[index].name])
             for run in groups[index]:
                 yield run, session.run(encoded[index], run.key, hidden, last_hidden, run.lens,
                                        spec.lens.top_k)
@@ -175,7 +239,7 @@ def _compute_corpus(session: Any, runs: list[CorpusRun]
 def _spec_from_document(document: dict[str, Any]) -> ModelSpec:
     """A saved document's model, as a manifest model entry (for `results:`)."""
     model, lens = document["model"], document["lens"]
-    name = model.get("name") or "model"
+    name = visible(model.get("name") or "model")  # names are kept as shown (text.py)
     return ModelSpec(name=name, slug=slugify(name), reference=model.get("reference") or name,
                      revision=model.get("revision"), dtype=model.get("dtype") or "auto",
                      device=model.get("device") or "auto",
@@ -186,7 +250,7 @@ def _spec_from_document(document: dict[str, Any]) -> ModelSpec:
 
 def _prompt_from_document(document: dict[str, Any]) -> PromptSpec:
     prompt = document["prompt"]
-    name = prompt.get("name") or "prompt"
+    name = visible(prompt.get("name") or "prompt")
     return PromptSpec(name=name, slug=slugify(name), text=prompt["text"],
                       target=prompt.get("target"), note=None, line=0)
 
@@ -220,7 +284,7 @@ def add_saved_results(manifest: Manifest, documents: dict[PromptKey, dict[str, A
                 known.lens.jacobian))
         prompts.setdefault(prompt.name, prompt)
         documents[names] = document
-    model_slugs = unique_slugs(list(models))
+    model_slugs = unique_slugs(list(models), RESERVED_MODEL_SLUGS)
     prompt_slugs = unique_slugs(list(prompts))
     merged_models = tuple(replace(m, slug=slug) for m, slug in zip(models.values(), model_slugs))
     merged_prompts = tuple(replace(p, slug=slug)

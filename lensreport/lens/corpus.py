@@ -63,6 +63,25 @@ def documents(source: CorpusSource) -> Iterator[str]:
 
 def _file_documents(path: Path, column: str) -> Iterator[str]:
     try:
+        yield from _read_documents(path, column)
+    except UnicodeDecodeError:
+        raise LensReportError(_not_utf8(path)) from None
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a corpus file stops being UTF-8 (read again: the text stream does not say)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return (f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{exc.start}); save the corpus as UTF-8")
+    return f"{path}: not UTF-8 text; save the corpus as UTF-8"
+
+
+def _read_documents(path: Path, column: str) -> Iterator[str]:
+    try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
         raise LensReportError(f"corpus {path}: cannot read it ({exc.strerror})") from None

@@ -87,22 +87,28 @@ class CorpusSums:
         count = len(tokens)
         weights = rng.multinomial(count, np.full(count, 1.0 / count), size=BOOTSTRAP_SAMPLES)
         out: dict[str, Any] = {}
+        group_curves: dict[str, tuple[list[Any], Any]] = {}
         for metric, values in per_document.items():
             denominator = denominators[metric]
             mean = values.sum(0) / max(denominator.sum(), 1.0)
             resampled = (weights @ values) / np.maximum(weights @ denominator, 1.0)[:, None]
             low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
             # A row the lens does not cover is NaN in the sums: null in the curves.
-            rounded = significant if metric.startswith("group:") else _decimals
-            out[metric] = [rounded(v) if np.isfinite(v) else None for v in mean]
-            out[f"{metric}_ci"] = None if count < MIN_INTERVAL_DOCUMENTS else [
+            is_group = metric.startswith("group:")
+            rounded = significant if is_group else _decimals
+            curve = [rounded(v) if np.isfinite(v) else None for v in mean]
+            interval = None if count < MIN_INTERVAL_DOCUMENTS else [
                 [rounded(a), rounded(b)] if np.isfinite(a) else None
                 for a, b in zip(low, high)]
+            if is_group:  # kept apart: a group named "x_ci" is not group x's interval
+                group_curves[metric] = curve, interval
+            else:
+                out[metric], out[f"{metric}_ci"] = curve, interval
         # Group curves: mean summed probability of each token group per row, to 4
         # significant digits (a rare word's group is far below 1e-6 at early rows).
         out["target_groups"] = [{"name": name, "ids": list(ids),
-                                 "prob": out.pop(f"group:{name}"),
-                                 "prob_ci": out.pop(f"group:{name}_ci")}
+                                 "prob": group_curves[f"group:{name}"][0],
+                                 "prob_ci": group_curves[f"group:{name}"][1]}
                                 for name, ids in self.groups]
         return out
 

@@ -175,8 +175,12 @@ class ModelSession:
         Yields (index into ``sequences``, its hidden states, its last hidden state),
         unpadded, in batch order (shortest first). Batches are right-padded whatever the
         tokenizer's padding side: with causal attention no real token sees the padding after
-        it, and positions stay 0..n-1 (left padding would shift them), so a batched sequence
-        gets the numbers it gets alone. ``names`` label sequences in memory errors.
+        it, and positions stay 0..n-1 (left padding would shift them). A batched sequence
+        gets the numbers it gets alone only up to float rounding (the matrix shapes change
+        the kernels' order of summation, and a rounded value or a near-tie's rank can flip),
+        so batch only sequences whose batch is fixed by a run's content (a corpus's
+        windows); a prompt's document comes from its own pass (commands/build.py).
+        ``names`` label sequences in memory errors.
         """
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         batches: list[list[int]] = []

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LensReportError, first_line
+from ..results.concurrency import replace_file
 
 if TYPE_CHECKING:
     import torch
@@ -266,11 +267,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _save(payload: dict[str, Any], path: Path) -> None:
-    import os
-
+    """Staged under a name of its own, renamed into place (readers never see half a file;
+    processes writing at once never share a temporary file)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    replace_file(path, lambda partial: torch.save(payload, partial), kind="partial")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LensReportError, first_line
+from ..results.concurrency import replace_file
 
 if TYPE_CHECKING:  # torch is imported where lenses are used: manifests read without it
     import torch
@@ -188,8 +189,11 @@ def save(folder: Path, weights: list["torch.Tensor"], biases: list["torch.Tensor
     for layer, (weight, bias) in enumerate(zip(weights, biases)):
         state[f"{layer}.weight"] = weight.detach().cpu().contiguous()
         state[f"{layer}.bias"] = bias.detach().cpu().contiguous()
-    torch.save(state, folder / PARAMS_FILE)
     full = {"base_model_name_or_path": None, "d_model": None, "num_hidden_layers": None,
             "bias": True, "base_model_revision": None, "unembed_hash": None,
             "lens_type": LENS_TYPE, **config}
-    (folder / CONFIG_FILE).write_text(json.dumps(full, indent=1), encoding="utf-8")
+    # Each file staged under a name of its own and renamed into place: a reader (a build)
+    # never sees half a file, and processes writing one lens at once never share a file.
+    replace_file(folder / PARAMS_FILE, lambda path: torch.save(state, path))
+    replace_file(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(full, indent=1),
+                                                                   encoding="utf-8"))

@@ -18,7 +18,8 @@ from ..lens.kinds import lens_names
 from ..lens.jacobian_format import JacobianSource
 from ..lens.tuned_format import TunedSource
 from ..models.prompts import TokenGroup
-from ..slugs import unique_slugs
+from ..slugs import RESERVED_MODEL_SLUGS, unique_slugs
+from ..text import visible
 from .specs import EXPORT_FORMATS, CorpusSpec, LensSettings, Manifest, ModelSpec, PromptSpec, \
     SiteSettings
 from .yaml_lines import LineMap, load_yaml
@@ -82,6 +83,14 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}"
 
 
+def _kind_name(value: Any, known: tuple[str, ...]) -> str:
+    """An unknown lens kind as an error shows it, with the closest known one."""
+    if not isinstance(value, str):
+        return _describe(value)
+    suggestion = _closest(value, dict.fromkeys(known, ""))
+    return repr(value) + (f" (did you mean '{suggestion}'?)" if suggestion else "")
+
+
 def _closest(key: str, allowed: dict[str, str]) -> str | None:
     import difflib
 
@@ -95,6 +104,16 @@ def _is_text(value: Any) -> bool:
 
 def _is_nonempty_text(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != ""
+
+
+# scheme://host[:port][/path]: URL characters only (RFC 3986), so the URL goes into
+# sitemap.xml, robots.txt and meta tags as it is: no space, newline or control character.
+_SITE_URL = re.compile(r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+                       r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
+
+
+def _is_site_url(value: Any) -> bool:
+    return isinstance(value, str) and _SITE_URL.fullmatch(value) is not None
 
 
 def _is_int(value: Any) -> bool:
@@ -147,11 +166,18 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
     if kind is not None:
         kinds = (kind,)
     listed = checker.get(mapping, "kinds", where,
-                         lambda v: isinstance(v, list) and len(v) > 0
-                         and all(k in known for k in v) and len(set(v)) == len(v),
+                         lambda v: isinstance(v, list) and len(v) > 0,
                          f"a list of distinct lens kinds from {', '.join(known)}")
     if listed is not None:
-        kinds = tuple(listed)
+        unknown = [k for k in listed if k not in known]
+        repeated = sorted({str(k) for k in listed if listed.count(k) > 1})
+        if unknown or repeated:
+            checker.error(checker.line_of(mapping, "kinds"), f"{where}.kinds: " + (
+                f"unknown lens kind {_kind_name(unknown[0], known)}" if unknown
+                else f"lens kind '{repeated[0]}' is listed twice")
+                + f"; known: {', '.join(known)}")
+        else:
+            kinds = tuple(listed)
     top_k = checker.get(mapping, "top_k", where, lambda v: _is_int(v) and 1 <= v <= MAX_TOP_K,
                         f"an integer from 1 to {MAX_TOP_K}", base.top_k)
     tuned = base.tuned
@@ -220,12 +246,12 @@ def _site(checker: _Checker, value: Any, line: int) -> SiteSettings:
                           f"site.theme_dir: folder {theme!r} does not exist "
                           f"(relative paths start at the manifest's folder)")
             theme_dir = None
-    site_url = checker.get(mapping, "site_url", "site",
-                           lambda v: isinstance(v, str) and re.match(r"^https?://", v) is not None,
-                           "an http(s) URL such as https://user.github.io/repo/")
+    site_url = checker.get(mapping, "site_url", "site", _is_site_url,
+                           "an http(s) URL such as https://user.github.io/repo/ (a host, "
+                           "then a path of URL characters: percent-encode spaces and others)")
     return SiteSettings(
-        title=checker.get(mapping, "title", "site", _is_nonempty_text, text,
-                          SiteSettings.title),
+        title=visible(checker.get(mapping, "title", "site", _is_nonempty_text, text,
+                                  SiteSettings.title)),
         description=checker.get(mapping, "description", "site", _is_text, text, ""),
         site_url=site_url,
         note=checker.get(mapping, "note", "site", _is_text, "Markdown text"),
@@ -252,6 +278,7 @@ def _named_items(checker: _Checker, value: list, plural: str, singular: str,
         name = checker.get(mapping, "name", where, _is_nonempty_text, "a non-empty text",
                            required=True)
         if isinstance(name, str):
+            name = visible(name)  # kept as shown: no control or bidi character (text.py)
             where = f"{singular} '{name}'"
             if name in seen:
                 checker.error(checker.line_of(mapping, "name"),
@@ -297,7 +324,7 @@ def _models(checker: _Checker, value: Any, line: int, lens: LensSettings) -> lis
                                           "true or false", False),
             note=checker.get(mapping, "note", where, _is_text, "Markdown text"),
             line=item_line))
-    return _with_slugs(ModelSpec, specs)
+    return _with_slugs(ModelSpec, specs, RESERVED_MODEL_SLUGS)
 
 
 def _is_device(value: Any) -> bool:
@@ -390,13 +417,13 @@ def _groups(checker: _Checker, mapping: LineMap, where: str) -> tuple[TokenGroup
                 checker.error(at, f"{place}: expected a non-empty list of tokens (texts such "
                                   f"as \" dog\"), got {_describe(members)}")
             else:
-                groups.append(TokenGroup(str(name), tokens=tuple(members)))
+                groups.append(TokenGroup(visible(name), tokens=tuple(members)))
         elif isinstance(members, dict):
             group = checker.mapping(members, place, at, _GROUP_KEYS)
             word = group and checker.get(group, "word", place, _is_nonempty_text, "a word",
                                          required=True)
             if isinstance(word, str):
-                groups.append(TokenGroup(str(name), word=word.strip()))
+                groups.append(TokenGroup(visible(name), word=word.strip()))
         else:
             checker.error(at, f"{place}: expected a list of tokens or {{word: ...}}, got "
                               f"{_describe(members)}")
@@ -437,6 +464,7 @@ def _prompt_models(checker: _Checker, mapping: LineMap, where: str, known: list[
                         "a list of model names from this manifest")
     if value is None:
         return None
+    value = [visible(name) for name in value]  # as the names are kept (_named_items)
     unknown = [name for name in value if name not in known]
     if unknown:
         checker.error(checker.line_of(mapping, "models"),
@@ -506,10 +534,11 @@ def _corpora(checker: _Checker, value: Any, line: int) -> list[CorpusSpec]:
     return _with_slugs(CorpusSpec, specs)
 
 
-def _with_slugs(cls: type, specs: list[dict[str, Any]]) -> list:
+def _with_slugs(cls: type, specs: list[dict[str, Any]],
+                reserved: frozenset[str] = frozenset()) -> list:
     valid = [s for s in specs if all(v is not None for k, v in s.items()
                                      if k in ("name", "reference", "text"))]
-    slugs = unique_slugs([s["name"] for s in valid])
+    slugs = unique_slugs([s["name"] for s in valid], reserved)
     return [cls(slug=slug, **spec) for spec, slug in zip(valid, slugs)]
 
 

@@ -7,27 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..lens.corpus import CorpusSource
-from ..lens.jacobian_format import JacobianSource
-from ..lens.tuned_format import TunedSource
+from ..lens.settings import LensSettings
 from ..models.loading import ModelRequest
 from ..models.prompts import PromptRequest, TokenGroup
-
-
-@dataclass(frozen=True)
-class LensSettings:
-    """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
-    number of top tokens kept per cell, and where a tuned lens and a Jacobian lens come
-    from. The first kind is the model's main figure."""
-
-    kinds: tuple[str, ...] = ("logit",)
-    top_k: int = 5
-    tuned: TunedSource | None = None
-    jacobian: JacobianSource | None = None
-
-    @property
-    def kind(self) -> str:
-        """The model's main lens (its figures and pages open with it)."""
-        return self.kinds[0]
 
 
 EXPORT_FORMATS = ("png", "svg", "pdf")  # static figure formats (site/export.py)

@@ -1,5 +1,7 @@
 """YAML with line numbers: mappings and sequences that remember where each key and item
-stood, so every manifest error can say file:line. Duplicate keys and aliases are errors."""
+stood, so every manifest error can say file:line. Duplicate keys and aliases are errors, and
+so is a text holding a surrogate code point (a "\\ud800" escape): it is no character, and
+would fail later, far from its line (tokenizers, writing the site)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import ManifestError
+from ..text import surrogates
 
 
 class LineMap(dict):
@@ -62,8 +65,17 @@ def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> LineSeq:
     return result
 
 
+def _construct_str(loader: _LineLoader, node: yaml.ScalarNode) -> str:
+    value = loader.construct_yaml_str(node)
+    problem = surrogates(value)
+    if problem:
+        raise ManifestError(loader.manifest_path, node.start_mark.line + 1, problem)
+    return value
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+_LineLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
 def load_yaml(path: Path, text: str) -> Any:

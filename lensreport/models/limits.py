@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LensReportError
+from ..results.concurrency import being_written
 from .loading import (ModelRequest, _load_failure, _max_context, text_config,
                       weights_cache_folder)
 from .references import ResolvedModel, hub_reachable
@@ -52,6 +53,8 @@ def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[A
         converted = weights_cache_folder(resolved)
         if (converted / "config.json").is_file():
             location = str(converted)
+        elif being_written(converted):
+            return None  # another process converts it: the load checks (parsing costs more)
         elif (Path(resolved.location) / (resolved.gguf_file or "")).is_file():
             kwargs["gguf_file"] = resolved.gguf_file
         else:

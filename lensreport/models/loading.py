@@ -14,17 +14,18 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import LensReportError, first_line
+from ..results.concurrency import cache_lock, remove_leftovers, replace_file, staging_path
 from ..results.identity import cache_home
 from .references import ResolvedModel, hub_reachable
 
 log = logging.getLogger("lensreport")
+STAGING = "converting"  # staged conversions: .<folder>.converting-<host>-<pid>-<random>
 
 
 @dataclass(frozen=True)
@@ -135,37 +136,69 @@ def _one_gguf_reader() -> Iterator[None]:
 
 
 def _convert_gguf(resolved: ResolvedModel, folder: Path) -> None:
-    """Dequantize a GGUF file once into a save_pretrained folder (written atomically)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Dequantize a GGUF file once into a save_pretrained folder.
 
+    Safe for processes that start together (shards, a build beside `make demo`), on one
+    machine or a shared filesystem: the folder's lock makes one of them convert while the
+    others wait and then load its folder; the conversion is staged under a name of its own
+    and renamed into place whole (results/concurrency.py).
+    """
+    with cache_lock(folder, f"the converted weights of {resolved.gguf_file}") as held:
+        if (folder / "config.json").is_file():
+            return  # converted by another process while this one waited
+        if held.locked:
+            remove_leftovers(folder, STAGING)
+            if folder.exists():  # no config.json: not a conversion (one is renamed in whole)
+                shutil.rmtree(folder)
+        _assemble(resolved)
+        gguf_path = Path(resolved.location) / (resolved.gguf_file or "")
+        log.info("converting %s (first load of this GGUF file; cached for next time)",
+                 gguf_path.name)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        with _one_gguf_reader():
+            model = AutoModelForCausalLM.from_pretrained(resolved.location,
+                                                         gguf_file=resolved.gguf_file,
+                                                         dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(resolved.location,
+                                                      gguf_file=resolved.gguf_file)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_path(folder, STAGING)
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / "lensreport-source.json").write_text(json.dumps(
+                {"gguf": str(gguf_path), "identity": resolved.identity}))
+            try:
+                os.replace(staging, folder)
+            except OSError:
+                # Another process (where the filesystem cannot lock) put a complete folder
+                # there first: the same conversion, so it is used.
+                if not (folder / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _assemble(resolved: ResolvedModel) -> None:
+    """A chunked package's GGUF file, assembled once into the weights cache (under its lock,
+    staged under a name of its own, renamed into place whole)."""
     gguf_path = Path(resolved.location) / (resolved.gguf_file or "")
-    if resolved.assemble_from and not gguf_path.is_file():
+    if not resolved.assemble_from or gguf_path.is_file():
+        return
+    with cache_lock(gguf_path, gguf_path.name) as held:
+        if gguf_path.is_file():
+            return  # assembled by another process while this one waited
+        if held.locked:
+            remove_leftovers(gguf_path, "partial")
         module = importlib.import_module(resolved.assemble_from)
-        gguf_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = gguf_path.with_suffix(".partial")
-        module.assemble(partial, overwrite=True)
-        os.replace(partial, gguf_path)
-    log.info("converting %s (first load of this GGUF file; cached for next time)", gguf_path.name)
-    with _one_gguf_reader():
-        model = AutoModelForCausalLM.from_pretrained(resolved.location,
-                                                     gguf_file=resolved.gguf_file,
-                                                     dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location,
-                                                  gguf_file=resolved.gguf_file)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "lensreport-source.json").write_text(json.dumps(
-            {"gguf": str(gguf_path), "identity": resolved.identity}))
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        log.info("assembling %s from the chunks of %s", gguf_path.name, resolved.assemble_from)
+        replace_file(gguf_path, lambda partial: module.assemble(partial, overwrite=True),
+                     kind="partial")
 
 
 def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:

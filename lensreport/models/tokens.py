@@ -1,10 +1,12 @@
 """Readable, unambiguous token strings for byte-level BPE and SentencePiece tokenizers.
 
 A display string shows what the token *is*: a leading space stays a real space (" dog"),
-whitespace-only tokens become ␣, newline ↵, tab ⇥, carriage return ␍, other invisible
-characters ⟨U+XXXX⟩, an empty token ∅, and bytes that are not valid UTF-8 on their own
-``\\xNN``. Decoding a single SentencePiece token with the tokenizer drops its leading space,
-so "▁true" and "true" would collide; we map "▁" ourselves instead. Whatever collisions remain
+whitespace-only tokens become ␣, an empty token ∅, bytes that are not valid UTF-8 on their
+own ``\\xNN``, and everything else follows the one rule for text (lensreport/text.py): newline
+↵, tab ⇥, carriage return ␍, other invisible, bidi or control characters ⟨U+XXXX⟩ — special
+tokens too, which are shown as the tokenizer spells them otherwise. Decoding a single
+SentencePiece token with the tokenizer drops its leading space, so "▁true" and "true" would
+collide; we map "▁" ourselves instead. Whatever collisions remain
 (e.g. a special token "<bos>" and a normal token spelling "<bos>") get a ``⟨#id⟩`` suffix, so
 two different ids never look the same.
 """
@@ -12,11 +14,11 @@ two different ids never look the same.
 from __future__ import annotations
 
 import re
-import unicodedata
 from functools import lru_cache
 from typing import Any
 
-_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+from ..text import visible
+
 _SENTENCEPIECE_SPACE = "▁"
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
@@ -53,16 +55,7 @@ def _make_visible(text: str) -> str:
         return "∅"
     if text.strip(" ") == "":
         return "␣" * len(text)
-    out = []
-    for char in text:
-        if char in _VISIBLE:
-            out.append(_VISIBLE[char])
-        elif char != " " and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn",
-                                                             "Zl", "Zp", "Zs"):
-            out.append(f"⟨U+{ord(char):04X}⟩")
-        else:
-            out.append(char)
-    return "".join(out)
+    return visible(text)
 
 
 def _from_byte_level(piece: str) -> str | None:
@@ -135,7 +128,7 @@ def display_vocab(tokenizer: Any, vocab_size: int) -> list[str]:
             shown.append(_make_visible(_from_sentencepiece(piece)))
             continue
         if token_id in specials:
-            shown.append(piece)
+            shown.append(_make_visible(piece))  # as spelled, under the same rule
             continue
         if kind == "byte_level":
             text = _from_byte_level(piece)

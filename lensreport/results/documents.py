@@ -22,6 +22,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import LensReportError, first_line
 from .identity import READABLE_SCHEMAS, SCHEMA_VERSION
+from .validation import InvalidDocument, check_prompt_document
 
 
 def significant(value: float, digits: int = 4) -> float | None:
@@ -179,7 +180,7 @@ def _pack_tracked(document: dict[str, Any]) -> dict[str, Any]:
 def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
     """The lists of :func:`_pack_tracked`'s array (a row of NaN, an uncovered row: null)."""
     packed = document["tracked_probs"]
-    values = np.frombuffer(base64.b64decode(packed["base64"]), dtype="<f2")
+    values = np.frombuffer(base64.b64decode(packed["base64"], validate=True), dtype="<f2")
     layers = len(document["layers"])
     out, start = [], 0
     for ids in document["tracked_ids"]:
@@ -188,6 +189,8 @@ def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
         out.append([None if len(ids) and bool(np.isnan(row).all()) else
                     [None if v != v else v for v in row.astype(np.float64).tolist()]
                     for row in block])
+    if start != values.size:
+        raise ValueError("the array is longer than the tracked tokens")
     return out
 
 
@@ -207,10 +210,15 @@ def dumps(document: dict[str, Any]) -> str:
 
 
 def loads(text: str) -> Any:
-    """A document from :func:`dumps` (or of schema 1), with ``tracked_probs`` as lists."""
+    """A document from :func:`dumps` (or of schema 1), with ``tracked_probs`` as lists;
+    ValueError (InvalidDocument) when the packed array does not fit the document."""
     document = json.loads(text)
     if isinstance(document, dict) and isinstance(document.get("tracked_probs"), dict):
-        document["tracked_probs"] = _unpack_tracked(document)
+        try:
+            document["tracked_probs"] = _unpack_tracked(document)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InvalidDocument("tracked_probs: expected a float16 base64 array of every "
+                                  "tracked token at every row") from None
     return document
 
 
@@ -234,4 +242,10 @@ def read_document(path: Path) -> dict[str, Any]:
     missing = [field for field in REQUIRED_FIELDS if field not in document]
     if missing:
         raise LensReportError(f"{path}: results file lacks {', '.join(missing)}")
+    try:
+        check_prompt_document(document)
+    except InvalidDocument as exc:
+        raise LensReportError(f"{path}: not a valid lensreport results file: {exc}; save it "
+                              "again with run_lens or take it from a site's data/ folder") \
+            from None
     return document

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .concurrency import cache_lock
 from .files import atomic_write
 
 # 2: tracked_probs stored as float16 (base64); documents of schema 1 stay readable.
@@ -21,7 +22,7 @@ READABLE_SCHEMAS = (1, 2)
 KEY_SCHEMA = 1
 # Bump when the lens computation changes its numbers, so cached results are recomputed
 # (library versions are recorded in each document, not keyed, so caches move between setups).
-LENS_IMPLEMENTATION = 3  # 3: ties within float32 noise share a rank; one bootstrap unit per document
+LENS_IMPLEMENTATION = 4  # 4: each prompt computed alone (no batch-mates); special tokens shown visibly
 
 
 def cache_home() -> Path:
@@ -45,24 +46,32 @@ def file_digest(path: Path) -> str:
     stat = path.stat()
     memo_path = cache_home() / "digests.json"
     where = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        memo = json.loads(memo_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        memo = {}
-    if not isinstance(memo, dict):
-        memo = {}
-    if where in memo:
-        return memo[where]
+    known = _read_memo(memo_path).get(where)
+    if known:
+        return known
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    memo[where] = value = f"sha256:{digest.hexdigest()}"
+    value = f"sha256:{digest.hexdigest()}"
     try:
-        atomic_write(memo_path, json.dumps(memo, sort_keys=True).encode("utf-8"))
+        # Read, add and write under the memo's lock: processes digesting other files at
+        # once keep each other's entries.
+        with cache_lock(memo_path, None):
+            memo = _read_memo(memo_path)
+            memo[where] = value
+            atomic_write(memo_path, json.dumps(memo, sort_keys=True).encode("utf-8"))
     except OSError:
         pass  # a read-only cache home only costs a re-read next time
     return value
+
+
+def _read_memo(path: Path) -> dict[str, str]:
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def cache_key(material: dict[str, Any]) -> str:

@@ -14,6 +14,14 @@ most a temporary ``.tmp`` file, which is never read as an entry. A reader never 
 store: an entry that does not parse or does not match its key is reported (a warning, so
 ``--strict`` fails) and treated as missing; the writer that recomputes it replaces it,
 atomically.
+
+Claims: processes that share a store (a build and shards started together) compute each run
+once. A process claims a run before computing it — the lock ``<key>.lock`` beside the entry,
+taken without waiting (results/concurrency.py) — and removes the lock once the entry is
+written; a run another process holds is waited for and read from the store, and computed
+only if its holder stopped without writing it. Only a folder (or a ``file://`` URL) can
+lock: at another fsspec URL every claim succeeds, so two processes may compute one run
+twice (atomic writes keep the store valid).
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LensReportError, first_line
+from .concurrency import Claim, try_claim, wait_for
 from .documents import dumps, loads
 from .files import atomic_write
 from .identity import READABLE_SCHEMAS
+from .validation import check_prompt_document
 
 log = logging.getLogger("lensreport")
 
@@ -95,11 +105,38 @@ class ResultsStore:
             if not isinstance(document, dict) or document.get("cache_key") != key or \
                     document.get("schema_version") not in READABLE_SCHEMAS:
                 raise ValueError("mismatched entry")
+            if "prompt" in document:  # a shared store is input too (validation.py)
+                check_prompt_document(document)
             return document
         except ValueError as exc:
             log.warning("results cache entry %s is unreadable (%s); it is recomputed and "
                         "replaced", path, first_line(exc, 80))
             return None
+
+    @property
+    def can_lock(self) -> bool:
+        """Whether claims work here: a folder or a file:// URL (object stores cannot lock)."""
+        return self.fs is None or self.local
+
+    def _lock_path(self, key: str) -> Path:
+        return Path(self._path(key)[:-len(".json")] + ".lock")
+
+    def claim(self, key: str) -> Claim | None:
+        """Claim ``key``'s run before computing it, without waiting: a Claim to release
+        once the entry is written, or None while another process computes it. Always a
+        Claim where the store cannot lock."""
+        if not self.can_lock:
+            return Claim()
+        try:
+            return try_claim(self._lock_path(key))
+        except OSError as exc:
+            raise LensReportError(f"results store {self.location}: cannot claim {key} "
+                                  f"({exc})") from None
+
+    def wait(self, key: str) -> None:
+        """Wait while another process holds ``key``'s claim."""
+        if self.can_lock:
+            wait_for(self._lock_path(key))
 
     def put(self, key: str, document: dict[str, Any]) -> None:
         self._write(self._path(key), dumps(document).encode("utf-8"))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import LensReportError, first_line
+from .outputs import SiteFiles
 
 log = logging.getLogger("lensreport")
 
@@ -100,9 +101,9 @@ class ExportJob:
         return f"figures/{key[:2]}/{key}.{self.fmt}"
 
 
-def write_exports(jobs: Sequence[ExportJob], out: Path, store: Any | None) -> None:
-    """Write every job's file under ``out``: from the store where rendered before, the rest
-    rendered in one browser session (and stored)."""
+def write_exports(jobs: Sequence[ExportJob], files: SiteFiles, store: Any | None) -> None:
+    """Write every job's file through ``files`` (the site's planned outputs): from the
+    store where rendered before, the rest rendered in one browser session (and stored)."""
     if not jobs:
         return
     started = time.perf_counter()
@@ -116,9 +117,7 @@ def write_exports(jobs: Sequence[ExportJob], out: Path, store: Any | None) -> No
             if store is not None:
                 store.put_blob(names[index], data)
     for job, data in zip(jobs, found):
-        target = out / job.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(_stamp(data, job.fmt))
+        files.write(job.path, _stamp(data, job.fmt))
     seconds = time.perf_counter() - started
     log.info("static figures: %d file(s), %d rendered, %d from the cache (%.1f s)",
              len(jobs), len(missing), len(jobs) - len(missing), seconds)

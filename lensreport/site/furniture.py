@@ -17,6 +17,8 @@ from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
+from ..text import visible
+
 CARD_PATH = "assets/social-card.png"
 CARD_SIZE = (1200, 630)
 DESCRIPTION_CHARS = 200
@@ -44,8 +46,9 @@ def robots_txt(site_url: str) -> str:
 
 
 def shorten(text: str, limit: int = DESCRIPTION_CHARS) -> str:
-    """One line of at most ``limit`` characters (a meta description)."""
-    text = " ".join(text.split())
+    """One line of at most ``limit`` characters (a meta description): whitespace runs are
+    one space, the rest is shown under the one rule for text (text.py)."""
+    text = visible(" ".join(text.split()))
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 

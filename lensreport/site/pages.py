@@ -8,10 +8,9 @@ the same manifest and results give byte-identical files.
 from __future__ import annotations
 
 import importlib.resources
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 from markdown_it import MarkdownIt
@@ -31,6 +30,7 @@ from . import furniture
 from .export import ExportJob, figure_digest, write_exports
 from .figures import (depth_curves, display_notes, first_view, gap_text, is_long,
                       script_json, summary, without_tracks)
+from .outputs import Output, SiteFiles, check_outputs
 from .search import search_index, search_script
 from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
 from .tables import corpus_csv, run_csv
@@ -232,11 +232,6 @@ def make_figures(manifest: Manifest, documents: dict[tuple[str, str, str], dict[
     return figures
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 @dataclass(frozen=True)
 class CurveSeries:
     """One (corpus, model, lens) curves document and where its JSON lives."""
@@ -260,16 +255,16 @@ class CurveSeries:
         return gap_text(self.lens)
 
     def payload(self) -> dict[str, Any]:
-        """The curves for the browser; a row the lens does not cover is null in each metric
-        and its interval (the chart draws a gap there)."""
-        fields = [metric.name for metric in CORPUS_METRICS]
-        groups = {f"group:{group['name']}": group for group in self.groups}
+        """The curves for the browser: ``values`` and ``ci`` (intervals) by metric name; a
+        row the lens does not cover is null in each metric and its interval (the chart draws
+        a gap there)."""
+        names = [metric.name for metric in CORPUS_METRICS] + [
+            f"group:{group['name']}" for group in self.groups]
+        curves = {name: self.curve(name) for name in names}
         return {"model": self.model.name, "lens": self.lens, "style": lens_style(self.lens),
                 "layers": len(self.document["layers"]),
-                **{name: self.document[name] for name in fields},
-                **{f"{name}_ci": self.document[f"{name}_ci"] for name in fields},
-                **{name: group["prob"] for name, group in groups.items()},
-                **{f"{name}_ci": group["prob_ci"] for name, group in groups.items()}}
+                "values": {name: values for name, (values, _) in curves.items()},
+                "ci": {name: interval for name, (_, interval) in curves.items()}}
 
     @property
     def groups(self) -> list[dict[str, Any]]:
@@ -309,10 +304,27 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
                 corpus_documents: dict[tuple[str, str, str], dict[str, Any]] | None = None,
                 store: Any | None = None) -> None:
     """Write every page, data file, static figure and asset under ``out`` (an empty folder);
-    static figures rendered before come from ``store`` (a ResultsStore), new ones go there."""
+    static figures rendered before come from ``store`` (a ResultsStore), new ones go there.
+
+    Every output is planned first and the plan checked (outputs.py): nothing is written
+    when a path would leave the site or two outputs would share a file."""
+    outputs, jobs = plan_site(manifest, documents, corpus_documents or {}, live_reload)
+    planned = check_outputs([(o.path, o.what) for o in outputs]
+                            + [(job.path, f"static figure {job.path}") for job in jobs])
+    files = SiteFiles(out, planned)
+    for output in outputs:
+        files.write(output.path, output.content())
+    write_exports(jobs, files, store)
+
+
+def plan_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str, Any]],
+              corpus_documents: dict[tuple[str, str, str], dict[str, Any]],
+              live_reload: bool = False) -> tuple[list[Output], list[ExportJob]]:
+    """Every file of the site (pages render when written) and every static figure to
+    export; nothing is written here."""
     env = environment(manifest.site.theme_dir)
     figures = make_figures(manifest, documents)
-    curves = corpus_series(manifest, corpus_documents or {})
+    curves = corpus_series(manifest, corpus_documents)
     corpora = [c for c in manifest.corpora if curves.get(c.name)]
     models = [m for m in manifest.models
               if any(k[0] == m.name for k in figures)
@@ -324,23 +336,28 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
               "compact": max(len(models), len(prompts)) > GALLERY_SIZE}
 
     export = manifest.site.export
-    written: list[str] = []
+    outputs: list[Output] = []
+    pages: list[str] = []
 
-    def page(template: str, path: str, description: str, image: str | None = None,
+    def page(template: str, path: str, what: str, description: str, image: str | None = None,
              root: str | None = None, **context: Any) -> None:
         """One page; ``description`` and ``image`` (a PNG of the site) are its preview."""
-        html = env.get_template(template).render(
-            root="../" * path.count("/") if root is None else root, path=path,
-            description=description, image=image, **common, **context)
-        _write(out / path, html)
-        written.append(path)
+        def html() -> str:
+            return env.get_template(template).render(
+                root="../" * path.count("/") if root is None else root, path=path,
+                description=description, image=image, **common, **context)
+        outputs.append(Output(path, what, html))
+        pages.append(path)
 
-    page("index.html", "index.html", furniture.shorten(
+    def data(path: str, what: str, content: Callable[[], str]) -> None:
+        outputs.append(Output(path, what, content))
+
+    page("index.html", "index.html", "the index page", furniture.shorten(
         manifest.site.description or f"{manifest.site.title}: the logit lens on "
         f"{len(models)} model(s) and {len(prompts)} prompt(s), layer by layer."))
     for prompt in prompts:
         row = [figures[m.name, prompt.name] for m in models if (m.name, prompt.name) in figures]
-        page("prompt.html", f"prompts/{prompt.slug}/index.html",
+        page("prompt.html", f"prompts/{prompt.slug}/index.html", f"prompt '{prompt.name}'",
              furniture.prompt_description(prompt, [f.model.name for f in row]),
              row[0].image_path(export), prompt=prompt, row=row,
              picker=model_picker(row) if len(row) > GALLERY_SIZE else None)
@@ -349,7 +366,7 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
         curve_facts = [item.document["model"] for series in curves.values() for item in series
                        if item.model.name == model.name]
         facts = row[0].document["model"] if row else curve_facts[0]
-        page("model.html", f"models/{model.slug}/index.html",
+        page("model.html", f"models/{model.slug}/index.html", f"model '{model.name}'",
              furniture.model_description(model, facts, len(row)),
              row[0].image_path(export) if row else None, model=model, row=row, facts=facts)
     jobs: list[ExportJob] = []
@@ -371,53 +388,60 @@ def render_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[s
         figure_paths = {fmt: f"figures/corpora/{corpus.slug}.{fmt}" for fmt in EXPORT_FORMATS
                         if fmt in export}
         image = figure_paths.get("png")
-        page("corpus.html", f"corpora/{corpus.slug}/index.html", description, image,
+        what = f"corpus '{corpus.name}'"
+        page("corpus.html", f"corpora/{corpus.slug}/index.html", what, description, image,
              embed=False, embed_snippet=snippet, figure_paths=figure_paths, **context)
-        page("corpus.html", f"embed/corpora/{corpus.slug}.html", description, image,
-             embed=True, embed_snippet="", figure_paths=figure_paths, **context)
+        page("corpus.html", f"embed/corpora/{corpus.slug}.html", f"{what} (embed)", description,
+             image, embed=True, embed_snippet="", figure_paths=figure_paths, **context)
         for item in series:
-            _write(out / item.data_path, dumps(item.document))
-            _write(out / item.csv_path, corpus_csv(item.document))
+            curves_of = f"{what}, model '{item.model.name}' ({item.lens} lens)"
+            data(item.data_path, f"{curves_of}: JSON", lambda item=item: dumps(item.document))
+            data(item.csv_path, f"{curves_of}: CSV", lambda item=item: corpus_csv(item.document))
         if figure_paths:
             drawn = corpus_figure(corpus.name, context["metrics"], context["payload"]["series"])
             digest = figure_digest(drawn)
             jobs += [ExportJob(path, drawn, fmt, digest) for fmt, path in figure_paths.items()]
     for figure in figures.values():
-        page("embed.html", figure.embed_path, furniture.figure_description(figure),
-             figure.image_path(export), figure=figure)
+        what = f"model '{figure.model.name}' on prompt '{figure.prompt.name}'"
+        page("embed.html", figure.embed_path, f"{what} (embed)",
+             furniture.figure_description(figure), figure.image_path(export), figure=figure)
         for kind, document in figure.lenses:
-            _write(out / figure.data_path_for(kind), dumps(document))
-            _write(out / figure.csv_path_for(kind), run_csv(document))
+            data(figure.data_path_for(kind), f"{what} ({kind} lens): JSON",
+                 lambda document=document: dumps(document))
+            data(figure.csv_path_for(kind), f"{what} ({kind} lens): CSV",
+                 lambda document=document: run_csv(document))
         jobs += figure.export_jobs(export)
-    _write_furniture(manifest, figures, written, out)
-    page("404.html", "404.html", "This page does not exist.",
+    _plan_furniture(manifest, figures, pages, outputs)
+    page("404.html", "404.html", "the 404 page", "This page does not exist.",
          root=furniture.absolute_url(manifest.site.site_url, "") if manifest.site.site_url
          else "/")
-    _write(out / "assets" / "search-index.js",
-           search_script(search_index(manifest.site, models, prompts, corpora)))
-    write_exports(jobs, out, store)
-    _copy_assets(manifest.site.theme_dir, out / "assets")
-    (out / ".nojekyll").write_bytes(b"")
+    outputs.append(Output("assets/search-index.js", "the search index", lambda: search_script(
+        search_index(manifest.site, models, prompts, corpora))))
+    outputs += _assets(manifest.site.theme_dir)
+    outputs.append(Output(".nojekyll", "the GitHub Pages marker", lambda: b""))
+    return outputs, jobs
 
 
-def _write_furniture(manifest: Manifest, figures: dict[tuple[str, str], Figure],
-                     pages: list[str], out: Path) -> None:
-    """sitemap.xml, robots.txt and the social card: only with site_url (absolute URLs)."""
+def _plan_furniture(manifest: Manifest, figures: dict[tuple[str, str], Figure],
+                    pages: list[str], outputs: list[Output]) -> None:
+    """sitemap.xml, robots.txt and the social card: only with site_url (absolute URLs).
+    The sitemap lists the ``pages`` planned so far (the 404 page comes after it)."""
     site_url = manifest.site.site_url
     if not site_url:
         return
-    _write(out / "sitemap.xml", furniture.sitemap_xml(site_url, pages))
-    _write(out / "robots.txt", furniture.robots_txt(site_url))
     first = next(iter(figures.values()), None)
-    card = out / furniture.CARD_PATH
-    card.parent.mkdir(parents=True, exist_ok=True)
-    card.write_bytes(furniture.card_png(first.document["entropy"] if first else None))
+    listed = list(pages)
+    outputs += [
+        Output("sitemap.xml", "the sitemap", lambda: furniture.sitemap_xml(site_url, listed)),
+        Output("robots.txt", "robots.txt", lambda: furniture.robots_txt(site_url)),
+        Output(furniture.CARD_PATH, "the social card",
+               lambda: furniture.card_png(first.document["entropy"] if first else None))]
 
 
-def _copy_assets(theme_dir: Path | None, target: Path) -> None:
+def _assets(theme_dir: Path | None) -> list[Output]:
     """plotly.min.js, the built-in assets, then the theme's (which win on a name clash)."""
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(plotly_js(), target / "plotly.min.js")
+    sources: dict[str, Callable[[], bytes]] = {
+        "plotly.min.js": lambda: plotly_js().read_bytes()}
     folders: list[Traversable] = [builtin_templates() / "assets"]
     if theme_dir is not None:
         folders.append(theme_dir / "assets")
@@ -425,4 +449,6 @@ def _copy_assets(theme_dir: Path | None, target: Path) -> None:
         if folder.is_dir():
             for asset in sorted(folder.iterdir(), key=lambda item: item.name):
                 if asset.is_file():
-                    (target / asset.name).write_bytes(asset.read_bytes())
+                    sources[asset.name] = asset.read_bytes
+    return [Output(f"assets/{name}", f"the asset {name}", read)
+            for name, read in sources.items()]

@@ -14,6 +14,7 @@ import re
 import unicodedata
 from typing import Any, Iterable
 
+from ..text import visible
 from .figures import script_json
 
 _WORD = re.compile(r"[^\W]+")
@@ -30,7 +31,9 @@ def words(*texts: str | None) -> str:
 
 
 def _snippet(text: str | None) -> str:
-    text = " ".join((text or "").split())
+    """A one-line preview: whitespace runs are one space, the rest is shown under the one
+    rule for text (text.py), so a bidi override cannot reorder the result list."""
+    text = visible(" ".join((text or "").split()))
     return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS - 1] + "…"
 
 

@@ -13,7 +13,9 @@ go to ``<prompt>.part2.<fmt>``, ``.part3`` … . Every panel and part shares one
 (the prompt's lowest to highest entropy), so colours compare across them.
 
 Every string reaches Plotly through :func:`plotly_text` (Plotly reads tags such as ``<b>``
-and entities in its text), as lensreport.js's ``plotlyText`` does in the browser.
+and entities in its text), as lensreport.js's ``plotlyText`` does in the browser, under the
+one rule for text (lensreport/text.py): a control character fails the PNG export and makes
+the SVG ill-formed XML, a bidi override reorders the label around it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Sequence
 
 from ..lens.kinds import lens_style
 from ..results.metrics import Metric
+from ..text import visible
 
 PANEL_TOKENS = 40
 PANELS_PER_PART = 4
@@ -35,8 +38,8 @@ PALETTE = ["#2f6fde", "#e4572e", "#17a398", "#9b5de5", "#f2a541", "#6c757d", "#d
 
 
 def plotly_text(text: str) -> str:
-    """Text as Plotly shows it literally: '&', '<' and '>' as entities."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text as Plotly shows it literally: visible (text.py), '&', '<' and '>' as entities."""
+    return visible(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def short_text(text: str, limit: int) -> str:
@@ -181,7 +184,7 @@ def corpus_figure(name: str, metrics: Sequence[Metric], series: list[dict[str, A
             label = plotly_text(f"{item['model']} ({item['style']['label']})")
             common = {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "x": xs,
                       "connectgaps": False, "legendgroup": label}
-            interval = item.get(f"{metric.name}_ci")
+            interval = item["ci"].get(metric.name)
             if interval:  # none below the minimum number of documents
                 for bound, fill in ((1, {}), (0, {"fill": "tonexty",
                                                   "fillcolor": colour + "33"})):
@@ -191,7 +194,7 @@ def corpus_figure(name: str, metrics: Sequence[Metric], series: list[dict[str, A
                                    "line": {"width": 0, "color": colour},
                                    "showlegend": False, **fill})
             traces.append({**common, "type": "scatter", "mode": "lines+markers",
-                           "y": [_plotted(v, metric.log) for v in item[metric.name]], "name": label, "showlegend": index == 0,
+                           "y": [_plotted(v, metric.log) for v in item["values"][metric.name]], "name": label, "showlegend": index == 0,
                            "line": {"color": colour, "dash": item["style"]["dash"]},
                            "marker": {"size": 4}})
     return {"data": traces, "layout": layout}

@@ -5,11 +5,14 @@ document's has one row per (row, metric). Values are the JSON's (already rounded
 the document does not have — a row the lens does not cover, the next token after the last
 position, a target the prompt does not name — is an empty cell.
 
-Token text is data: cells hold the document's display strings exactly (written by the csv
-module, quoted where needed), with no quote prefixed to text starting with ``=``, ``+``,
-``-`` or ``@``. A cell is a single token, too short to carry a working formula, and a prefix
-would change the token for every pandas or R reader; a spreadsheet may show a token such as
-``=`` as an error. The JSON is the exact source either way.
+Token text is data, and a spreadsheet must not run it: a token is as long as its tokenizer
+makes it (an added token such as ``=HYPERLINK("http://evil.example/","click")`` is one), so
+every text cell is written under the one rule for text (lensreport/text.py: no control,
+bidi or invisible character: a tab or carriage return is ⇥ or ␍), and a text cell that a
+spreadsheet would read as a formula — one starting with ``=``, ``+``, ``-`` or ``@`` — gets a
+leading single quote (``'=`` …), the usual neutralisation (OWASP's "CSV injection"). Only
+text columns (tokens, names) are touched: numbers stay numbers. A pandas or R reader sees
+that quote too; the JSON beside each CSV is the lossless source.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 from typing import Any
 
 from ..results.metrics import CORPUS_METRICS
+from ..text import visible
 
 RUN_COLUMNS = ("layer", "position", "input_token", "top1_token", "top1_prob", "entropy",
                "kl_to_final", "next_token_prob", "next_token_rank", "target_prob",
@@ -32,10 +36,23 @@ def _cell(grid: Any, layer: int, position: int) -> Any:
     return grid[layer][position]
 
 
+# What a spreadsheet may evaluate at a text cell's start (a formula, or DDE through one); a
+# leading tab or carriage return, the other usual ones, never remains after visible().
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def text_cell(value: str) -> str:
+    """A text cell as written: visible (text.py), and a leading quote where a spreadsheet
+    would read a formula."""
+    value = visible(value)
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def _text(rows: list[list[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows([["" if value is None else value for value in row] for row in rows])
+    writer.writerows([["" if value is None else text_cell(value) if isinstance(value, str)
+                       else value for value in row] for row in rows])
     return out.getvalue()
 
 

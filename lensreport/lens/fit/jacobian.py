@@ -35,6 +35,7 @@ from ...results.identity import file_digest
 from ...models.loading import ModelRequest
 from ...models.references import ResolvedModel
 from ...progress import progress
+from ...results.concurrency import cache_lock
 from .. import corpus as corpora
 from .. import jacobian_format
 from ..engine import ModelSession
@@ -168,7 +169,16 @@ _MERGE_FREE = ("shard", "dim_batch", "fitted_by")
 def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.CorpusSource,
              out: Path, settings: JacobianSettings) -> dict[str, Any]:
     """Fit (resuming from ``out``'s checkpoint), write the lens or the shard's sums; returns
-    a report (prompts fitted, seconds, the file written)."""
+    a report (prompts fitted, seconds, the file written).
+
+    One process at a time fits into ``out`` (its lock); one started meanwhile waits, then
+    resumes from the checkpoint the other left, which finishes at once where it was done."""
+    with cache_lock(out, f"the Jacobian lens {out}") as held:
+        return _fit(request, resolved, source, out, settings, held.waited)
+
+
+def _fit(request: ModelRequest, resolved: ResolvedModel, source: corpora.CorpusSource,
+         out: Path, settings: JacobianSettings, waited: bool) -> dict[str, Any]:
     session = ModelSession.open(request, resolved)
     layers, width = session.num_layers, session.hidden_size
     if layers < 2:
@@ -186,6 +196,13 @@ def fit_lens(request: ModelRequest, resolved: ResolvedModel, source: corpora.Cor
         log.warning("fitting in %s (the model's dtype): gradients lose precision; "
                     "dtype: float32 on the model gives an exact lens", metadata["fit_dtype"])
     checkpoint = out.with_name(out.name + ".checkpoint") if shards == 1 else out
+    if waited and shards == 1 and out.is_file() and not checkpoint.is_file():
+        written = jacobian_format.read(out)
+        if written.metadata == jacobian_format.plain(metadata):
+            log.info("another process fitted %s with these settings meanwhile; using it", out)
+            return {"prompts": written.n_prompts, "seconds": 0.0, "out": str(out),
+                    "shard": [shard, shards],
+                    "passes_per_prompt": -(-width // min(settings.dim_batch, width))}
     sums = {layer: torch.zeros(width, width) for layer in source_layers}  # CPU, float32
     done, next_index = 0, 0
     if checkpoint.is_file():

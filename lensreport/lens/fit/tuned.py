@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 import time
 from dataclasses import asdict
@@ -30,6 +29,7 @@ from ...errors import LensReportError
 from ...models.loading import ModelRequest
 from ...models.references import ResolvedModel
 from ...progress import progress
+from ...results.concurrency import cache_lock, replace_file
 from .. import corpus as corpora
 from .. import tuned_format
 from ..curves import CorpusSums, measure
@@ -45,7 +45,28 @@ MAX_GRAD_NORM = 1.0  # as the tuned-lens library clips; residual streams can be 
 def train_lens(request: ModelRequest, resolved: ResolvedModel,
                source: corpora.CorpusSource, out: Path, settings: TrainSettings
                ) -> dict[str, Any]:
-    """Train, checkpoint, write the lens folder and its report; returns the report."""
+    """Train, checkpoint, write the lens folder and its report; returns the report.
+
+    One process at a time trains into ``out`` (the lock of its checkpoint); one started
+    meanwhile waits, then uses the lens the other wrote with these settings, or resumes
+    from its checkpoint."""
+    with cache_lock(out / "checkpoint.pt", f"the tuned lens in {out}") as held:
+        if held.waited:
+            try:
+                report = json.loads((out / "training-report.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                report = None
+            if isinstance(report, dict) and report.get("settings") == asdict(settings) and \
+                    report.get("corpus") == source.describe() and \
+                    report.get("model") == request.name:
+                log.info("another process trained %s with these settings meanwhile; using it",
+                         out)
+                return report
+        return _train(request, resolved, source, out, settings)
+
+
+def _train(request: ModelRequest, resolved: ResolvedModel, source: corpora.CorpusSource,
+           out: Path, settings: TrainSettings) -> dict[str, Any]:
     torch.manual_seed(settings.seed)
     session = ModelSession.open(request, resolved)
     head = session.head.in_float32()
@@ -134,7 +155,8 @@ def train_lens(request: ModelRequest, resolved: ResolvedModel,
         "held_out": ({"logit": before.curves(), "tuned": after.curves()}
                      if before and after else None),
     }
-    (out / "training-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    replace_file(out / "training-report.json",
+                 lambda path: path.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     session.close()
     return report
 
@@ -234,8 +256,6 @@ def _kl_gradient(head: Any, inputs: torch.Tensor, p_final: torch.Tensor,
 
 def _save_checkpoint(path: Path, translators: torch.nn.ModuleList, optimizer: Any,
                      state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save({"translators": translators.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": state, "settings": state["settings"]}, temporary)
-    os.replace(temporary, path)
+    payload = {"translators": translators.state_dict(), "optimizer": optimizer.state_dict(),
+               "state": state, "settings": state["settings"]}
+    replace_file(path, lambda temporary: torch.save(payload, temporary))

@@ -7,6 +7,7 @@ up the label and line style here. Nothing else in lensreport compares lens names
 from __future__ import annotations
 
 from ...errors import LensReportError
+from ...results.validation import LENS_KIND
 from .base import Lens, LensSettingError
 from .jacobian import JacobianLens
 from .logit import LogitLens
@@ -17,7 +18,10 @@ _REGISTRY: dict[str, type[Lens]] = {}
 
 
 def register(cls: type[Lens]) -> type[Lens]:
-    """Make a lens kind known to manifests, the engine and pages (usable as a decorator)."""
+    """Make a lens kind known to manifests, the engine and pages (usable as a decorator).
+    Its name becomes a file-name suffix, so it is held to the rule saved documents are."""
+    if not LENS_KIND.fullmatch(cls.name):
+        raise ValueError(f"lens kind name {cls.name!r} must match {LENS_KIND.pattern}")
     _REGISTRY[cls.name] = cls
     return cls
 

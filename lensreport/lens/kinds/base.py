@@ -21,7 +21,7 @@ from ...errors import LensReportError
 if TYPE_CHECKING:  # torch is imported where lenses run: manifests are read without it
     import torch
 
-    from ...manifest.specs import LensSettings
+    from ..settings import LensSettings
     from ...models.heads import LensHead
 
 

@@ -20,7 +20,7 @@ from .base import Lens, LensSettingError, LoadedModelView
 if TYPE_CHECKING:
     import torch
 
-    from ...manifest.specs import LensSettings
+    from ..settings import LensSettings
 
 
 @dataclass(frozen=True)

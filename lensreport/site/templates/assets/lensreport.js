@@ -466,7 +466,12 @@
     if (!select) return;
     this.fillSelect();
     select.addEventListener('change', function () {
+      self.metricList = self.metricList || self.metrics();  // set by draw(): none yet if lazy
       self.metric = self.metricList.filter(function (m) { return m.key === select.value; })[0];
+      // A figure not drawn (yet, or any more: a gallery page's, waiting to be seen) is drawn
+      // with this metric when it is seen.
+      var el = self.root.querySelector('.heatmap');
+      if (self.root.hasAttribute('data-lazy') || !el.data) return;
       var c = colours(self.metric), update = {
         z: [self.matrix(self.metric)], colorscale: [c.colorscale], reversescale: [c.reversescale],
         zmin: [c.zmin], zmax: [c.zmax], zauto: [c.zauto], 'colorbar.title.text': [c.colorbar.title.text],
@@ -474,7 +479,7 @@
         'colorbar.ticktext': [c.colorbar.ticktext]
       };
       if (self.T > WINDOW) update.hovertemplate = [valueHover(self.metric)];
-      Plotly.restyle(self.root.querySelector('.heatmap'), update);
+      Plotly.restyle(el, update);
     });
   };
   /* The lens switch: same tokens and layers, another lens's numbers. */
@@ -488,6 +493,7 @@
       self.metric = self.metricList.filter(function (m) { return m.key === key; })[0] || self.metricList[0];
       var el = self.root.querySelector('.trajectory');
       if (el && self.trajectoryDrawn) { Plotly.purge(el); self.trajectoryDrawn = false; self.tracks = []; }
+      if (self.root.hasAttribute('data-lazy')) return;  // drawn with this lens when seen
       self.draw().then(function () { self.defaultTrajectory(); });
     });
   };
@@ -627,10 +633,11 @@
       section.querySelectorAll('.curve-panel').forEach(function (panel) {
         var metric = panel.getAttribute('data-metric'), traces = [];
         data.series.forEach(function (s, i) {
-          if (!s[metric]) return;  // a token group this series does not have
+          if (!s.values[metric]) return;  // a token group this series does not have
           var L = s.layers - 1, colour = PALETTE[i % PALETTE.length];
-          var xs = s[metric].map(function (_, l) { return byDepth ? (L ? l / L : 0) : l; });
-          var ci = s[metric + '_ci'], name = plotlyText(s.model) + ' (' + plotlyText(s.style.label) + ')';
+          var values = s.values[metric];
+          var xs = values.map(function (_, l) { return byDepth ? (L ? l / L : 0) : l; });
+          var ci = s.ci[metric], name = plotlyText(s.model) + ' (' + plotlyText(s.style.label) + ')';
           // A row the lens does not cover is null in the curve and in its interval: a gap.
           function bound(i) { return function (c) { return c ? c[i] : null; }; }
           if (ci) {  // no interval below the minimum number of documents
@@ -639,9 +646,9 @@
             traces.push({ type: 'scatter', mode: 'lines', x: xs, y: ci.map(bound(0)), line: { width: 0, color: colour },
               connectgaps: false, fill: 'tonexty', fillcolor: colour + '33', hoverinfo: 'skip', showlegend: false, legendgroup: name });
           }
-          traces.push({ type: 'scatter', mode: 'lines+markers', x: xs, y: s[metric], name: name, legendgroup: name,
+          traces.push({ type: 'scatter', mode: 'lines+markers', x: xs, y: values, name: name, legendgroup: name,
             line: { color: colour, dash: s.style.dash }, marker: { size: 4 }, connectgaps: false,
-            customdata: s[metric].map(function (_, l) { return ci && ci[l] ? [l, ci[l][0], ci[l][1]] : [l, null, null]; }),
+            customdata: values.map(function (_, l) { return ci && ci[l] ? [l, ci[l][0], ci[l][1]] : [l, null, null]; }),
             hovertemplate: 'layer %{customdata[0]}: %{y:.4f}' + (ci ? ' [%{customdata[1]:.4f}, %{customdata[2]:.4f}]' : ' (no interval)') + '<extra>%{fullData.name}</extra>' });
         });
         var el = panel.querySelector('.curve-chart');

@@ -23,7 +23,8 @@
       return boxes.filter(function (b) { return !b.parentNode.hidden; });
     }
     function target() {  // the figure a #fig-… link points at, ticked and shown
-      var id = decodeURIComponent(location.hash.slice(1));
+      var id = location.hash.slice(1);
+      try { id = decodeURIComponent(id); } catch (e) { /* a broken %-escape: no figure has it */ }
       var box = boxes.filter(function (b) { return b.value === id; })[0];
       if (!box) return;
       box.checked = true;

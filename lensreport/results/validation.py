@@ -1,0 +1,198 @@
+"""Checks of a results document read from outside (a `results:` file, the results store).
+
+A saved document is untrusted input: its fields reach file names (the lens kind), pages
+(names, tokens, numbers), keys and the browser's reader. Before anything uses one, every field
+that is there must have the type and the shape the writer gives it (documents.py); the first
+that does not is reported by its place (``entropy[3][2]``), so the error names the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+# A lens kind's name: it becomes a file-name suffix (``<prompt>.<kind>.json``), so letters,
+# digits and '_' only (the registry holds its kinds to this too: lens/kinds/__init__.py).
+LENS_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+Check = Callable[[Any], bool]
+
+
+class InvalidDocument(ValueError):
+    """A field of a document that is not what the writer writes (the message says where)."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: value is None or check(value)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _fail(where: str, expected: str) -> InvalidDocument:
+    return InvalidDocument(f"{where}: expected {expected}")
+
+
+def _grid(document: dict[str, Any], name: str, rows: int, columns: int, leaf: Check,
+          expected: str, depth: int = 0) -> None:
+    """A [row][position] field (``depth`` 1: [row][position][j]); a row may be null where the
+    lens does not cover it, a value null where it has none."""
+    value = document.get(name)
+    if not isinstance(value, list) or len(value) != rows:
+        raise _fail(name, f"a list of {rows} rows")
+    for r, row in enumerate(value):
+        if row is None:
+            continue
+        if not isinstance(row, list) or len(row) != columns:
+            raise _fail(f"{name}[{r}]", f"null or a list of {columns} positions")
+        for t, cell in enumerate(row):
+            items = cell if depth else [cell]
+            if depth and not isinstance(cell, list):
+                raise _fail(f"{name}[{r}][{t}]", f"a list of {expected}")
+            for j, item in enumerate(items):
+                if item is not None and not leaf(item):
+                    place = f"{name}[{r}][{t}]" + (f"[{j}]" if depth else "")
+                    raise _fail(place, expected)
+
+
+def _strings(value: Any, where: str) -> None:
+    """Every text in the document encodes as UTF-8 (a lone surrogate from a JSON escape
+    would fail the site's writes: refuse it here, by its place)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidDocument(f"{where}: text with a lone surrogate (not valid "
+                                  "Unicode)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _strings(key, f"{where} (a key)")
+            _strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _strings(item, f"{where}[{index}]")
+
+
+def _field(document: dict[str, Any], where: str, name: str, check: Check, expected: str,
+           required: bool = False) -> None:
+    if name not in document:
+        if required:
+            raise InvalidDocument(f"{where}{name}: missing")
+        return
+    if not check(document[name]):
+        raise _fail(f"{where}{name}", expected)
+
+
+def check_prompt_document(document: Any) -> None:
+    """Raise InvalidDocument at the first field of a prompt document that is not as written.
+
+    Schema 1 and 2 alike (``tracked_probs`` already unpacked by documents.loads).
+    """
+    if not isinstance(document, dict):
+        raise InvalidDocument("the document: expected a JSON object")
+    _strings(document, "document")
+    for name in ("model", "prompt", "lens"):
+        _field(document, "", name, lambda v: isinstance(v, dict), "an object", required=True)
+    model, prompt, lens = document["model"], document["prompt"], document["lens"]
+    for key in ("name", "reference", "model_type", "architecture", "revision"):
+        _field(model, "model.", key, _optional(_is_text), "a text")
+    _field(prompt, "prompt.", "name", _optional(_is_text), "a text")
+    _field(prompt, "prompt.", "text", _is_text, "a text", required=True)
+    _field(prompt, "prompt.", "target", _optional(_is_text), "a text")
+    _field(lens, "lens.", "kind", lambda v: isinstance(v, str) and LENS_KIND.fullmatch(v),
+           "a lens kind's name (lowercase letters, digits and '_', such as logit)")
+    _field(lens, "lens.", "top_k", lambda v: _is_int(v) and 1 <= v <= 1000,
+           "an integer from 1 to 1000")
+    _field(document, "", "input_ids", lambda v: isinstance(v, list) and len(v) > 0
+           and all(_is_count(i) for i in v), "a non-empty list of token ids", required=True)
+    positions = len(document["input_ids"])
+    _field(document, "", "layers", lambda v: isinstance(v, list) and len(v) > 0
+           and v == list(range(len(v))), "the list of rows 0, 1, …", required=True)
+    rows = len(document["layers"])
+    _field(document, "", "vocab", lambda v: isinstance(v, dict) and all(
+        k.isdigit() and isinstance(s, str) for k, s in v.items()),
+        "an object of token id -> text", required=True)
+    _field(document, "", "input_tokens", lambda v: isinstance(v, list) and len(v) == positions
+           and all(isinstance(s, str) for s in v), f"a list of {positions} texts")
+    for name, leaf, expected, depth in (
+            ("entropy", _is_number, "a number", 0), ("kl_to_final", _is_number, "a number", 0),
+            ("topk_ids", _is_count, "token ids", 1), ("topk_probs", _is_number, "numbers", 1)):
+        _grid(document, name, rows, positions, leaf, expected, depth)
+    for name, leaf, expected in (("next_token_prob", _is_number, "a number"),
+                                 ("next_token_rank", _is_count, "a rank"),
+                                 ("target_prob", _is_number, "a number"),
+                                 ("target_rank", _is_count, "a rank")):
+        if document.get(name) is not None:
+            _grid(document, name, rows, positions, leaf, expected)
+    _check_tracked(document, rows, positions)
+    _check_groups(document, rows, positions)
+    _field(document, "", "generated_from", _optional(lambda v: _is_count(v) and v < positions),
+           f"null or a position below {positions}")
+    _field(document, "", "template_mask", _optional(
+        lambda v: isinstance(v, list) and len(v) == positions
+        and all(isinstance(b, bool) for b in v)), f"null or a list of {positions} booleans")
+    for name in ("warnings", "lens_warnings"):
+        _field(document, "", name, lambda v: isinstance(v, list) and all(map(_is_text, v)),
+               "a list of texts")
+    vocab = document["vocab"]
+    shown = list(document["input_ids"]) + [
+        i for row in document["topk_ids"] if row for cell in row for i in cell]
+    missing = next((i for i in shown if str(i) not in vocab), None)
+    if missing is not None:
+        raise InvalidDocument(f"vocab: token id {missing} is used but has no text")
+
+
+def _check_tracked(document: dict[str, Any], rows: int, positions: int) -> None:
+    if "tracked_ids" not in document:
+        return
+    ids, probs = document["tracked_ids"], document.get("tracked_probs")
+    if not isinstance(ids, list) or len(ids) != positions or not all(
+            isinstance(i, list) and all(_is_count(t) for t in i) for i in ids):
+        raise _fail("tracked_ids", f"a list of {positions} lists of token ids")
+    if not isinstance(probs, list) or len(probs) != positions:
+        raise _fail("tracked_probs", f"a list of {positions} positions")
+    for t, (tracked, block) in enumerate(zip(ids, probs)):
+        if not isinstance(block, list) or len(block) != rows:
+            raise _fail(f"tracked_probs[{t}]", f"a list of {rows} rows")
+        for r, row in enumerate(block):
+            if row is not None and (not isinstance(row, list) or len(row) != len(tracked)
+                                    or not all(v is None or _is_number(v) for v in row)):
+                raise _fail(f"tracked_probs[{t}][{r}]", f"null or {len(tracked)} numbers")
+
+
+def _check_groups(document: dict[str, Any], rows: int, positions: int) -> None:
+    groups = document.get("target_groups")
+    if groups is None:
+        return
+    if not isinstance(groups, list):
+        raise _fail("target_groups", "a list")
+    names = set()
+    for index, group in enumerate(groups):
+        where = f"target_groups[{index}]"
+        if not isinstance(group, dict) or not isinstance(group.get("name"), str) \
+                or group["name"] in names:
+            raise _fail(where, "an object with a name no other group has")
+        names.add(group["name"])
+        _field(group, f"{where}.", "ids", lambda v: isinstance(v, list)
+               and all(_is_count(i) for i in v), "a list of token ids", required=True)
+        for name, leaf, expected in (("prob", _is_number, "a number"),
+                                     ("rank", _is_count, "a rank"),
+                                     ("top_ids", _is_count, "token ids"),
+                                     ("top_probs", _is_number, "numbers")):
+            depth = 1 if name.startswith("top_") else 0
+            _grid({f"{where}.{name}": group.get(name)}, f"{where}.{name}", rows, positions,
+                  leaf, expected, depth)
