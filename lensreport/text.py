@@ -36,6 +36,11 @@ def visible(text: str) -> str:
     return "".join(_stand_in(char) for char in text)
 
 
+def one_line(text: str) -> str:
+    """A preview of a longer text: whitespace runs are one space, the rest :func:`visible`."""
+    return visible(" ".join(text.split()))
+
+
 def surrogates(text: str) -> str | None:
     """None for text that encodes (as UTF-8), else a hint naming its surrogate code points:
     a pair as the character it stands for (YAML and Python do not join "\\ud83e\\udd8a"

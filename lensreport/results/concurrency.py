@@ -225,8 +225,4 @@ def wait_for(path: Path) -> None:
         lock.acquire()
     except OSError:
         return
-    try:
-        if _current(lock, path) is True:
-            path.unlink(missing_ok=True)  # held by this process now: none left behind
-    finally:
-        lock.release()
+    Claim(lock, path).release()  # held by this process now: released, none left behind

@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
-from ..text import visible
+from ..text import one_line
 
 CARD_PATH = "assets/social-card.png"
 CARD_SIZE = (1200, 630)
@@ -48,7 +48,7 @@ def robots_txt(site_url: str) -> str:
 def shorten(text: str, limit: int = DESCRIPTION_CHARS) -> str:
     """One line of at most ``limit`` characters (a meta description): whitespace runs are
     one space, the rest is shown under the one rule for text (text.py)."""
-    text = visible(" ".join(text.split()))
+    text = one_line(text)
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 

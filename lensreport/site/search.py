@@ -14,7 +14,7 @@ import re
 import unicodedata
 from typing import Any, Iterable
 
-from ..text import visible
+from ..text import one_line
 from .figures import script_json
 
 _WORD = re.compile(r"[^\W]+")
@@ -33,7 +33,7 @@ def words(*texts: str | None) -> str:
 def _snippet(text: str | None) -> str:
     """A one-line preview: whitespace runs are one space, the rest is shown under the one
     rule for text (text.py), so a bidi override cannot reorder the result list."""
-    text = visible(" ".join((text or "").split()))
+    text = one_line(text or "")
     return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS - 1] + "…"
 
 
