@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/lens_benchmark.py --model smollm2 --tokens 8 128 512 1024
     .venv/bin/python benchmarks/lens_benchmark.py --smoke     (seconds, a tiny random model)
+    .venv/bin/python benchmarks/lens_benchmark.py --model smollm2 --tokens 128 512 --patchscope
 
 For each prompt length it reports, in one process (compare ratios, not absolute times, on a
 shared machine):
@@ -10,7 +11,10 @@ shared machine):
               lens.tiled.lens_inputs + lens_statistics, as ModelSession.run calls them
   (c) naive:  the tutorial's way: every layer's full logits kept, then separate
               log_softmax / softmax / entropy / KL / top-k passes
-with the peak resident-memory growth of each, and the ratios b/a and c/b. `--device cuda`
+with the peak resident-memory growth of each, and the ratios b/a and c/b. `--patchscope` adds a
+second table: the whole lens step of the logit lens vs the patchscope (which runs the model's
+blocks above each row for every cell), with and without the target prefix's key/value cache.
+`--device cuda`
 is the CUDA mode (64M-logit tiles, everything on the GPU; peak MB then counts host memory).
 """
 
@@ -27,7 +31,7 @@ import torch
 
 from _shared import SMOKE_HELP, TEXT, open_session, smoke_model
 from lensreport.lens.engine import ModelSession
-from lensreport.lens.kinds import LogitLens
+from lensreport.lens.kinds import LogitLens, PatchscopeLens
 from lensreport.lens.tiled import lens_inputs, lens_statistics
 
 SMOKE_TOKENS = [8, 64]
@@ -109,6 +113,8 @@ def main() -> None:
                         help="cpu, cuda or cuda:N (the CUDA mode: 64M-logit tiles, all on the GPU)")
     parser.add_argument("--naive-limit-gb", type=float, default=8.0,
                         help="skip (c) where its logits would need more memory than this")
+    parser.add_argument("--patchscope", action="store_true",
+                        help="also time the patchscope lens, with and without its prefix cache")
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lensreport-smoke-") as folder:
@@ -159,6 +165,34 @@ def run(args: argparse.Namespace, folder: Path) -> None:
             naive_cells = (f"skipped (needs ~{size(needed)}) | {time_b / time_a:.2f} | – "
                            f"| {memory_b:.0f} | –")
         print(f"| {count} | {time_a:.2f} | {time_b:.2f} | {naive_cells} |", flush=True)
+    if args.patchscope or args.smoke:
+        patchscope(session, long_ids, tokens, args.top_k)
+
+
+def patchscope(session: ModelSession, long_ids: list[int], tokens: list[int], top_k: int
+               ) -> None:
+    """The lens step (inputs + statistics) of the logit lens vs the patchscope, cached and
+    not: the patchscope's extra cost is its forward passes through the upper blocks."""
+    head = session.head
+    lenses = {"logit": session.bind(LogitLens()),
+              "cached": session.bind(PatchscopeLens()),
+              "uncached": session.bind(PatchscopeLens(prefix_cache=False))}
+    target = len(lenses["cached"].describe()["patchscope"]["target_ids"])
+    print(f"\n## patchscope (target prompt: {target} tokens)\n")
+    print("| tokens | logit lens s | patchscope s | no prefix cache s | patchscope / logit "
+          "| no cache / cached |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for count in tokens:
+        ids = long_ids[:count]
+        [(_, hidden, last)] = list(session.hidden_states([ids]))
+        input_ids = torch.tensor(ids, device=head.weight.device)
+        times = {}
+        for name, lens in lenses.items():
+            times[name], _ = timed(lambda: lens_statistics(
+                lens_inputs(hidden, last, head, lens), head, input_ids, top_k))
+        print(f"| {count} | {times['logit']:.2f} | {times['cached']:.2f} | "
+              f"{times['uncached']:.2f} | {times['cached'] / times['logit']:.1f} | "
+              f"{times['uncached'] / times['cached']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,10 @@ def test_lens_benchmark(smoke):
         # (a), (b), (c), both ratios and both memory figures
         rf"^\| 8 \| {N} \| {N} \| {N} \| {N} \| {N} \| -?{N} \| -?{N} \|$",
         # the naive approach skipped where it would need too much memory
-        rf"^\| 64 \| {N} \| {N} \| skipped \(needs ~\d+ MB\) \| {N} \| – \| -?{N} \| – \|$")
+        rf"^\| 64 \| {N} \| {N} \| skipped \(needs ~\d+ MB\) \| {N} \| – \| -?{N} \| – \|$",
+        # the patchscope, with and without its prefix cache
+        r"^## patchscope \(target prompt: \d+ tokens\)$",
+        rf"^\| 64 \| {N} \| {N} \| {N} \| {N} \| {N} \|$")
 
 
 @pytest.mark.browser

@@ -20,6 +20,7 @@ from ..errors import LensReportError
 from ..models import loading
 from ..models.heads import LensHead, check_hidden_states, find_head
 from ..models.limits import prompt_limit
+from ..models.patching import PatchRunner
 from ..models.prompts import EncodedPrompt, PromptRequest, encode_prompt
 from ..models.references import ResolvedModel
 from ..models.tokens import display_vocab, tokenizer_kind
@@ -105,6 +106,16 @@ class ModelSession:
     def hidden_size(self) -> int:
         """Width of the residual stream (what a translator acts on)."""
         return self.facts["hidden_size"] or self.head.weight.shape[1]
+
+    def encode(self, text: str) -> list[int]:
+        """``text`` as the tokenizer encodes it by default (special tokens included)."""
+        return list(self.loaded.tokenizer(text).input_ids)
+
+    def patch_runner(self, target_ids: list[int], position: int, prefix_cache: bool = True
+                     ) -> PatchRunner:
+        """This model ready to run ``target_ids`` patched at ``position``."""
+        with self._memory_errors("the patchscope's target prompt"):
+            return PatchRunner(self.loaded.model, target_ids, position, prefix_cache)
 
     def close(self) -> None:
         del self.loaded.model

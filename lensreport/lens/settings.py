@@ -11,16 +11,32 @@ from .jacobian_format import JacobianSource
 from .tuned_format import TunedSource
 
 
+# Patchscopes' token-identity prompt (Ghandeharioun et al. 2024, section 4.1): the model
+# continues "x -> x" pairs, so at the "?" it says what the patched state stands for.
+TOKEN_IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
+
+
+@dataclass(frozen=True)
+class PatchscopeTarget:
+    """Where the patchscope lens writes a state: the target prompt (tokenized as the
+    tokenizer does by default) and the token position in it (negative counts from the end;
+    the default is its last token)."""
+
+    text: str = TOKEN_IDENTITY_PROMPT
+    position: int = -1
+
+
 @dataclass(frozen=True)
 class LensSettings:
     """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
-    number of top tokens kept per cell, and where a tuned lens and a Jacobian lens come
-    from. The first kind is the model's main figure."""
+    number of top tokens kept per cell, where a tuned lens and a Jacobian lens come
+    from, and the patchscope's target. The first kind is the model's main figure."""
 
     kinds: tuple[str, ...] = ("logit",)
     top_k: int = 5
     tuned: TunedSource | None = None
     jacobian: JacobianSource | None = None
+    patchscope: PatchscopeTarget = PatchscopeTarget()
 
     @property
     def kind(self) -> str:

@@ -85,8 +85,7 @@ def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tens
     device = head.weight.device  # a sharded model's layers may live on other devices
     covered = lens.rows(len(hidden_states) - 1)[:-1]
     with torch.no_grad():
-        for layer in covered:
-            hidden = lens.translate(layer, hidden_states[layer])
+        for hidden in lens.translate_rows(covered, hidden_states):
             row = head.normalize(hidden) if lens.normalizes else hidden
             rows.append(row.to(device))
         rows.append(last_hidden.to(device))

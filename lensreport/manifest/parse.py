@@ -16,6 +16,7 @@ from ..errors import ManifestError, ManifestErrors
 from ..lens.corpus import CorpusSource
 from ..lens.kinds import lens_names
 from ..lens.jacobian_format import JacobianSource
+from ..lens.settings import PatchscopeTarget
 from ..lens.tuned_format import TunedSource
 from ..models.prompts import TokenGroup
 from ..slugs import RESERVED_MODEL_SLUGS, unique_slugs
@@ -135,7 +136,9 @@ DEFAULT_CONTEXT = 512
 DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": "",
               "export": ""}
-_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": ""}
+_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": "",
+              "patchscope": ""}
+_PATCHSCOPE_KEYS = {"target": "", "position": ""}
 _JACOBIAN_KEYS = {"file": "", "repo": "", "revision": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -188,7 +191,27 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
     if mapping.get("jacobian") is not None:
         jacobian = _jacobian(checker, mapping["jacobian"], f"{where}.jacobian",
                              checker.line_of(mapping, "jacobian"))
-    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned, jacobian=jacobian)
+    patchscope = base.patchscope
+    if mapping.get("patchscope") is not None:
+        patchscope = _patchscope(checker, mapping["patchscope"], f"{where}.patchscope",
+                                 checker.line_of(mapping, "patchscope"), patchscope)
+    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned, jacobian=jacobian,
+                        patchscope=patchscope)
+
+
+def _patchscope(checker: _Checker, value: Any, where: str, line: int, base: PatchscopeTarget
+                ) -> PatchscopeTarget:
+    """{target: TEXT, position: INT}; the position is checked against the target's tokens
+    when a tokenizer has them (build, validate)."""
+    mapping = checker.mapping(value, where, line, _PATCHSCOPE_KEYS)
+    if mapping is None:
+        return base
+    text = checker.get(mapping, "target", where, _is_nonempty_text, "a non-empty text",
+                       base.text)
+    position = checker.get(mapping, "position", where, _is_int,
+                           "a token index in the target (negative counts from its end)",
+                           base.position)
+    return PatchscopeTarget(text=text, position=position)
 
 
 def _jacobian(checker: _Checker, value: Any, where: str, line: int) -> JacobianSource | None:

@@ -161,6 +161,11 @@ def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return max(candidates, key=lambda item: sum(p.numel() for p in item[1].parameters()))
 
 
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's decoder blocks, in order (block i + 1 reads hidden state i)."""
+    return _decoder_blocks(model)[1]
+
+
 def _first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value

@@ -11,6 +11,7 @@ from ...results.validation import LENS_KIND
 from .base import Lens, LensSettingError
 from .jacobian import JacobianLens
 from .logit import LogitLens
+from .patchscope import PatchscopeLens
 from .raw import RawLens
 from .tuned import TunedLens
 
@@ -47,8 +48,9 @@ def lens_style(name: str) -> dict[str, str]:
     return {"kind": name, "label": cls.label, "dash": cls.line_dash}
 
 
-for _kind in (LogitLens, RawLens, TunedLens, JacobianLens):
+for _kind in (LogitLens, RawLens, TunedLens, JacobianLens, PatchscopeLens):
     register(_kind)
 
 __all__ = ["Lens", "LensSettingError", "LogitLens", "RawLens", "TunedLens", "JacobianLens",
+           "PatchscopeLens",
            "register", "lens_names", "lens_class", "lens_style"]

@@ -3,7 +3,8 @@
 Row i of every lens is ``hidden_states[i]`` (row 0 = embeddings, row i = the output of block
 i) read through the lens; row L is always the model's own logits. A lens says what it does to
 ``h_i`` before the final norm (``translate``), whether the final norm is applied at all
-(``normalizes``), which rows it reads (``rows``: a row it has nothing for, such as the
+(``normalizes``; a lens that runs the model's own upper blocks reads what the model's final
+norm returned), which rows it reads (``rows``: a row it has nothing for, such as the
 Jacobian lens's embeddings row, is null in documents and blank on pages, never another
 lens's numbers), its content identity (for cache keys) and its description (for documents
 and pages). The tiled pass, corpus curves, fitting, pages and the notebook take Lens
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol, Sequence
 
 from ...errors import LensReportError
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where lenses run: manifests are read with
 
     from ..settings import LensSettings
     from ...models.heads import LensHead
+    from ...models.patching import PatchRunner
 
 
 class LoadedModelView(Protocol):
@@ -38,6 +40,12 @@ class LoadedModelView(Protocol):
     def num_layers(self) -> int: ...
     @property
     def hidden_size(self) -> int: ...
+    def encode(self, text: str) -> list[int]:
+        """``text`` as the model's tokenizer encodes it by default."""
+    def patch_runner(self, target_ids: list[int], position: int, prefix_cache: bool = True
+                     ) -> "PatchRunner":
+        """The model ready to run ``target_ids`` with the state at ``position`` replaced
+        (for a lens that reads a state with the blocks above its row)."""
 
 
 class LensSettingError(LensReportError):
@@ -86,6 +94,13 @@ class Lens:
     def translate(self, layer: int, hidden: "torch.Tensor") -> "torch.Tensor":
         """What the final norm reads at row ``layer`` < L."""
         return hidden
+
+    def translate_rows(self, layers: "Sequence[int]", hidden_states: "Sequence[torch.Tensor]"
+                       ) -> "Iterator[torch.Tensor]":
+        """:meth:`translate` for each of ``layers`` (< L), in order. A lens that reads many
+        rows in one pass (the patchscope runs the model once for several rows) overrides it."""
+        for layer in layers:
+            yield self.translate(layer, hidden_states[layer])
 
     def warnings(self) -> list[str]:
         """What binding found worth a warning (e.g. a lens made for another model): kept in
