@@ -9,9 +9,8 @@ for every row). Row L is the model's own logits at p, as for every lens. The def
 target is Patchscopes' token-identity prompt, ending in "?": the model is asked to repeat
 what the patched state stands for.
 
-nnterp's ``patchscope_lens`` uses "cat -> cat\\n1135 -> 1135\\nhello -> hello\\n?" too; its
-rows are the same (the state after block l replaced); obvs's ``TokenIdentity`` builds its
-prompt from a repeated token instead.
+nnterp's ``patchscope_lens`` defaults to "king king\\n1135 1135\\nhello hello\\n?" and counts
+its layers from block 1's output (its layer i is row i + 1 here); the README says more.
 """
 
 from __future__ import annotations
