@@ -72,11 +72,14 @@ class LensHead:
     check_max_abs_diff: float = 0.0
     description: dict[str, Any] = field(default_factory=dict)
     blocks_path: str = ""  # the decoder blocks' list (models/states.py reads their inputs)
+    # A constant the forward multiplies the normed stream by before the unembedding (Inkling
+    # divides it by its muP width multiplier): part of the final norm here.
+    input_scale: float = 1.0
 
     def normalize(self, hidden: torch.Tensor) -> torch.Tensor:
         for norm in self.norms:
             hidden = norm(hidden)
-        return hidden
+        return hidden * self.input_scale if self.input_scale != 1.0 else hidden
 
     @property
     def weight(self) -> torch.Tensor:
@@ -113,7 +116,8 @@ class LensHead:
         norms = [copy.deepcopy(norm).float() for norm in self.norms]
         return LensHead(self.norm_paths, norms, self.unembedding_path,
                         unembedding.requires_grad_(False), self.softcap, self.logit_scale,
-                        self.check_max_abs_diff, dict(self.description), self.blocks_path)
+                        self.check_max_abs_diff, dict(self.description), self.blocks_path,
+                        self.input_scale)
 
     def logits(self, normalized: torch.Tensor) -> torch.Tensor:
         """float32 logits for already-normalised hidden states (upcast before any softmax)."""
@@ -280,6 +284,7 @@ def _trace(model: nn.Module, unembedding: nn.Module, input_ids: torch.Tensor) ->
                               f"decoder blocks as expected; {OVERRIDE_HINT}")
     blocks_path = max(finished, key=finished.get)
     block_done = finished[blocks_path]
+    _whole_layers(model_name, dict(candidates), blocks_path, events, names)
     ran = [name for kind, name in events[block_done + 1:head_start] if kind == "pre"]
     # Outermost only (a norm's own submodules run inside it), and never a container of the
     # blocks (the base model finishes after the final norm); a container of the unembedding
@@ -297,6 +302,36 @@ def _trace(model: nn.Module, unembedding: nn.Module, input_ids: torch.Tensor) ->
         stream = captured[blocks_path]
     return _Trace(output.logits.detach(), captured["head_input"], captured["head_output"],
                   stream, ran, blocks_path)
+
+
+def _whole_layers(model_name: str, candidates: dict[str, nn.ModuleList], blocks_path: str,
+                  events: list[tuple[str, str]], names: dict[nn.Module, str]) -> None:
+    """Refuse a model whose layers are spread over per-layer lists of parts (XLM:
+    attentions, norms, feed-forwards, each a list): a part of another list that runs between
+    two blocks, outside both, means there is no one state between blocks to read."""
+    def spans(modules: nn.ModuleList) -> list[tuple[int, int]]:
+        found = []
+        for module in modules:
+            name = names[module]
+            starts = [i for i, event in enumerate(events) if event == ("pre", name)]
+            ends = [i for i, event in enumerate(events) if event == ("post", name)]
+            if starts and ends:
+                found.append((starts[0], ends[-1]))
+        return found
+
+    blocks = spans(candidates[blocks_path])
+    if not blocks:
+        return
+    for path, modules in candidates.items():
+        if path == blocks_path:
+            continue
+        for start, _ in spans(modules):
+            inside_range = blocks[0][0] < start < blocks[-1][1]
+            if inside_range and not any(a < start < b for a, b in blocks):
+                raise LensReportError(
+                    f"{model_name}: its layers are not modules but per-layer lists of parts "
+                    f"('{blocks_path}' and '{path}' take turns), so there is no one state "
+                    "between blocks to read; this family is not supported by the lens")
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float) -> bool:
@@ -361,22 +396,22 @@ def _tolerance(model: nn.Module) -> float:
     return 1e-4 if dtype == torch.float32 else 2e-2
 
 
-def _split_layers(model: nn.Module, name: str, norm_paths: tuple[str, ...]) -> None:
-    """Refuse a model whose layers are spread over per-layer lists of parts (XLM: attentions,
-    norms, feed-forwards): its 'final norm' would be the last layer's own norm, and the
-    lens rows would not be the stream between layers."""
-    layers = num_layers(model)
-    for path in norm_paths:
-        parent, _, index = path.rpartition(".")
-        try:
-            holder = _module(model, parent) if parent and index.isdigit() else None
-        except AttributeError:
-            holder = None
-        if isinstance(holder, nn.ModuleList) and len(holder) == layers:
-            raise LensReportError(f"{name}: its layers are not modules but per-layer lists of "
-                                  f"parts (the final norm found, '{path}', is one layer's), "
-                                  "so there is no state between blocks to read; this family "
-                                  "is not supported by the lens")
+def _input_scale(head: LensHead, trace: _Trace, tolerance: float) -> float:
+    """1, or the constant between the normed stream and what the unembedding read, where
+    the forward applies one after its final norm."""
+    try:
+        with torch.no_grad():
+            normed = head.normalize(trace.block_output).float()
+    except FORWARD_ERRORS:
+        return 1.0
+    read = trace.head_input.float()
+    if normed.shape != read.shape or _close(normed, read, tolerance):
+        return 1.0
+    mask = normed.abs() > 1e-3 * max(1e-6, float(normed.abs().max()))
+    if not bool(mask.any()):
+        return 1.0
+    factor = float((read[mask] / normed[mask]).median())
+    return factor if _close(normed * factor, read, tolerance) else 1.0
 
 
 def _passes_through(module: nn.Module, hidden: torch.Tensor) -> bool:
@@ -440,7 +475,6 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
         if module is not None and unembedding_path.startswith(f"{path}."):
             module = UpTo(module, unembedding_path[len(path) + 1:])
         norms.append(module)
-    _split_layers(model, name, norm_paths)
     tolerance = _tolerance(model)
     softcap, scale = _postprocessing(model, trace, tolerance)
     expected = trace.logits.float()
@@ -454,6 +488,7 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
     head = LensHead(norm_paths=norm_paths, norms=[m for m in norms if m is not None],
                     unembedding_path=unembedding_path, unembedding=head_module,
                     softcap=softcap, logit_scale=scale, blocks_path=trace.blocks_path)
+    head.input_scale = _input_scale(head, trace, tolerance)
     try:
         with torch.no_grad():
             actual = head.logits(head.normalize(trace.block_output))
