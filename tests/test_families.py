@@ -21,10 +21,11 @@ from conftest import run_cli, write_manifest
 # layers; falcon_h1: both in every block; qwen3_next: linear and full attention), and heads:
 # soft-capping (gemma2), logit scale (cohere), logits scaling (granite), a projection after
 # the norm (opt), a transform with an activation inside the head's container (roberta),
-# multi-head latent attention (deepseek_v3), plain (gpt2, llama).
+# multi-head latent attention (deepseek_v3), a constant after the final norm (inkling_text),
+# a pooler off the stream's path (big_bird), plain (gpt2, llama).
 DEFAULT = ["mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm", "recurrent_gemma", "jamba",
            "falcon_h1", "qwen3_next", "gemma2", "cohere", "granite", "opt", "roberta",
-           "deepseek_v3", "gpt2", "llama"]
+           "deepseek_v3", "inkling_text", "big_bird", "gpt2", "llama"]
 # The share of the families instantiable here that must give the reference numbers.
 REQUIRED_SHARE = 0.95
 

@@ -1,16 +1,17 @@
 """How to read a hidden state as logits, found for any causal LM by watching one forward pass.
 
 The logit lens at layer i < L is ``postprocess(unembed(final_norm(h_i)))``; at i = L it is the
-model's own logits (Hugging Face's last hidden state has already passed the final norm, so
-it is never normalised twice). ``postprocess`` is whatever the model's forward does after the
+model's own logits (what the unembedding reads, already through the final norm, so it is
+never normalised twice; models/states.py reads the rows). ``postprocess`` is whatever the model's forward does after the
 unembedding (Gemma-2/3 soft-capping, Cohere's logit scale, Granite's logits scaling, …).
 
 No table of architectures: :func:`find_head` runs the model once on a short input with hooks
 on every module, takes the unembedding from ``get_output_embeddings()``, and takes as the
-final norm the modules that ran between the last decoder block and the unembedding. The
-head is accepted only if it reproduces the model's own logits from the last block's output,
-so a wrong guess can never give a silently wrong figure. Manifest overrides (``final_norm:``,
-``unembedding:``) replace the discovery and are checked the same way.
+final norm the modules that ran between the last decoder block and the unembedding (a module
+that holds the unembedding runs up to it; modules off the stream's path are dropped). The
+head is accepted only if it reproduces the model's own logits from the stream after the last
+block, so a wrong guess can never give a silently wrong figure. Manifest overrides
+(``final_norm:``, ``unembedding:``) replace the discovery and are checked the same way.
 """
 
 from __future__ import annotations
@@ -447,9 +448,8 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
     """Locate final norm and unembedding (or take the manifest's), and prove them right.
 
     One forward pass on ``probe_ids`` with hooks on every module; the head must reproduce the
-    model's own logits from the last block's output (``check_max_abs_diff`` records by how
-    much it differs), and the base model's last hidden state must be what the unembedding
-    reads (so the lens's last row is the model's output and is never normalised twice).
+    model's own logits from the stream after the last block (``check_max_abs_diff`` records
+    by how much it differs); models/states.py then checks the rows the lens reads.
     """
     name = type(model).__name__
     unembedding_path = unembedding or _output_embeddings_path(model)
