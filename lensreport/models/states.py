@@ -17,8 +17,9 @@ families (xLSTM) otherwise run a long input through the blocks chunk by chunk.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -139,3 +140,27 @@ def stream_reader(model: nn.Module, head: LensHead, input_ids: torch.Tensor) -> 
                               "logits through the lens head, so the lens's last row would not "
                               "be the model's output; this family is not supported by the lens")
     return reader
+
+
+@contextmanager
+def block_inputs(model: nn.Module, head: LensHead) -> Iterator[dict[int, torch.Tensor]]:
+    """While inside, every forward pass records what each decoder block reads, by block
+    index, with its autograd graph (a Jacobian fit differentiates through it): row i of the
+    lens for i < L, whatever the family's ``hidden_states`` convention."""
+    blocks = decoder_blocks(model, head)
+    inputs: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            value = _hidden_argument(args, kwargs)
+            if isinstance(value, torch.Tensor):
+                inputs[index] = value
+        return hook
+
+    handles = [block.register_forward_pre_hook(keep(i), with_kwargs=True)
+               for i, block in enumerate(blocks)]
+    try:
+        yield inputs
+    finally:
+        for handle in handles:
+            handle.remove()
