@@ -7,7 +7,8 @@ of T tokens with valid positions V = skip_first … T-2,
 
 where h_l is the output of block l as block l + 1 reads it (models/states.py: the lens's row
 l + 1, whatever the family's ``hidden_states``) and h_final the output of the last block
-before the final norm (the final norm's input). Causality makes the t' < t terms zero. Row k of every J_l comes from one backward pass with a one-hot cotangent on output
+before the final norm (the final norm's input). Causality makes the t' < t terms zero.
+Row k of every J_l comes from one backward pass with a one-hot cotangent on output
 dimension k at every valid position; the prompt is replicated ``dim_batch`` times in one
 batch so that one backward pass gives ``dim_batch`` rows (⌈d / dim_batch⌉ passes per prompt).
 J = the mean over prompts (each prompt weighs the same). Model parameters stay frozen;
