@@ -2,8 +2,8 @@
 
 The logit lens at layer i < L is ``postprocess(unembed(final_norm(h_i)))``; at i = L it is the
 model's own logits (what the unembedding reads, already through the final norm, so it is
-never normalised twice; models/states.py reads the rows). ``postprocess`` is whatever the model's forward does after the
-unembedding (Gemma-2/3 soft-capping, Cohere's logit scale, Granite's logits scaling, …).
+never normalised twice; models/states.py reads the rows). ``postprocess`` is whatever the
+model's forward does after the unembedding (Gemma-2/3 soft-capping, Cohere's logit scale, Granite's logits scaling, …).
 
 No table of architectures: :func:`find_head` runs the model once on a short input with hooks
 on every module, takes the unembedding from ``get_output_embeddings()``, and takes as the
