@@ -127,28 +127,92 @@ def save_tiny_model(name: str, folder: Path, tokenizer: PreTrainedTokenizerFast,
 # --- Any family, from its default config ---------------------------------------------------
 
 # Shrinks a family's default config; applied to the attributes a config has (and where the
-# config accepts them), so one table serves every decoder family transformers ships.
+# config accepts them), so one table serves every decoder family transformers ships. The
+# state-space sizes keep Mamba-2's rule (hidden_size * expand = heads * head_dim).
 TINY_SIZES = dict(
     hidden_size=32, n_embd=32, d_model=32, num_hidden_layers=3, n_layer=3, num_layers=3,
-    num_attention_heads=4, n_head=4, num_key_value_heads=2, intermediate_size=64, n_inner=64,
-    ffn_dim=64, head_dim=8, max_position_embeddings=128, n_positions=128, num_experts=4,
+    num_blocks=3, decoder_layers=3, encoder_layers=3, num_attention_heads=4, n_head=4,
+    decoder_attention_heads=4, encoder_attention_heads=4, num_key_value_heads=2,
+    intermediate_size=64, n_inner=64, ffn_dim=64, decoder_ffn_dim=64, encoder_ffn_dim=64,
+    head_dim=8, max_position_embeddings=128, n_positions=128, num_experts=4,
     num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
     shared_expert_intermediate_size=32, n_shared_experts=1, kv_lora_rank=16, q_lora_rank=16,
-    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, rotary_dim=4, pad_token_id=0)
+    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, rotary_dim=4, pad_token_id=0,
+    num_heads=4, expand=1, n_groups=1, state_size=16, mamba_n_heads=4, mamba_n_groups=1,
+    mamba_d_state=16, n_mamba_heads=4, embedding_size=32, embedding_dim=32, lru_width=32,
+    attn_layer_period=2, attn_layer_offset=1, rescale_every=1)
 # Logit post-processing is set away from its default wherever a family has it.
 POSTPROCESSING = dict(final_logit_softcapping=3.0, logit_scale=0.5, logits_scaling=4.0)
+# Configs below the top level that are not the language model (vision, audio towers).
+_SUBCONFIG_TYPES = ("PretrainedConfig", "PreTrainedConfig")
+
+
+def _sub_configs(config) -> dict:
+    """The configs a composite config holds (text, vision, audio ...), by attribute."""
+    return {key: value for key, value in vars(config).items()
+            if any(base.__name__ in _SUBCONFIG_TYPES for base in type(value).__mro__)}
+
+
+def _kept_layers(lists, layers: int) -> list[int]:
+    """Which layers a shrunk hybrid keeps: the first of each kind (attention, state-space,
+    ...) any per-layer list names, then the first ones, in order."""
+    depth = TINY_SIZES["num_hidden_layers"]
+    keep: list[int] = []
+    for values in lists:
+        for index, value in enumerate(values):
+            if len(keep) < depth and index not in keep and repr(value) not in {
+                    repr(values[i]) for i in keep}:
+                keep.append(index)
+    keep += [i for i in range(layers) if i not in keep][:depth - len(keep)]
+    return sorted(keep)
+
+
+def _shrink(config, sizes: dict) -> dict:
+    """Constructor arguments that shrink ``config`` (and its sub-configs), its per-layer
+    lists cut to the new depth."""
+    layers = getattr(config, "num_hidden_layers", None)
+    kwargs = {}
+    for key, value in sizes.items():
+        if hasattr(config, key) and not isinstance(getattr(config, key, None), (list, dict)):
+            kwargs[key] = value
+    lists = {key: value for key, value in vars(config).items()
+             if isinstance(value, list) and layers and len(value) == layers}
+    keep = _kept_layers(lists.values(), layers or 0)
+    for key, value in lists.items():  # per-layer lists (layer_types, ...) shrink too
+        kwargs[key] = [value[i] for i in keep]
+    for key, sub in _sub_configs(config).items():
+        kwargs[key] = {**sub.to_dict(), **_shrink(sub, {**TINY_SIZES, "vocab_size": 512})}
+    return kwargs
 
 
 def tiny_config(model_type: str, vocab_size: int):
-    """A tiny config of any family: its defaults, shrunk, with the vocabulary given."""
+    """A tiny config of any family: its defaults, shrunk, with the vocabulary given.
+
+    Built through the config's constructor, so what it derives from the sizes (head
+    dimensions, per-layer types) follows; a config that refuses that is shrunk in place."""
+    config = AutoConfig.for_model(model_type)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    sizes = {**TINY_SIZES, **POSTPROCESSING, "vocab_size": vocab_size}
+    try:
+        if text is config:
+            return AutoConfig.for_model(model_type, **_shrink(config, sizes))
+        [name] = [key for key, value in vars(config).items() if value is text]
+        kwargs = _shrink(config, TINY_SIZES)
+        kwargs[name] = {**text.to_dict(), **_shrink(text, sizes)}
+        return AutoConfig.for_model(model_type, **kwargs)
+    except Exception:  # noqa: BLE001  (any refusal: shrink the defaults in place instead)
+        return _tiny_config_in_place(model_type, vocab_size)
+
+
+def _tiny_config_in_place(model_type: str, vocab_size: int):
     config = AutoConfig.for_model(model_type)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     layers = getattr(text, "num_hidden_layers", None)
-    for key, value in vars(text).copy().items():  # per-layer lists (layer_types, …) shrink too
+    for key, value in vars(text).copy().items():
         if isinstance(value, list) and layers and len(value) == layers:
             setattr(text, key, value[:TINY_SIZES["num_hidden_layers"]])
     for key, value in {**TINY_SIZES, **POSTPROCESSING, "vocab_size": vocab_size}.items():
-        forced = key == "final_logit_softcapping" and model_type == "gemma3_text"  # None by default
+        forced = key == "final_logit_softcapping" and model_type == "gemma3_text"
         if forced or hasattr(text, key):
             try:
                 current = getattr(text, key, None)
@@ -159,16 +223,86 @@ def tiny_config(model_type: str, vocab_size: int):
     return config
 
 
+def tiny_configs(model_type: str, vocab_size: int):
+    """Tiny configs of a family to try in turn: shrunk through the constructor, the same with
+    as many key-value heads as heads (multi-head latent attention needs it), shrunk in place.
+    Each is built when asked for (a config that refuses raises then)."""
+    yield lambda: tiny_config(model_type, vocab_size)
+
+    def full_heads():
+        config = AutoConfig.for_model(model_type)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        sizes = {**TINY_SIZES, **POSTPROCESSING, "vocab_size": vocab_size,
+                 "num_key_value_heads": TINY_SIZES["num_attention_heads"]}
+        if text is config:
+            return AutoConfig.for_model(model_type, **_shrink(config, sizes))
+        [name] = [key for key, value in vars(config).items() if value is text]
+        return AutoConfig.for_model(model_type, **_shrink(config, TINY_SIZES),
+                                    **{name: {**text.to_dict(), **_shrink(text, sizes)}})
+
+    yield full_heads
+
+    def core_sizes():  # the widths and depth only (a family that validates its experts)
+        core = ("hidden_size", "n_embd", "num_hidden_layers", "n_layer", "num_attention_heads",
+                "n_head", "num_key_value_heads", "intermediate_size", "head_dim",
+                "max_position_embeddings")
+        config = AutoConfig.for_model(model_type)
+        sizes = {key: TINY_SIZES[key] for key in core}
+        if config.get_text_config() is not config:
+            raise ValueError("a composite config")
+        return AutoConfig.for_model(model_type, **_shrink(config, {**sizes,
+                                                                   "vocab_size": vocab_size}))
+
+    yield core_sizes
+    yield lambda: _tiny_config_in_place(model_type, vocab_size)
+
+
+# Tiny models larger than this (a vision or audio tower that does not shrink) are not built.
+MAX_TINY_PARAMETERS = 20_000_000
+
+
+def tiny_family_model(model_type: str, vocab_size: int, seed: int = 0):
+    """A tiny random model of any family whose own forward pass runs, with perturbed norms
+    and head; raises ValueError with the reason (the first config's) when none can be made."""
+    reasons = []
+    ids = torch.arange(1, 9).unsqueeze(0)
+    for make in tiny_configs(model_type, vocab_size):
+        try:
+            config = make()
+            text = config.get_text_config() if hasattr(config, "get_text_config") else config
+            text.bos_token_id, text.eos_token_id = 1, 2
+            with torch.device("meta"):
+                size = sum(p.numel() for p in
+                           AutoModelForCausalLM.from_config(config).parameters())
+            if size > MAX_TINY_PARAMETERS:
+                reasons.append(f"{size / 1e6:.0f}M parameters once shrunk (a part of it "
+                               "does not shrink)")
+                continue
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config).eval()
+            with torch.no_grad():
+                model(input_ids=ids, use_cache=False)
+        except Exception as exc:  # noqa: BLE001  (any failure of the family's own code)
+            reasons.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+                           if str(exc).strip() else type(exc).__name__)
+            continue
+        perturb(model, seed)
+        return model
+    raise ValueError(reasons[0])
+
+
 def save_any_family(model_type: str, folder: Path, tokenizer: PreTrainedTokenizerFast,
                     seed: int = 0) -> Path:
     """save_pretrained a tiny random model of any family, with perturbed norms and head."""
-    torch.manual_seed(seed)
-    config = tiny_config(model_type, len(tokenizer))
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    model = tiny_family_model(model_type, len(tokenizer), seed)
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
     text.bos_token_id, text.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    model = AutoModelForCausalLM.from_config(config)
-    perturb(model, seed)
-    model.save_pretrained(folder)
+    try:
+        model.save_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001  (transformers' own saving of this family)
+        raise ValueError(f"save_pretrained fails ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0][:120]})") from exc
     tokenizer.save_pretrained(folder)
     return folder
 

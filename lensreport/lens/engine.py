@@ -18,11 +18,12 @@ from transformers import GenerationConfig
 
 from ..errors import LensReportError
 from ..models import loading
-from ..models.heads import LensHead, check_hidden_states, find_head
+from ..models.heads import LensHead, find_head
 from ..models.limits import prompt_limit
 from ..models.patching import PatchRunner
 from ..models.prompts import EncodedPrompt, PromptRequest, encode_prompt
 from ..models.references import ResolvedModel
+from ..models.states import ResidualStream, stream_reader
 from ..models.tokens import display_vocab, tokenizer_kind
 from ..results.documents import make_document
 from .kinds import Lens
@@ -42,17 +43,19 @@ class ModelReading:
     head: LensHead
     vocab: list[str]
     tokenizer_info: dict[str, Any]
+    stream: ResidualStream  # reads a batch's rows (models/states.py)
 
 
 def discover(model: Any, tokenizer: Any, device: str, final_norm: str | None = None,
              unembedding: str | None = None) -> ModelReading:
-    """Find and prove the head (three probe forward passes), and read the vocabulary."""
+    """Find and prove the head and the rows (two probe forward passes), and read the
+    vocabulary."""
     probe = tokenizer(VERIFY_TEXT, return_tensors="pt").input_ids.to(device)
     head = find_head(model, probe, final_norm, unembedding)
-    check_hidden_states(model, head, probe)
+    stream = stream_reader(model, head, probe)
     info = {"class": type(tokenizer).__name__, "kind": tokenizer_kind(tokenizer),
             "size": len(tokenizer), "bos_token": tokenizer.bos_token}
-    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info)
+    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info, stream)
 
 
 @dataclass
@@ -214,14 +217,11 @@ class ModelSession:
             shown = ", ".join(repr(names[i]) for i in batch) if names else \
                 f"{len(batch)} sequence(s)"
             with torch.no_grad(), self._memory_errors(shown):
-                output = self.loaded.model.base_model(
-                    input_ids=ids.to(device), attention_mask=mask.to(device),
-                    output_hidden_states=True, use_cache=False)
+                hidden, last = self.reading.stream.read(ids.to(device), mask.to(device))
             for row, index in enumerate(batch):
                 length = len(sequences[index])
-                yield (index, tuple(h[row, :length] for h in output.hidden_states),
-                       output.last_hidden_state[row, :length])
-            del output
+                yield (index, tuple(h[row, :length] for h in hidden), last[row, :length])
+            del hidden, last
 
     @contextmanager
     def _memory_errors(self, what: str) -> Iterator[None]:

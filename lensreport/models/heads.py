@@ -1,22 +1,24 @@
 """How to read a hidden state as logits, found for any causal LM by watching one forward pass.
 
 The logit lens at layer i < L is ``postprocess(unembed(final_norm(h_i)))``; at i = L it is the
-model's own logits (Hugging Face's last hidden state has already passed the final norm, so
-it is never normalised twice). ``postprocess`` is whatever the model's forward does after the
-unembedding (Gemma-2/3 soft-capping, Cohere's logit scale, Granite's logits scaling, …).
+model's own logits (what the unembedding reads, already through the final norm, so it is
+never normalised twice; models/states.py reads the rows). ``postprocess`` is whatever the
+model's forward does after the unembedding (Gemma-2/3 soft-capping, Cohere's logit scale, Granite's logits scaling, …).
 
 No table of architectures: :func:`find_head` runs the model once on a short input with hooks
 on every module, takes the unembedding from ``get_output_embeddings()``, and takes as the
-final norm the modules that ran between the last decoder block and the unembedding. The
-head is accepted only if it reproduces the model's own logits from the last block's output,
-so a wrong guess can never give a silently wrong figure. Manifest overrides (``final_norm:``,
-``unembedding:``) replace the discovery and are checked the same way.
+final norm the modules that ran between the last decoder block and the unembedding (a module
+that holds the unembedding runs up to it; modules off the stream's path are dropped). The
+head is accepted only if it reproduces the model's own logits from the stream after the last
+block, so a wrong guess can never give a silently wrong figure. Manifest overrides
+(``final_norm:``, ``unembedding:``) replace the discovery and are checked the same way.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import torch
@@ -27,10 +29,9 @@ from ..errors import LensReportError, first_line
 OVERRIDE_HINT = ("set `final_norm:` and `unembedding:` for this model in the manifest "
                  "(module paths as in model.named_modules(), e.g. final_norm: model.norm, "
                  "unembedding: lm_head)")
-# Families whose hidden states are not a residual stream the unembedding can read.
-STATE_SPACE_HINT = ("the logit lens reads the residual stream after every block, which this "
-                    "architecture's hidden states do not provide (state-space and some hybrid "
-                    "models); it is not supported")
+# What a model's own forward may raise on an input it cannot take (shown in one line).
+FORWARD_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                  NotImplementedError, AssertionError)
 
 
 def _module(model: nn.Module, path: str) -> nn.Module | None:
@@ -71,11 +72,15 @@ class LensHead:
     logit_scale: float = 1.0
     check_max_abs_diff: float = 0.0
     description: dict[str, Any] = field(default_factory=dict)
+    blocks_path: str = ""  # the decoder blocks' list (models/states.py reads their inputs)
+    # A constant the forward multiplies the normed stream by before the unembedding (Inkling
+    # divides it by its muP width multiplier): part of the final norm here.
+    input_scale: float = 1.0
 
     def normalize(self, hidden: torch.Tensor) -> torch.Tensor:
         for norm in self.norms:
             hidden = norm(hidden)
-        return hidden
+        return hidden * self.input_scale if self.input_scale != 1.0 else hidden
 
     @property
     def weight(self) -> torch.Tensor:
@@ -112,7 +117,8 @@ class LensHead:
         norms = [copy.deepcopy(norm).float() for norm in self.norms]
         return LensHead(self.norm_paths, norms, self.unembedding_path,
                         unembedding.requires_grad_(False), self.softcap, self.logit_scale,
-                        self.check_max_abs_diff, dict(self.description))
+                        self.check_max_abs_diff, dict(self.description), self.blocks_path,
+                        self.input_scale)
 
     def logits(self, normalized: torch.Tensor) -> torch.Tensor:
         """float32 logits for already-normalised hidden states (upcast before any softmax)."""
@@ -120,6 +126,39 @@ class LensHead:
         normalized = normalized.to(weight.device)
         bias = self.bias
         return self.postprocess(nn.functional.linear(normalized, weight, bias)).float()
+
+
+class Reached(Exception):
+    """Raised by a hook on the unembedding: what it reads is captured, the rest not needed."""
+
+
+class UpTo(nn.Module):
+    """A module that holds the unembedding, run up to it: what it hands the unembedding.
+    BERT's and RoBERTa's prediction heads transform the stream (dense, an activation that is
+    no module, a norm) inside the module that also holds their decoder."""
+
+    def __init__(self, container: nn.Module, inner: str) -> None:
+        super().__init__()
+        self.container = container
+        self.inner = inner
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        box: dict[str, torch.Tensor] = {}
+
+        def grab(_module: nn.Module, args: tuple) -> None:
+            box["input"] = args[0]
+            raise Reached
+
+        handle = self.container.get_submodule(self.inner).register_forward_pre_hook(grab)
+        try:
+            self.container(hidden)
+        except Reached:
+            pass
+        finally:
+            handle.remove()
+        if "input" not in box:
+            raise LensReportError(f"'{self.inner}' did not run inside its container")
+        return box["input"]
 
 
 def _materialized(module: nn.Module, name: str) -> torch.Tensor:
@@ -150,15 +189,23 @@ def _output_embeddings_path(model: nn.Module) -> str:
                           f"{OVERRIDE_HINT}")
 
 
-def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The list of decoder blocks: the largest ModuleList with one entry per layer."""
+def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """The lists that may be the decoder blocks, largest first: ModuleLists with one entry
+    per layer, not inside another list (LongCat's two attentions per layer)."""
     layers = num_layers(model)
+    lists = {name for name, modules in model.named_modules() if isinstance(modules, nn.ModuleList)}
     candidates = [(name, modules) for name, modules in model.named_modules()
-                  if isinstance(modules, nn.ModuleList) and len(modules) == layers]
+                  if isinstance(modules, nn.ModuleList) and len(modules) == layers
+                  and not any(name.startswith(f"{outer}.") for outer in lists)]
     if not candidates:
         raise LensReportError(f"{type(model).__name__}: found no list of {layers} decoder blocks; "
                               f"{OVERRIDE_HINT}")
-    return max(candidates, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+    return sorted(candidates, key=lambda item: -sum(p.numel() for p in item[1].parameters()))
+
+
+def decoder_blocks(model: nn.Module, head: "LensHead") -> nn.ModuleList:
+    """The decoder blocks the head was found behind."""
+    return dict(_block_lists(model))[head.blocks_path]
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
@@ -183,18 +230,26 @@ class _Trace:
     logits: torch.Tensor
     head_input: torch.Tensor  # what the unembedding read
     head_output: torch.Tensor  # what it returned (before any post-processing)
-    block_output: torch.Tensor  # the last decoder block's output: the pre-norm residual stream
+    block_output: torch.Tensor  # the stream after the last block, as the final norm reads it
     between: list[str]  # outermost modules run after the last block, before the unembedding
+    blocks_path: str  # the decoder blocks' list
 
 
-def _trace(model: nn.Module, unembedding: nn.Module, blocks_path: str, last_block: nn.Module,
-           input_ids: torch.Tensor) -> _Trace:
+def _trace(model: nn.Module, unembedding: nn.Module, input_ids: torch.Tensor) -> _Trace:
+    """The forward pass on a probe; the decoder blocks are the candidate list whose last
+    block finished last before the unembedding ran (a vision tower's list of as many
+    blocks does not run on text)."""
+    candidates = _block_lists(model)
+    last_blocks = {modules[-1]: name for name, modules in candidates}
     names = {module: name for name, module in model.named_modules()}
     events: list[tuple[str, str]] = []  # ("pre" | "post", module name), in execution order
     captured: dict[str, Any] = {}
+    inputs: dict[int, torch.Tensor] = {}  # by event: what a module was called on
 
     def pre(module: nn.Module, args: tuple) -> None:
         events.append(("pre", names.get(module, "?")))
+        if args and isinstance(args[0], torch.Tensor):
+            inputs[len(events) - 1] = args[0].detach()
         if module is unembedding and "head_input" not in captured and args:
             captured["head_input"] = args[0].detach()
 
@@ -202,10 +257,10 @@ def _trace(model: nn.Module, unembedding: nn.Module, blocks_path: str, last_bloc
         events.append(("post", names.get(module, "?")))
         if module is unembedding and "head_output" not in captured:
             captured["head_output"] = output.detach()
-        if module is last_block:
+        if module in last_blocks:
             tensor = _first_tensor(output)
             if tensor is not None:
-                captured["block_output"] = tensor.detach()
+                captured[last_blocks[module]] = tensor.detach()
 
     handles = []
     for module in names:
@@ -215,28 +270,74 @@ def _trace(model: nn.Module, unembedding: nn.Module, blocks_path: str, last_bloc
     try:
         with torch.no_grad():
             output = model(input_ids=input_ids, use_cache=False)
-    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except FORWARD_ERRORS as exc:
         raise LensReportError(f"{model_name}: a forward pass on a short probe failed "
                               f"({type(exc).__name__}: {first_line(exc, 200)}); is this a "
                               "causal language model?") from exc
     finally:
         for handle in handles:
             handle.remove()
-    if "head_input" not in captured or "block_output" not in captured:
+    unembedding_name = names[unembedding]
+    head_start = next((i for i, event in enumerate(events) if event == ("pre", unembedding_name)),
+                      None)
+    finished = {path: max(i for i, event in enumerate(events)
+                          if event == ("post", names[modules[-1]]))
+                for path, modules in candidates
+                if path in captured and head_start is not None}
+    finished = {path: i for path, i in finished.items() if i < head_start}
+    if "head_input" not in captured or not finished:
         raise LensReportError(f"{model_name}: the forward pass did not run the unembedding and the "
                               f"decoder blocks as expected; {OVERRIDE_HINT}")
-    last_block_name = names[last_block]
-    unembedding_name = names[unembedding]
-    block_done = max(i for i, event in enumerate(events) if event == ("post", last_block_name))
-    head_start = next(i for i, event in enumerate(events) if event == ("pre", unembedding_name))
+    blocks_path = max(finished, key=finished.get)
+    block_done = finished[blocks_path]
+    _whole_layers(model_name, dict(candidates), blocks_path, events, names)
     ran = [name for kind, name in events[block_done + 1:head_start] if kind == "pre"]
     # Outermost only (a norm's own submodules run inside it), and never a container of the
-    # blocks or of the unembedding (the base model finishes after the final norm).
+    # blocks (the base model finishes after the final norm); a container of the unembedding
+    # (BERT's prediction head) is run up to it (UpTo).
     ran = [name for name in ran
-           if not (blocks_path == name or blocks_path.startswith(f"{name}.") or name == "")
-           and not any(name.startswith(f"{other}.") for other in ran if other != name)]
+           if not (blocks_path == name or blocks_path.startswith(f"{name}.") or name == "")]
+    ran = [name for name in ran
+           if not any(name.startswith(f"{other}.") for other in ran if other != name)]
+    # What the head reads: the first module after the blocks gets the stream as the model
+    # hands it on (RWKV halves it after every ``rescale_every`` blocks, outside them).
+    first = next((i for i in range(block_done + 1, head_start)
+                  if ran and events[i] == ("pre", ran[0])), None)
+    stream = inputs.get(first) if first is not None else None
+    if stream is None or stream.shape != captured[blocks_path].shape:
+        stream = captured[blocks_path]
     return _Trace(output.logits.detach(), captured["head_input"], captured["head_output"],
-                  captured["block_output"], ran)
+                  stream, ran, blocks_path)
+
+
+def _whole_layers(model_name: str, candidates: dict[str, nn.ModuleList], blocks_path: str,
+                  events: list[tuple[str, str]], names: dict[nn.Module, str]) -> None:
+    """Refuse a model whose layers are spread over per-layer lists of parts (XLM:
+    attentions, norms, feed-forwards, each a list): a part of another list that runs between
+    two blocks, outside both, means there is no one state between blocks to read."""
+    def spans(modules: nn.ModuleList) -> list[tuple[int, int]]:
+        found = []
+        for module in modules:
+            name = names[module]
+            starts = [i for i, event in enumerate(events) if event == ("pre", name)]
+            ends = [i for i, event in enumerate(events) if event == ("post", name)]
+            if starts and ends:
+                found.append((starts[0], ends[-1]))
+        return found
+
+    blocks = spans(candidates[blocks_path])
+    if not blocks:
+        return
+    for path, modules in candidates.items():
+        if path == blocks_path:
+            continue
+        for start, _ in spans(modules):
+            inside_range = blocks[0][0] < start < blocks[-1][1]
+            if inside_range and not any(a < start < b for a, b in blocks):
+                raise LensReportError(
+                    f"{model_name}: its layers are not modules but per-layer lists of parts "
+                    f"('{blocks_path}' and '{path}' take turns), so there is no one state "
+                    "between blocks to read; this family is not supported by the lens")
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float) -> bool:
@@ -267,6 +368,9 @@ def _postprocessing(model: nn.Module, trace: _Trace, tolerance: float
     mask = raw.abs() > 1e-3 * max(1e-6, float(raw.abs().max()))
     if raw.shape == logits.shape and bool(mask.any()):
         candidates.append((None, float((logits[mask] / raw[mask]).median())))
+        cap = _solved_softcap(raw, logits)
+        if cap is not None:
+            candidates.append((cap, 1.0))
     for cap, factor in candidates:
         head = LensHead((), [], "", nn.Identity(), softcap=cap, logit_scale=factor)
         if _close(head.postprocess(raw), logits, tolerance):
@@ -274,9 +378,74 @@ def _postprocessing(model: nn.Module, trace: _Trace, tolerance: float
     return softcap, scale
 
 
+def _solved_softcap(raw: torch.Tensor, logits: torch.Tensor) -> float | None:
+    """The c with c·tanh(raw/c) = logits at the largest raw logit, where the model caps
+    its logits under a config key of its own (RecurrentGemma's ``logits_soft_cap``, xLSTM's
+    ``output_logit_soft_cap``); checked on every logit by the caller."""
+    index = int(raw.abs().flatten().argmax())
+    r, target = float(raw.flatten()[index]), float(logits.flatten()[index])
+    r, target = abs(r), target if r > 0 else -target
+    if not 0 < target < r * (1 - 1e-6):
+        return None
+    low, high = target, max(target, 1.0) * 1e6  # c·tanh(r/c) rises with c, from ~c to r
+    for _ in range(200):
+        middle = (low * high) ** 0.5
+        if middle * torch.tanh(torch.tensor(r / middle, dtype=torch.float64)).item() < target:
+            low = middle
+        else:
+            high = middle
+    return (low * high) ** 0.5
+
+
 def _tolerance(model: nn.Module) -> float:
     dtype = next(model.parameters()).dtype
     return 1e-4 if dtype == torch.float32 else 2e-2
+
+
+def _input_scale(head: LensHead, trace: _Trace, tolerance: float) -> float:
+    """1, or the constant between the normed stream and what the unembedding read, where
+    the forward applies one after its final norm."""
+    try:
+        with torch.no_grad():
+            normed = head.normalize(trace.block_output).float()
+    except FORWARD_ERRORS:
+        return 1.0
+    read = trace.head_input.float()
+    if normed.shape != read.shape or _close(normed, read, tolerance):
+        return 1.0
+    mask = normed.abs() > 1e-3 * max(1e-6, float(normed.abs().max()))
+    if not bool(mask.any()):
+        return 1.0
+    factor = float((read[mask] / normed[mask]).median())
+    return factor if _close(normed * factor, read, tolerance) else 1.0
+
+
+def _passes_through(module: nn.Module, hidden: torch.Tensor) -> bool:
+    with torch.no_grad():
+        try:
+            return module(hidden) is hidden
+        except FORWARD_ERRORS:
+            return False
+
+
+def _on_path(paths: tuple[str, ...], norms: list[nn.Module | None], block_output: torch.Tensor,
+             unembedding: nn.Module, softcap: float | None, scale: float,
+             expected: torch.Tensor, tolerance: float
+             ) -> tuple[tuple[str, ...], list[nn.Module | None]]:
+    """The modules (all, else the largest ordered subset) that reproduce the logits."""
+    count = len(paths)
+    for size in range(count, max(-1, count - 4), -1):
+        for chosen in combinations(range(count), size):
+            head = LensHead((), [norms[i] for i in chosen if norms[i] is not None], "",
+                            unembedding, softcap=softcap, logit_scale=scale)
+            try:
+                with torch.no_grad():
+                    actual = head.logits(head.normalize(block_output))
+            except FORWARD_ERRORS:
+                continue
+            if _close(actual, expected.to(actual.device), tolerance):
+                return tuple(paths[i] for i in chosen), [norms[i] for i in chosen]
+    return paths, norms
 
 
 def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None = None,
@@ -284,9 +453,8 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
     """Locate final norm and unembedding (or take the manifest's), and prove them right.
 
     One forward pass on ``probe_ids`` with hooks on every module; the head must reproduce the
-    model's own logits from the last block's output (``check_max_abs_diff`` records by how
-    much it differs), and the base model's last hidden state must be what the unembedding
-    reads (so the lens's last row is the model's output and is never normalised twice).
+    model's own logits from the stream after the last block (``check_max_abs_diff`` records
+    by how much it differs); models/states.py then checks the rows the lens reads.
     """
     name = type(model).__name__
     unembedding_path = unembedding or _output_embeddings_path(model)
@@ -297,8 +465,7 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
     if head_module is None or not isinstance(getattr(head_module, "weight", None), torch.Tensor):
         raise LensReportError(f"{name} has no linear module '{unembedding_path}' (unembedding); "
                               f"{OVERRIDE_HINT}")
-    blocks_path, blocks = _decoder_blocks(model)
-    trace = _trace(model, head_module, blocks_path, blocks[-1], probe_ids)
+    trace = _trace(model, head_module, probe_ids)
     if final_norm:
         norm_paths = tuple(p.strip() for p in final_norm.split(",") if p.strip())
     else:
@@ -310,15 +477,32 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
         except AttributeError:
             raise LensReportError(f"{name} has no module '{path}' (final norm); "
                                   f"{OVERRIDE_HINT}") from None
-        if module is not None:
-            norms.append(module)
+        if module is not None and unembedding_path.startswith(f"{path}."):
+            module = UpTo(module, unembedding_path[len(path) + 1:])
+        norms.append(module)
     tolerance = _tolerance(model)
     softcap, scale = _postprocessing(model, trace, tolerance)
-    head = LensHead(norm_paths=norm_paths, norms=norms, unembedding_path=unembedding_path,
-                    unembedding=head_module, softcap=softcap, logit_scale=scale)
-    with torch.no_grad():
-        actual = head.logits(head.normalize(trace.block_output))
     expected = trace.logits.float()
+    if not final_norm:
+        # Some modules that ran after the last block are off the stream's path (BERT's
+        # pooler): the largest ordered subset that reproduces the logits is the norm.
+        norm_paths, norms = _on_path(norm_paths, norms, trace.block_output, head_module,
+                                     softcap, scale, expected, tolerance)
+    norms = [None if isinstance(m, UpTo) and _passes_through(m, trace.block_output) else m
+             for m in norms]  # a container that only calls the unembedding (BertGeneration)
+    head = LensHead(norm_paths=norm_paths, norms=[m for m in norms if m is not None],
+                    unembedding_path=unembedding_path, unembedding=head_module,
+                    softcap=softcap, logit_scale=scale, blocks_path=trace.blocks_path)
+    head.input_scale = _input_scale(head, trace, tolerance)
+    try:
+        with torch.no_grad():
+            actual = head.logits(head.normalize(trace.block_output))
+    except FORWARD_ERRORS as exc:
+        shown = ", ".join(norm_paths) or "none found"
+        raise LensReportError(f"{name}: the lens head (final norm: {shown}; unembedding: "
+                              f"{unembedding_path}) cannot read its last block's output "
+                              f"({type(exc).__name__}: {first_line(exc, 160)}); "
+                              f"{OVERRIDE_HINT}") from exc
     if actual.shape != expected.shape:
         raise LensReportError(f"{name}: lens logits have shape {tuple(actual.shape)} but the "
                               f"model's are {tuple(expected.shape)}; {OVERRIDE_HINT}")
@@ -334,54 +518,3 @@ def find_head(model: nn.Module, probe_ids: torch.Tensor, final_norm: str | None 
                         or None, "unembedding": unembedding_path, "softcap": softcap,
                         "logit_scale": scale}
     return head
-
-
-def check_hidden_states(model: nn.Module, head: LensHead, input_ids: torch.Tensor) -> None:
-    """The base model's hidden states must be the residual stream the lens reads.
-
-    That is: L+1 of them, the i-th being exactly what block i reads (so row i is the state
-    after i blocks), and the last being what the unembedding reads (so the lens's last row is
-    the model's output, never normalised twice). State-space and some hybrid models break
-    this; they get one clear line instead of a wrong figure.
-    """
-    name = f"{type(model).__name__} ({getattr(model.config, 'model_type', '?')})"
-    layers = num_layers(model)
-    _, blocks = _decoder_blocks(model)
-    block_inputs: list[torch.Tensor | None] = []
-
-    def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        value = args[0] if args else kwargs.get("hidden_states")
-        block_inputs.append(value.detach() if isinstance(value, torch.Tensor) else None)
-
-    handles = [block.register_forward_pre_hook(capture, with_kwargs=True) for block in blocks]
-    try:
-        with torch.no_grad():
-            output = model.base_model(input_ids=input_ids, output_hidden_states=True,
-                                      use_cache=False)
-            model_logits = model(input_ids=input_ids, use_cache=False).logits.float()
-    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise LensReportError(f"{name}: its base model cannot run on its own with hidden "
-                              f"states ({type(exc).__name__}: {first_line(exc, 200)}); this "
-                              "family is not supported by the lens (its blocks need inputs "
-                              "the base model does not pass)") from exc
-    finally:
-        for handle in handles:
-            handle.remove()
-    hidden = getattr(output, "hidden_states", None)
-    last = getattr(output, "last_hidden_state", None)
-    if hidden is None or last is None or len(hidden) != (layers or 0) + 1:
-        count = "no" if hidden is None else str(len(hidden))
-        raise LensReportError(f"{name}: its base model returns {count} hidden states for "
-                              f"{layers} layers, not one per block plus the embeddings; "
-                              f"{STATE_SPACE_HINT}")
-    tolerance = _tolerance(model)
-    for index, block_input in enumerate(block_inputs[:len(blocks)]):
-        if block_input is not None and not _close(hidden[index], block_input, tolerance):
-            raise LensReportError(f"{name}: hidden state {index} is not what block {index} "
-                                  f"reads; {STATE_SPACE_HINT}")
-    with torch.no_grad():
-        own = head.logits(last)
-    if not _close(own, model_logits.to(own.device), tolerance):
-        raise LensReportError(f"{name}: the base model's last hidden state is not what the "
-                              f"unembedding reads, so the lens's last row would not be the "
-                              f"model's output; {STATE_SPACE_HINT}")

@@ -204,7 +204,7 @@ def _assemble(resolved: ResolvedModel) -> None:
 def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:
     """Load model and tokenizer; every failure becomes one clear line naming the model."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     device = pick_device(spec.device)
     dtype = _torch_dtype(spec.dtype, resolved)
@@ -219,8 +219,7 @@ def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:
             if not (Path(location) / "config.json").is_file():
                 _convert_gguf(resolved, Path(location))
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **placement,
-                                                     **kwargs)
+        model = _causal_lm(location, dtype=dtype, **placement, **kwargs)
     except LensReportError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
@@ -272,6 +271,27 @@ def input_device(model: Any) -> str:
     gpus += sorted({int(d.split(":")[1]) for d in devices.values()
                     if isinstance(d, str) and d.startswith("cuda:")})
     return f"cuda:{min(gpus)}" if gpus else "cpu"
+
+
+def _causal_lm(location: str, **kwargs: Any) -> Any:
+    """AutoModelForCausalLM, or the causal-LM class config.json names where its model type is
+    in no auto mapping (a text model saved out of a multimodal one: Emu3's, Mllama's)."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except ValueError as exc:
+        if "Unrecognized configuration class" not in str(exc):
+            raise
+        keys = ("trust_remote_code", "revision", "local_files_only")
+        config = AutoConfig.from_pretrained(location, **{k: kwargs[k] for k in keys
+                                                         if k in kwargs})
+        named = [name for name in getattr(config, "architectures", None) or []
+                 if name.endswith("ForCausalLM") and hasattr(transformers, name)]
+        if not named:
+            raise
+        return getattr(transformers, named[0]).from_pretrained(location, **kwargs)
 
 
 def _load_failure(spec: ModelRequest, resolved: ResolvedModel, exc: BaseException) -> str:

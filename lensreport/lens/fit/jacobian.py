@@ -5,9 +5,10 @@ of T tokens with valid positions V = skip_first … T-2,
 
     J_l = mean_{t∈V} Σ_{t'∈V} ∂h_final[t'] / ∂h_l[t]
 
-where h_l is the output of block l (``hidden_states[l + 1]``) and h_final the output of the
-last block before the final norm (the final norm's input). Causality makes the t' < t terms
-zero. Row k of every J_l comes from one backward pass with a one-hot cotangent on output
+where h_l is the output of block l as block l + 1 reads it (models/states.py: the lens's row
+l + 1, whatever the family's ``hidden_states``) and h_final the output of the last block
+before the final norm (the final norm's input). Causality makes the t' < t terms zero.
+Row k of every J_l comes from one backward pass with a one-hot cotangent on output
 dimension k at every valid position; the prompt is replicated ``dim_batch`` times in one
 batch so that one backward pass gives ``dim_batch`` rows (⌈d / dim_batch⌉ passes per prompt).
 J = the mean over prompts (each prompt weighs the same). Model parameters stay frozen;
@@ -33,6 +34,7 @@ from ..._version import __version__
 from ...errors import LensReportError
 from ...results.identity import file_digest
 from ...models.loading import ModelRequest
+from ...models.states import block_inputs
 from ...models.references import ResolvedModel
 from ...progress import progress
 from ...results.concurrency import cache_lock
@@ -94,7 +96,7 @@ def replicated_graph(session: ModelSession, input_ids: list[int], source_layers:
         lambda module, args, out: out.requires_grad_(True))
     final = _FinalInput(session)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), block_inputs(model, session.head) as inputs:
             output = model.base_model(input_ids=ids, output_hidden_states=True,
                                       use_cache=False)
             target = final.get(output.last_hidden_state)
@@ -102,7 +104,8 @@ def replicated_graph(session: ModelSession, input_ids: list[int], source_layers:
                 raise LensReportError(f"model '{session.name}': its final norm did not run in "
                                       "the backbone's forward pass, so the last block's "
                                       "output cannot be read for a Jacobian lens")
-            sources = [output.hidden_states[layer + 1] for layer in source_layers]
+            # Block l's output as block l + 1 reads it (models/states.py): the lens's row.
+            sources = [inputs.get(layer + 1, target) for layer in source_layers]
             if not all(source.requires_grad for source in sources):
                 raise LensReportError(f"model '{session.name}': its hidden states are not "
                                       "computed from its input embeddings' output, so a "
