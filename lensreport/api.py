@@ -46,7 +46,7 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
              jacobian: str | Path | None = None, model_name: str | None = None,
              prompt_name: str = "prompt", targets: dict[str, Any] | None = None,
              chat: bool = False, messages: list[dict[str, str]] | None = None,
-             generate: int = 0) -> "LensResult":
+             generate: int = 0, decompose: bool = True) -> "LensResult":
     """The lens on one text with a loaded Hugging Face causal LM (any device, sharded too).
 
     ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``;
@@ -56,7 +56,8 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     are named token groups (``{"animals": [" dog", " cat"], "french": {"word": "chien"}}``).
     ``chat=True`` formats ``text`` as a user message with the tokenizer's chat template (or
     give ``messages=[{"role": ..., "content": ...}]``); ``generate=N`` continues the prompt
-    greedily by N tokens and lenses prompt and continuation. Returns the document
+    greedily by N tokens and lenses prompt and continuation; ``decompose=False`` leaves out
+    the direct logit attribution. Returns the document
     `lensreport build` writes for the same model and prompt.
     """
     from .lens.engine import ModelSession, discover
@@ -91,10 +92,11 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
         except PromptError as exc:
             raise LensReportError(str(exc)) from None
         session.generate(encoded)
-        [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name])
+        [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name],
+                                                    parts=decompose)
         key = cache_key({"notebook": reference, **request.identity(),
-                         "lens_kind": chosen.name, "top_k": top_k})
-        document = session.run(encoded, key, hidden, last, chosen, top_k)
+                         "lens_kind": chosen.name, "top_k": top_k, "decompose": decompose})
+        document = session.run(encoded, key, hidden, last, chosen, top_k, decompose)
     finally:
         model.train(was_training)
     return LensResult(document)

@@ -9,7 +9,7 @@ torch.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -18,12 +18,14 @@ from transformers import GenerationConfig
 
 from ..errors import LensReportError
 from ..models import loading
-from ..models.heads import LensHead, check_hidden_states, find_head
+from ..models.blocks import Structure, find_blocks
+from ..models.heads import LensHead, _tolerance, check_hidden_states, find_head
 from ..models.limits import prompt_limit
 from ..models.prompts import EncodedPrompt, PromptRequest, encode_prompt
 from ..models.references import ResolvedModel
 from ..models.tokens import display_vocab, tokenizer_kind
 from ..results.documents import make_document
+from .decompose import StreamStates, attributed_tokens, capture, decompose, row_parts
 from .kinds import Lens
 from .tiled import lens_inputs, lens_statistics
 
@@ -41,6 +43,8 @@ class ModelReading:
     head: LensHead
     vocab: list[str]
     tokenizer_info: dict[str, Any]
+    blocks: Structure | None = None  # what each block adds (None: see blocks_note)
+    blocks_note: str | None = None
 
 
 def discover(model: Any, tokenizer: Any, device: str, final_norm: str | None = None,
@@ -51,7 +55,14 @@ def discover(model: Any, tokenizer: Any, device: str, final_norm: str | None = N
     check_hidden_states(model, head, probe)
     info = {"class": type(tokenizer).__name__, "kind": tokenizer_kind(tokenizer),
             "size": len(tokenizer), "bos_token": tokenizer.bos_token}
-    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info)
+    blocks, note = None, None
+    try:
+        blocks = find_blocks(model, head, probe)
+    except LensReportError as exc:
+        note = f"{type(model).__name__}: no direct logit attribution: {exc}"
+        log.info("%s", note)
+    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info, blocks,
+                        note)
 
 
 @dataclass
@@ -168,7 +179,8 @@ class ModelSession:
             encoded.template_mask = encoded.template_mask + [False] * (
                 len(encoded.input_ids) - encoded.generated_from)
 
-    def hidden_states(self, sequences: list[list[int]], names: list[str] | None = None
+    def hidden_states(self, sequences: list[list[int]], names: list[str] | None = None,
+                      parts: bool = False
                       ) -> Iterator[tuple[int, tuple[torch.Tensor, ...], torch.Tensor]]:
         """Forward passes in padded batches of sequences of similar length.
 
@@ -180,7 +192,9 @@ class ModelSession:
         the kernels' order of summation, and a rounded value or a near-tie's rank can flip),
         so batch only sequences whose batch is fixed by a run's content (a corpus's
         windows); a prompt's document comes from its own pass (commands/build.py).
-        ``names`` label sequences in memory errors.
+        ``names`` label sequences in memory errors. ``parts`` keeps, in the same pass,
+        what each block's attention and MLP added (the hidden states' ``parts``, a
+        decompose.StreamStates) where the model decomposes.
         """
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         batches: list[list[int]] = []
@@ -202,14 +216,17 @@ class ModelSession:
                 mask[row, :len(tokens)] = 1
             shown = ", ".join(repr(names[i]) for i in batch) if names else \
                 f"{len(batch)} sequence(s)"
-            with torch.no_grad(), self._memory_errors(shown):
+            structure = self.reading.blocks if parts else None
+            with torch.no_grad(), self._memory_errors(shown), \
+                    capture(structure) if structure else nullcontext() as kept:
                 output = self.loaded.model.base_model(
                     input_ids=ids.to(device), attention_mask=mask.to(device),
                     output_hidden_states=True, use_cache=False)
             for row, index in enumerate(batch):
                 length = len(sequences[index])
-                yield (index, tuple(h[row, :length] for h in output.hidden_states),
-                       output.last_hidden_state[row, :length])
+                states = StreamStates(h[row, :length] for h in output.hidden_states)
+                states.parts = row_parts(kept, row, length) if kept else None
+                yield index, states, output.last_hidden_state[row, :length]
             del output
 
     @contextmanager
@@ -246,8 +263,11 @@ class ModelSession:
         return {"kind": lens.name, **self.head.description, **self.bind(lens).describe()}
 
     def run(self, encoded: EncodedPrompt, key: str, hidden: tuple[torch.Tensor, ...],
-            last_hidden: torch.Tensor, lens: Lens, top_k: int) -> dict[str, Any]:
-        """One lens on one prompt's hidden states, as a results document."""
+            last_hidden: torch.Tensor, lens: Lens, top_k: int, decomposed: bool = True
+            ) -> dict[str, Any]:
+        """One lens on one prompt's hidden states, as a results document; with
+        ``decomposed``, its direct logit attribution too (from ``hidden``'s parts, see
+        :meth:`hidden_states`)."""
         bound = self.bind(lens)
         device = self.loaded.device
         input_ids = torch.tensor(encoded.input_ids, device=device)
@@ -271,4 +291,26 @@ class ModelSession:
             generated_from=encoded.generated_from, template_mask=encoded.template_mask)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         document["lens_warnings"] = bound.warnings()
+        document.update(self._decomposition(encoded, hidden, last_hidden, stats)
+                        if decomposed else {"decomposition": None})
         return document
+
+    def _decomposition(self, encoded: EncodedPrompt, hidden: tuple[torch.Tensor, ...],
+                       last_hidden: torch.Tensor, stats: Any) -> dict[str, Any]:
+        """The ``decomposition`` field, or null with ``decomposition_note`` saying why."""
+        structure, parts = self.reading.blocks, getattr(hidden, "parts", None)
+        if structure is None or parts is None:
+            return {"decomposition": None, "decomposition_note": self.reading.blocks_note or
+                    "the block parts were not captured in this forward pass"}
+        tokens = attributed_tokens(stats, encoded.input_ids, encoded.target_id)
+        try:
+            with torch.no_grad():
+                field = decompose(structure, self.head, hidden, last_hidden, parts, tokens,
+                                  _tolerance(self.loaded.model))
+        except LensReportError as exc:
+            note = f"{self.facts.get('architecture')}: no direct logit attribution: {exc}"
+            log.info("model '%s', prompt '%s': %s", self.name, encoded.name, note)
+            return {"decomposition": None, "decomposition_note": note}
+        if structure.heads_note is not None:
+            field["heads_note"] = structure.heads_note
+        return {"decomposition": field}

@@ -15,12 +15,14 @@ from .tuned_format import TunedSource
 class LensSettings:
     """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
     number of top tokens kept per cell, and where a tuned lens and a Jacobian lens come
-    from. The first kind is the model's main figure."""
+    from. The first kind is the model's main figure. ``decompose``: each prompt document
+    carries its direct logit attribution (lens/decompose.py)."""
 
     kinds: tuple[str, ...] = ("logit",)
     top_k: int = 5
     tuned: TunedSource | None = None
     jacobian: JacobianSource | None = None
+    decompose: bool = True
 
     @property
     def kind(self) -> str:

@@ -135,7 +135,8 @@ DEFAULT_CONTEXT = 512
 DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": "",
               "export": ""}
-_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": ""}
+_LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": "",
+              "decompose": ""}
 _JACOBIAN_KEYS = {"file": "", "repo": "", "revision": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -188,7 +189,10 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
     if mapping.get("jacobian") is not None:
         jacobian = _jacobian(checker, mapping["jacobian"], f"{where}.jacobian",
                              checker.line_of(mapping, "jacobian"))
-    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned, jacobian=jacobian)
+    decompose = checker.get(mapping, "decompose", where, lambda v: isinstance(v, bool),
+                            "true or false", base.decompose)
+    return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned, jacobian=jacobian,
+                        decompose=decompose)
 
 
 def _jacobian(checker: _Checker, value: Any, where: str, line: int) -> JacobianSource | None:
