@@ -26,6 +26,8 @@ from ..errors import LensReportError
 from .heads import LensHead, _close, _config_value, _decoder_blocks, _first_tensor, _tolerance
 
 EPSILON_NAMES = ("variance_epsilon", "eps", "epsilon", "layer_norm_eps")
+# Tried (and checked) where a norm keeps its epsilon in its code only (OLMo's LayerNorm).
+DEFAULT_EPSILONS = (1e-5, 1e-6)
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,12 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
     weight = getattr(norm, "weight", None)
     eps = next((getattr(norm, name) for name in EPSILON_NAMES
                 if isinstance(getattr(norm, name, None), float)), None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or eps is None:
+    width = stream.shape[-1]
+    if weight is None:  # a norm without weights (OLMo, nanochat)
+        weight = torch.ones(width, device=stream.device)
+    if not isinstance(weight, torch.Tensor) or weight.shape != (width,):
         raise LensReportError(f"its final norm ({type(norm).__name__}) has no weight vector "
-                              "and epsilon to read")
+                              "to read")
     bias = getattr(norm, "bias", None)
     bias = bias.detach() if isinstance(bias, torch.Tensor) else None
     with torch.no_grad():
@@ -255,9 +260,10 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
     weight = weight.detach()
     for centers in (False, True):
         for candidate in (weight, 1.0 + weight.float()):
-            mapped = NormMap(candidate, bias, centers, float(eps))
-            if _close(mapped.apply(stream, mapped.scale(stream)), expected, tolerance):
-                return mapped
+            for epsilon in ([eps] if eps is not None else DEFAULT_EPSILONS):
+                mapped = NormMap(candidate, bias, centers, float(epsilon))
+                if _close(mapped.apply(stream, mapped.scale(stream)), expected, tolerance):
+                    return mapped
     raise LensReportError(f"its final norm ({type(norm).__name__}) is neither an RMSNorm nor "
                           "a LayerNorm of its weight")
 
