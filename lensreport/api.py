@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from .errors import LensReportError
 from .lens.kinds import Lens, lens_class
+from .lens.settings import ROW_SETTINGS
 from .manifest.parse import MAX_TOP_K
 from .manifest.specs import SiteSettings
 from .results.documents import dumps, read_document
@@ -46,7 +47,8 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
              jacobian: str | Path | None = None, model_name: str | None = None,
              prompt_name: str = "prompt", targets: dict[str, Any] | None = None,
              chat: bool = False, messages: list[dict[str, str]] | None = None,
-             generate: int = 0, decompose: bool = True) -> "LensResult":
+             generate: int = 0, decompose: bool = True, rows: str = "block"
+             ) -> "LensResult":
     """The lens on one text with a loaded Hugging Face causal LM (any device, sharded too).
 
     ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``;
@@ -57,7 +59,8 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     ``chat=True`` formats ``text`` as a user message with the tokenizer's chat template (or
     give ``messages=[{"role": ..., "content": ...}]``); ``generate=N`` continues the prompt
     greedily by N tokens and lenses prompt and continuation; ``decompose=False`` leaves out
-    the direct logit attribution. Returns the document
+    the direct logit attribution; ``rows="sublayer"`` adds a row after each block's
+    attention (sequential blocks). Returns the document
     `lensreport build` writes for the same model and prompt.
     """
     from .lens.engine import ModelSession, discover
@@ -65,6 +68,8 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     from .models.loading import LoadedModel, ModelRequest, model_facts
     from .models.references import ResolvedModel
 
+    if rows not in ROW_SETTINGS:
+        raise LensReportError(f"rows={rows!r}: expected {' or '.join(map(repr, ROW_SETTINGS))}")
     if not 1 <= top_k <= MAX_TOP_K:
         raise LensReportError(f"top_k={top_k}: expected 1 to {MAX_TOP_K}")
     reference = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
@@ -93,10 +98,12 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
             raise LensReportError(str(exc)) from None
         session.generate(encoded)
         [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name],
-                                                    parts=decompose)
+                                                    parts=decompose or rows == "sublayer")
         key = cache_key({"notebook": reference, **request.identity(),
-                         "lens_kind": chosen.name, "top_k": top_k, "decompose": decompose})
-        document = session.run(encoded, key, hidden, last, chosen, top_k, decompose)
+                         "lens_kind": chosen.name, "top_k": top_k, "decompose": decompose,
+                         "rows": rows})
+        document = session.run(encoded, key, hidden, last, chosen, top_k, decompose,
+                               rows == "sublayer")
     finally:
         model.train(was_training)
     return LensResult(document)

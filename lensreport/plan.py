@@ -120,6 +120,7 @@ def plan(manifest: Manifest) -> Plan:
                 key = cache_key({**common, "lens_kind": lens.name, "lens_identity": identity,
                                  "top_k": model.lens.top_k,
                                  "decompose": model.lens.decompose,
+                                 "rows": model.lens.rows,
                                  **prompt.request.identity()})
                 prompt_runs.append(PromptRun(model, prompt, lens, resolved, key))
     return Plan(prompt_runs, corpus_runs)

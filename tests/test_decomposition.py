@@ -124,6 +124,13 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
                                    for j in ids_t] for t, ids_t in enumerate(tokens)]
                                  for h in range(heads)])
     out["post_attention"] = [seen["in"][b] + seen["attn"][b] for b in range(len(blocks))]
+    cap = getattr(m64.config, "final_logit_softcapping", None)
+    out["mid_probs"] = []  # final norm -> unembedding (-> softcap) of each post-attention state
+    with torch.no_grad():
+        for state in out["post_attention"]:
+            logits = head(norm(state))
+            logits = torch.tanh(logits / cap) * cap if cap else logits
+            out["mid_probs"].append(torch.softmax(logits, -1))
     return out
 
 
@@ -207,6 +214,45 @@ def test_attributions_equal_a_float64_computation(name, family_models, tokenizer
         assert len(field["heads"]["attrs"]) == blocks
 
 
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt_neox"])
+def test_sublayer_rows_read_the_stream_after_each_attention(name, family_models, tokenizers):
+    """rows: sublayer: a row after each block's attention (depth b − 0.5), equal to final
+    norm -> unembedding of the post-attention state computed by hand; block rows unchanged;
+    parallel blocks (GPT-NeoX) have none, and the document says why."""
+    from lensreport.api import run_lens
+
+    model, tokenizer = family_models(name), tokenizers["byte_level"]
+    text = "The quick brown fox jumps over the lazy dog"
+    blocks = run_lens(model, tokenizer, text, target=" the").document
+    document = run_lens(model, tokenizer, text, target=" the", rows="sublayer").document
+    layers = model.config.num_hidden_layers
+    assert blocks["row_depths"] == list(range(layers + 1))
+    if name == "gpt_neox":
+        assert document["row_depths"] == blocks["row_depths"]
+        assert "parallel attention" in document["rows_note"]
+        assert document["entropy"] == blocks["entropy"]
+        return
+    depths = document["row_depths"]
+    assert depths == [0] + [d for b in range(1, layers + 1) for d in (b - 0.5, b)]
+    assert document["layers"] == list(range(len(depths)))
+    for field in ("entropy", "topk_ids", "target_prob", "next_token_rank", "kl_to_final"):
+        assert [document[field][depths.index(d)] for d in blocks["row_depths"]] == \
+            blocks[field], field
+    expected = reference(model, FAMILIES[name], document["input_ids"],
+                         document["decomposition"]["token_ids"])
+    target = document["prompt"]["target_id"]
+    for b, probs in enumerate(expected["mid_probs"], 1):
+        row = depths.index(b - 0.5)
+        entropy = -(probs * torch.log(probs)).sum(-1)
+        assert np.allclose(document["entropy"][row], entropy.numpy(), atol=2e-4)
+        assert np.allclose(document["target_prob"][row], probs[:, target].numpy(),
+                           rtol=1e-3, atol=1e-6)
+        top = [[float(probs[t, i]) for i in ids] for t, ids in enumerate(document["topk_ids"][row])]
+        assert np.allclose(document["topk_probs"][row], top, rtol=1e-3, atol=1e-6)
+        assert np.allclose(sorted(document["topk_probs"][row][0], reverse=True),
+                           torch.topk(probs[0], 5).values.numpy(), rtol=1e-3, atol=1e-6)
+
+
 def test_decompose_false_leaves_it_out(family_models, tokenizers):
     from lensreport.api import run_lens
 
@@ -245,3 +291,29 @@ def test_demo_attributions_equal_a_float64_computation(name, demo_site, demo_mod
     expected = reference(model, family, document["input_ids"],
                          document["decomposition"]["token_ids"])
     check(document, expected)
+
+
+def test_manifest_settings_are_checked(tmp_path):
+    """lens: {rows: sublayer, decompose: false} read at model level; a wrong value is one
+    line at its place."""
+    from conftest import write_manifest
+    from lensreport.errors import LensReportError
+    from lensreport.manifest import load_manifest
+
+    manifest = load_manifest(write_manifest(tmp_path, """
+        lens: {rows: sublayer}
+        models:
+          - {name: m, model: gpt2, lens: {decompose: false}}
+        prompts:
+          - {name: p, text: hi}
+    """))
+    assert manifest.models[0].lens.rows == "sublayer"
+    assert manifest.models[0].lens.decompose is False
+    path = write_manifest(tmp_path, """
+        models:
+          - {name: m, model: gpt2, lens: {rows: mid}}
+        prompts:
+          - {name: p, text: hi}
+    """, "bad.yaml")
+    with pytest.raises(LensReportError, match=r"bad.yaml:2: model .m.\.lens\.rows: expected block or sublayer"):
+        load_manifest(path)

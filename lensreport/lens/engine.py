@@ -27,7 +27,7 @@ from ..models.tokens import display_vocab, tokenizer_kind
 from ..results.documents import make_document
 from .decompose import StreamStates, attributed_tokens, capture, decompose, row_parts
 from .kinds import Lens
-from .tiled import lens_inputs, lens_statistics
+from .tiled import covered_depths, lens_inputs, lens_statistics, row_depths
 
 log = logging.getLogger("lensreport")
 
@@ -263,18 +263,22 @@ class ModelSession:
         return {"kind": lens.name, **self.head.description, **self.bind(lens).describe()}
 
     def run(self, encoded: EncodedPrompt, key: str, hidden: tuple[torch.Tensor, ...],
-            last_hidden: torch.Tensor, lens: Lens, top_k: int, decomposed: bool = True
-            ) -> dict[str, Any]:
+            last_hidden: torch.Tensor, lens: Lens, top_k: int, decomposed: bool = True,
+            sublayer: bool = False) -> dict[str, Any]:
         """One lens on one prompt's hidden states, as a results document; with
-        ``decomposed``, its direct logit attribution too (from ``hidden``'s parts, see
+        ``decomposed``, its direct logit attribution too, with ``sublayer`` a row after each
+        block's attention where blocks are sequential (both from ``hidden``'s parts, see
         :meth:`hidden_states`)."""
         bound = self.bind(lens)
+        mid, rows_note = self._mid_states(hidden) if sublayer else (None, None)
+        every = row_depths(self.num_layers, mid is not None)
+        depths = covered_depths(bound, self.num_layers, mid is not None)
         device = self.loaded.device
         input_ids = torch.tensor(encoded.input_ids, device=device)
         groups = [torch.tensor(ids, device=self.head.weight.device) for ids in encoded.group_ids]
         try:
             with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}'"):
-                inputs = lens_inputs(hidden, last_hidden, self.head, bound)
+                inputs = lens_inputs(hidden, last_hidden, self.head, bound, depths, mid)
                 stats = lens_statistics(inputs, self.head, input_ids, top_k, encoded.target_id,
                                         groups=groups)
         except LensReportError as exc:
@@ -285,15 +289,33 @@ class ModelSession:
             prompt=self.describe_prompt(encoded),
             lens={**self.lens_description(lens), "top_k": top_k},
             input_ids=encoded.input_ids, vocab=self.vocab, stats=stats,
-            rows=bound.rows(self.num_layers),
+            rows=tuple(every.index(depth) for depth in depths),
             groups=[(group.name, ids) for group, ids in zip(encoded.request.groups,
                                                             encoded.group_ids)],
             generated_from=encoded.generated_from, template_mask=encoded.template_mask)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         document["lens_warnings"] = bound.warnings()
+        document["row_depths"] = [int(d) if d.is_integer() else d for d in every]
+        if rows_note:
+            document["rows_note"] = rows_note
         document.update(self._decomposition(encoded, hidden, last_hidden, stats)
                         if decomposed else {"decomposition": None})
         return document
+
+    def _mid_states(self, hidden: tuple[torch.Tensor, ...]
+                    ) -> tuple[list[torch.Tensor] | None, str | None]:
+        """The stream after each block's attention (``h_{b−1} + attn_b``), or None and why
+        there is none (parallel blocks, a family that does not decompose)."""
+        structure, parts = self.reading.blocks, getattr(hidden, "parts", None)
+        if structure is None or parts is None:
+            return None, (self.reading.blocks_note or "the block parts were not captured") \
+                .replace("no direct logit attribution", "no sub-layer rows")
+        if not structure.sequential:
+            return None, (f"{self.facts.get('architecture')}: no sub-layer rows: its blocks' "
+                          "attention and MLP both read the block's input (parallel "
+                          "attention), so there is no state between them")
+        return [hidden[b] + parts.attention[b].to(hidden[b].device)
+                for b in range(len(structure.blocks))], None
 
     def _decomposition(self, encoded: EncodedPrompt, hidden: tuple[torch.Tensor, ...],
                        last_hidden: torch.Tensor, stats: Any) -> dict[str, Any]:

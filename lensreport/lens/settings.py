@@ -11,6 +11,10 @@ from .jacobian_format import JacobianSource
 from .tuned_format import TunedSource
 
 
+# Which rows documents have: each block's output, or also the stream after its attention.
+ROW_SETTINGS = ("block", "sublayer")
+
+
 @dataclass(frozen=True)
 class LensSettings:
     """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
@@ -23,6 +27,11 @@ class LensSettings:
     tuned: TunedSource | None = None
     jacobian: JacobianSource | None = None
     decompose: bool = True
+    rows: str = "block"  # or "sublayer": a row after each block's attention too
+
+    @property
+    def sublayer(self) -> bool:
+        return self.rows == "sublayer"
 
     @property
     def kind(self) -> str:
