@@ -350,6 +350,8 @@ def notebook_html(results: list[LensResult]) -> str:
         figures=figures, site=SiteSettings(), container_id=container,
         # Our own packaged scripts (trusted code, not data), hence Markup.
         plotly_js=Markup(plotly_js().read_text(encoding="utf-8")) if include_plotly else "",
-        lensreport_js=Markup((builtin_templates() / "assets" / "lensreport.js").read_text("utf-8")))
+        lensreport_js=Markup((builtin_templates() / "assets" / "lensreport.js").read_text("utf-8")),
+        attribution_js=Markup((builtin_templates() / "assets" / "attribution.js").read_text(
+            "utf-8")))
     _plotly_sent = True
     return html

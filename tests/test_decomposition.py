@@ -317,3 +317,26 @@ def test_manifest_settings_are_checked(tmp_path):
     """, "bad.yaml")
     with pytest.raises(LensReportError, match=r"bad.yaml:2: model .m.\.lens\.rows: expected block or sublayer"):
         load_manifest(path)
+
+
+def test_saved_documents_check_the_new_fields(family_models, tokenizers):
+    """A saved document's decomposition and row_depths are checked field by field."""
+    from lensreport.results.validation import InvalidDocument, check_prompt_document
+
+    from lensreport.api import run_lens
+
+    document = run_lens(
+        family_models("llama"), tokenizers["byte_level"], "Hello world").document
+    check_prompt_document(document)
+    broken = copy.deepcopy(document)
+    broken["decomposition"]["attrs"][2][1] = ["x"]
+    with pytest.raises(InvalidDocument, match=r"decomposition.attrs\[2\]: expected per position"):
+        check_prompt_document(broken)
+    broken = copy.deepcopy(document)
+    broken["decomposition"]["heads"]["attrs"].pop()
+    with pytest.raises(InvalidDocument, match=r"decomposition.heads.attrs: expected a list of 3"):
+        check_prompt_document(broken)
+    broken = copy.deepcopy(document)
+    broken["row_depths"] = broken["row_depths"][::-1]
+    with pytest.raises(InvalidDocument, match="row_depths: expected"):
+        check_prompt_document(broken)
