@@ -321,12 +321,10 @@ def test_manifest_settings_are_checked(tmp_path):
 
 def test_saved_documents_check_the_new_fields(family_models, tokenizers):
     """A saved document's decomposition and row_depths are checked field by field."""
+    from lensreport.api import run_lens
     from lensreport.results.validation import InvalidDocument, check_prompt_document
 
-    from lensreport.api import run_lens
-
-    document = run_lens(
-        family_models("llama"), tokenizers["byte_level"], "Hello world").document
+    document = run_lens(family_models("llama"), tokenizers["byte_level"], "Hello world").document
     check_prompt_document(document)
     broken = copy.deepcopy(document)
     broken["decomposition"]["attrs"][2][1] = ["x"]
@@ -340,3 +338,54 @@ def test_saved_documents_check_the_new_fields(family_models, tokenizers):
     broken["row_depths"] = broken["row_depths"][::-1]
     with pytest.raises(InvalidDocument, match="row_depths: expected"):
         check_prompt_document(broken)
+
+
+def test_transformer_lens_attributes_the_same(family_models, tokenizers, tmp_path):
+    """TransformerLens 4.3 (the peer in .venv/peers, run in its own process):
+    decompose_resid + logit_attrs per component and stack_head_results + logit_attrs per
+    head give our numbers (to their 5 decimals), on GPT-2 (LayerNorm, Conv1D, biases) and
+    Llama (RMSNorm)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from lensreport.api import run_lens
+
+    peers = REPO / ".venv" / "peers"
+    assert (peers / "transformer_lens").is_dir(), "TransformerLens missing: run `make test`"
+    names, fields, arguments = ["gpt2", "llama"], [], []
+    for name in names:
+        model = family_models(name)
+        document = run_lens(model, tokenizers["byte_level"], TEXT, target=" capital").document
+        job = tmp_path / f"{name}.json"
+        job.write_text(json.dumps({"input_ids": document["input_ids"],
+                                   "token_ids": document["decomposition"]["token_ids"]}))
+        fields.append(document["decomposition"])
+        arguments += [model.config._name_or_path, str(job), str(tmp_path / f"{name}.tl.json")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "tests" / "peers" / "stubs"), str(peers)])}
+    peer = subprocess.run([sys.executable, str(REPO / "tests/peers/transformer_lens_dla.py"),
+                           *arguments], capture_output=True, text=True, env=env, timeout=600)
+    assert peer.returncode == 0, peer.stderr[-3000:]
+    for name, field in zip(names, fields):
+        theirs = json.loads((tmp_path / f"{name}.tl.json").read_text())
+        embeds = [label for label in theirs["labels"] if "embed" in label]  # (+ pos_embed)
+        assert theirs["labels"][len(embeds):] == [f"{b}_{kind}_out" for b in range(3)
+                                                  for kind in ("attn", "mlp")]
+        assert theirs["head_labels"] == [f"L{b}H{h}" for b in range(3) for h in range(4)]
+        positions = len(field["token_ids"])
+        assert theirs["width"] >= 5
+        for j in range(theirs["width"]):
+            attrs = np.asarray(theirs["attrs"][j])[:, 0]  # (their components, positions)
+            peer_components = np.concatenate([attrs[:len(embeds)].sum(0, keepdims=True),
+                                              attrs[len(embeds):]])
+            ours = np.asarray([[values[t][j] for t in range(positions)]
+                               for values in field["attrs"][:-1]])
+            assert np.abs(ours - peer_components).max() < 2e-5, (name, j)
+            heads = np.asarray([[[field["heads"]["attrs"][b][h][t][j]
+                                  for t in range(positions)] for h in range(4)]
+                                for b in range(3)]).reshape(12, positions)
+            assert np.abs(heads - np.asarray(theirs["head_attrs"][j])[:, 0]).max() < 2e-5
+            assert np.abs(heads).max() > 1e-2  # heads that write something
