@@ -122,3 +122,13 @@ def test_the_notebook_output_has_the_panel(tmp_path, tiny_models, weights_cache,
     attn = page.evaluate("el => el.data[0].y", bars.element_handle())
     assert attn == [field["attrs"][2 * b - 1][position][0] for b in (1, 2, 3)]
     assert page.errors == []
+
+
+def test_static_figures_label_rows_by_depth():
+    from lensreport.site.static_figures import heatmap_parts
+
+    doc = {"layers": [0, 1, 2], "row_depths": [0, 0.5, 1], "input_ids": [0, 1], "vocab": {},
+           "entropy": [[1.0, 1.0]] * 3, "topk_ids": [[[0], [1]]] * 3}
+    (part,) = heatmap_parts(doc, "title")
+    axis = part["layout"]["yaxis"]
+    assert axis["tickvals"] == [0, 1, 2] and axis["ticktext"] == ["0", "0.5", "1"]
