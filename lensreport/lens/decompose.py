@@ -26,7 +26,10 @@ from ..models.heads import LensHead, _close, _first_tensor
 
 # Positions per chunk of the per-head computation (bounds its (T, tokens, d) buffers).
 HEAD_CHUNK = 256
-DIGITS = 5  # decimals kept (logits units)
+# Decimals kept (logits units): components sum to the logit to ~1e-5 per part; heads, most
+# of a document's attribution numbers, to 1e-4 each.
+DIGITS = 5
+HEAD_DIGITS = 4
 
 
 @dataclass
@@ -108,9 +111,9 @@ def attributed_tokens(stats: Any, input_ids: list[int], target_id: int | None
     return out
 
 
-def _rounded(array: np.ndarray, counts: list[int]) -> list[list[float]]:
+def _rounded(array: np.ndarray, counts: list[int], digits: int = DIGITS) -> list[list[float]]:
     """(T, J) padded values -> per position its first ``counts[t]`` values, rounded."""
-    return [[round(v, DIGITS) for v in row[:n]] for row, n in zip(array.tolist(), counts)]
+    return [row[:n] for row, n in zip(np.round(array, digits).tolist(), counts)]
 
 
 def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, ...],
@@ -193,10 +196,12 @@ def _heads(structure: Structure, parts: CapturedParts, directions: torch.Tensor,
             written = torch.einsum("thk,dhk->thd", chunk, per_head)  # each head's vector
             values[:, start:stop] = torch.einsum("thd,tjd->htj", written,
                                                  directions[start:stop]).cpu().numpy()
-        per_block.append([_rounded(values[h], counts) for h in range(split.heads)])
+        per_block.append([_rounded(values[h], counts, HEAD_DIGITS)
+                          for h in range(split.heads)])
         bias = split.bias()
         biases.append(None if bias is None else _rounded(torch.einsum(
-            "d,tjd->tj", bias.detach().to(device).double(), directions).cpu().numpy(), counts))
+            "d,tjd->tj", bias.detach().to(device).double(), directions).cpu().numpy(), counts,
+            HEAD_DIGITS))
     if all(b is None for b in biases):
         return {"attrs": per_block, "bias": None}
     zeros = [[0.0] * n for n in counts]
