@@ -70,6 +70,9 @@ class ModelSession:
     loaded: loading.LoadedModel
     reading: ModelReading
     _bound: dict[Lens, Lens] = field(default_factory=dict)
+    # The last prompt's attribution (its hidden states, tokens, field): every lens of a
+    # prompt reads the same forward pass and the same final row, so it is computed once.
+    _decomposed: tuple[Any, list[list[int]], dict[str, Any]] | None = None
 
     @classmethod
     def open(cls, request: loading.ModelRequest, resolved: ResolvedModel) -> "ModelSession":
@@ -325,6 +328,9 @@ class ModelSession:
             return {"decomposition": None, "decomposition_note": self.reading.blocks_note or
                     "the block parts were not captured in this forward pass"}
         tokens = attributed_tokens(stats, encoded.input_ids, encoded.target_id)
+        known = self._decomposed
+        if known is not None and known[0] is hidden and known[1] == tokens:
+            return known[2]
         try:
             with torch.no_grad():
                 field = decompose(structure, self.head, hidden, last_hidden, parts, tokens,
@@ -335,4 +341,5 @@ class ModelSession:
             return {"decomposition": None, "decomposition_note": note}
         if structure.heads_note is not None:
             field["heads_note"] = structure.heads_note
-        return {"decomposition": field}
+        self._decomposed = (hidden, tokens, {"decomposition": field})
+        return self._decomposed[2]
