@@ -315,7 +315,8 @@ def test_manifest_settings_are_checked(tmp_path):
         prompts:
           - {name: p, text: hi}
     """, "bad.yaml")
-    with pytest.raises(LensReportError, match=r"bad.yaml:2: model .m.\.lens\.rows: expected block or sublayer"):
+    with pytest.raises(LensReportError,
+                       match=r"bad.yaml:2: model .m.\.lens\.rows: expected block or sublayer"):
         load_manifest(path)
 
 

@@ -1,8 +1,8 @@
 """TransformerLens 4.3's direct logit attribution on one model, in its own process
 (tests/test_decomposition.py): ``decompose_resid``, ``stack_head_results`` and
 ``logit_attrs`` on given token ids, for given tokens per position; written as JSON.
-Usage: python transformer_lens_dla.py MODEL_FOLDER JOB_JSON OUT_JSON [MODEL_FOLDER JOB_JSON OUT_JSON …]
-(one process for several models: TransformerLens takes seconds to import)
+Usage: python transformer_lens_dla.py MODEL_FOLDER JOB_JSON OUT_JSON [MODEL_FOLDER …]
+(several models in one process: TransformerLens takes seconds to import)
 
 The bridge folds the final LayerNorm's weight into the unembedding (``logit_attrs`` applies
 only the cached scale and centring) and centres the writing weights (which the final norm's
