@@ -53,7 +53,8 @@ def hostile_manifest(folder: Path, model: Path, texts: list[str]) -> Path:
 
 
 # The only scripts a page runs: the site's own assets (search ones in pages with a header).
-SCRIPTS = {"plotly.min.js", "lensreport.js", "theme.js", "search-index.js", "search.js"}
+SCRIPTS = {"plotly.min.js", "lensreport.js", "attribution.js", "theme.js", "search-index.js",
+           "search.js"}
 
 
 def check_pages(page, site: Path, texts: list[str]) -> None:
