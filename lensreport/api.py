@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from .errors import LensReportError
 from .lens.kinds import Lens, lens_class
+from .lens.settings import ROW_SETTINGS
 from .manifest.parse import MAX_TOP_K
 from .manifest.specs import SiteSettings
 from .results.documents import dumps, read_document
@@ -46,7 +47,8 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
              jacobian: str | Path | None = None, model_name: str | None = None,
              prompt_name: str = "prompt", targets: dict[str, Any] | None = None,
              chat: bool = False, messages: list[dict[str, str]] | None = None,
-             generate: int = 0) -> "LensResult":
+             generate: int = 0, decompose: bool = True, rows: str = "block"
+             ) -> "LensResult":
     """The lens on one text with a loaded Hugging Face causal LM (any device, sharded too).
 
     ``lens`` is a lens kind's name (``logit``: final norm, then unembedding; ``raw``;
@@ -56,7 +58,9 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     are named token groups (``{"animals": [" dog", " cat"], "french": {"word": "chien"}}``).
     ``chat=True`` formats ``text`` as a user message with the tokenizer's chat template (or
     give ``messages=[{"role": ..., "content": ...}]``); ``generate=N`` continues the prompt
-    greedily by N tokens and lenses prompt and continuation. Returns the document
+    greedily by N tokens and lenses prompt and continuation; ``decompose=False`` leaves out
+    the direct logit attribution; ``rows="sublayer"`` adds a row after each block's
+    attention (sequential blocks). Returns the document
     `lensreport build` writes for the same model and prompt.
     """
     from .lens.engine import ModelSession, discover
@@ -64,6 +68,8 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
     from .models.loading import LoadedModel, ModelRequest, model_facts
     from .models.references import ResolvedModel
 
+    if rows not in ROW_SETTINGS:
+        raise LensReportError(f"rows={rows!r}: expected {' or '.join(map(repr, ROW_SETTINGS))}")
     if not 1 <= top_k <= MAX_TOP_K:
         raise LensReportError(f"top_k={top_k}: expected 1 to {MAX_TOP_K}")
     reference = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
@@ -91,10 +97,13 @@ def run_lens(model: Any, tokenizer: Any, text: str, *, target: str | None = None
         except PromptError as exc:
             raise LensReportError(str(exc)) from None
         session.generate(encoded)
-        [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name])
+        [(_, hidden, last)] = session.hidden_states([encoded.input_ids], [prompt_name],
+                                                    parts=decompose or rows == "sublayer")
         key = cache_key({"notebook": reference, **request.identity(),
-                         "lens_kind": chosen.name, "top_k": top_k})
-        document = session.run(encoded, key, hidden, last, chosen, top_k)
+                         "lens_kind": chosen.name, "top_k": top_k, "decompose": decompose,
+                         "rows": rows})
+        document = session.run(encoded, key, hidden, last, chosen, top_k, decompose,
+                               rows == "sublayer")
     finally:
         model.train(was_training)
     return LensResult(document)
@@ -341,6 +350,8 @@ def notebook_html(results: list[LensResult]) -> str:
         figures=figures, site=SiteSettings(), container_id=container,
         # Our own packaged scripts (trusted code, not data), hence Markup.
         plotly_js=Markup(plotly_js().read_text(encoding="utf-8")) if include_plotly else "",
-        lensreport_js=Markup((builtin_templates() / "assets" / "lensreport.js").read_text("utf-8")))
+        lensreport_js=Markup((builtin_templates() / "assets" / "lensreport.js").read_text("utf-8")),
+        attribution_js=Markup((builtin_templates() / "assets" / "attribution.js").read_text(
+            "utf-8")))
     _plotly_sent = True
     return html

@@ -118,7 +118,10 @@ def plan(manifest: Manifest) -> Plan:
         for prompt in (p for p in manifest.prompts if p.runs_on(model.name)):
             for lens, identity in lenses:
                 key = cache_key({**common, "lens_kind": lens.name, "lens_identity": identity,
-                                 "top_k": model.lens.top_k, **prompt.request.identity()})
+                                 "top_k": model.lens.top_k,
+                                 "decompose": model.lens.decompose,
+                                 "rows": model.lens.rows,
+                                 **prompt.request.identity()})
                 prompt_runs.append(PromptRun(model, prompt, lens, resolved, key))
     return Plan(prompt_runs, corpus_runs)
 

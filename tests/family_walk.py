@@ -12,6 +12,10 @@ user's path with no configuration, then sorted into one of three lists:
 * cannot: no tiny model of it runs here (its own forward fails on every tiny config, it needs
   a package or remote code, or a part of it does not shrink).
 
+A family that works also decomposes (direct logit attribution, lens/decompose.py) when its
+components sum to the model's pre-softcap logits at every position, for the model's top
+token there; else its ``decompose_note`` is the one line the document would carry.
+
 Anything else — a traceback from inside the model, a row off its reference — is an error.
 """
 
@@ -26,8 +30,10 @@ from torch import nn
 
 import tiny
 from lensreport.errors import LensReportError
+from lensreport.lens.decompose import decompose
 from lensreport.lens.kinds import LogitLens, RawLens
 from lensreport.lens.tiled import lens_inputs
+from lensreport.models.heads import _tolerance
 
 TEXT = "The quick brown fox jumps over the lazy dog"
 
@@ -37,6 +43,7 @@ class Outcome:
     family: str
     status: str  # "works" | "stops" | "cannot"
     reason: str = ""
+    decompose_note: str | None = None  # why a family that works has no decomposition
 
 
 def causal_lm_families() -> list[str]:
@@ -108,7 +115,7 @@ def check_family(family: str, folder: Path, tokenizer) -> Outcome:
         assert line and "\n" not in line, f"{family}: not one line: {line!r}"
         return Outcome(family, "stops", line)
     encoded = tiny.encode(session, manifest.prompts[0])
-    [(_, hidden, last)] = session.hidden_states([encoded.input_ids])
+    [(_, hidden, last)] = session.hidden_states([encoded.input_ids], parts=True)
     with torch.no_grad():
         lens = session.head.logits(lens_inputs(hidden, last, session.head, LogitLens())).double()
     model, ids = session.loaded.model, torch.tensor([encoded.input_ids])
@@ -126,7 +133,33 @@ def check_family(family: str, folder: Path, tokenizer) -> Outcome:
     if session.head.norms and hidden[0].shape[-1] == session.head.weight.shape[1]:
         raw = session.head.logits(lens_inputs(hidden, last, session.head, RawLens())).double()
         assert float((raw[:-1] - lens[:-1]).abs().max()) > 1e-3, f"{family}: norm is a no-op"
-    return Outcome(family, "works")
+    return Outcome(family, "works", decompose_note=_decomposition_note(session, hidden, last,
+                                                                        own))
+
+
+def _decomposition_note(session, hidden, last: torch.Tensor, own: torch.Tensor) -> str | None:
+    """None where the family's components sum to its pre-softcap logits (the model's top
+    token at every position), else the one line saying why not."""
+    reading, head = session.reading, session.head
+    if reading.blocks is None:
+        note = reading.blocks_note
+        assert note and "\n" not in note, note
+        return note
+    tokens = [[int(i)] for i in own.argmax(-1)]
+    try:
+        field = decompose(reading.blocks, head, hidden, last, hidden.parts, tokens,
+                          _tolerance(session.loaded.model))
+    except LensReportError as exc:
+        assert "\n" not in str(exc), exc
+        return str(exc)
+    with torch.no_grad():
+        logits = torch.nn.functional.linear(last.to(head.weight.device), head.weight,
+                                            head.bias).double() * head.logit_scale
+    pre = logits[torch.arange(len(tokens)), [t[0] for t in tokens]]
+    total = torch.tensor([[row[0] for row in component] for component in field["attrs"]],
+                         dtype=torch.float64).sum(0)
+    assert torch.allclose(total, pre.cpu(), rtol=1e-4, atol=1e-3), (total, pre)
+    return None
 
 
 def walk(families: list[str], folder: Path, tokenizer
@@ -146,9 +179,12 @@ def summary(outcomes: list[Outcome]) -> str:
     works = [o.family for o in outcomes if o.status == "works"]
     stops = [o for o in outcomes if o.status == "stops"]
     cannot = [o for o in outcomes if o.status == "cannot"]
+    undecomposed = [o for o in outcomes if o.status == "works" and o.decompose_note]
     lines = [f"works: {len(works)} of {len(works) + len(stops)} instantiable families "
              f"({len(cannot)} cannot be instantiated here)", "  " + ", ".join(works),
-             "stops with one line:"]
+             f"decompose: {len(works) - len(undecomposed)} of {len(works)}; not:"]
+    lines += [f"  {o.family}: {o.decompose_note}" for o in undecomposed]
+    lines += ["stops with one line:"]
     lines += [f"  {o.family}: {o.reason}" for o in stops]
     lines += ["cannot be instantiated here:"] + [f"  {o.family}: {o.reason}" for o in cannot]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = ("lens_benchmark.py", "scale_benchmark.py", "build_benchmark.py",
-           "jacobian_benchmark.py")
+           "jacobian_benchmark.py", "decompose_benchmark.py")
 N = r"\d+(?:\.\d+)?"  # a reported figure
 
 
@@ -76,6 +76,15 @@ def test_lens_benchmark(smoke):
         # the patchscope, with and without its prefix cache
         r"^## patchscope \(target prompt: \d+ tokens\)$",
         rf"^\| 64 \| {N} \| {N} \| {N} \| {N} \| {N} \|$")
+
+
+def test_decompose_benchmark(smoke):
+    output = output_of(smoke, "decompose_benchmark.py")
+    lines_matching(
+        output,
+        r"^# tiny-llama \(smoke\): LlamaForCausalLM, 3 layers, vocab \d+, d 32, float32, .*",
+        r"^\| tokens \| \(a\) lens s \| \(b\) \+DLA s \| \(c\) sublayer s \| b/a \| c/a \|$",
+        rf"^\| 16 \| {N} \| {N} \| {N} \| {N} \| {N} \|$")
 
 
 @pytest.mark.browser

@@ -25,7 +25,14 @@ from conftest import run_cli, write_manifest
 # a pooler off the stream's path (big_bird), plain (gpt2, llama).
 DEFAULT = ["mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm", "recurrent_gemma", "jamba",
            "falcon_h1", "qwen3_next", "gemma2", "cohere", "granite", "opt", "roberta",
-           "deepseek_v3", "inkling_text", "big_bird", "gpt2", "llama"]
+           "deepseek_v3", "inkling_text", "big_bird", "gpt2", "llama", "gpt_neox", "mixtral"]
+# Direct logit attribution: these decompose (with llama, gpt2, gemma2, gpt_neox, mixtral:
+# sequential RMSNorm, LayerNorm with Conv1D, sandwich norms, parallel attention, MoE); the
+# rest of DEFAULT say why not in one line (state-space blocks add no attention and MLP).
+DECOMPOSED = ["llama", "gpt2", "gemma2", "gpt_neox", "mixtral", "cohere", "granite",
+              "deepseek_v3", "qwen3_next", "jamba"]
+# Of the families that work, the share whose blocks must decompose.
+DECOMPOSED_SHARE = 0.9
 # The share of the families instantiable here that must give the reference numbers.
 REQUIRED_SHARE = 0.95
 
@@ -45,6 +52,8 @@ def test_the_default_families_are_causal_lms_of_this_transformers():
 def test_family_matches_its_own_model(family, tokenizer, tmp_path):
     outcome = family_walk.check_family(family, tmp_path, tokenizer)
     assert outcome.status == "works", outcome
+    if family in DECOMPOSED:
+        assert outcome.decompose_note is None, outcome
 
 
 @pytest.mark.families_all
@@ -58,6 +67,8 @@ def test_every_causal_lm_family(tokenizer, tmp_path):
     instantiable = [o for o in outcomes if o.status != "cannot"]
     assert len(works) >= REQUIRED_SHARE * len(instantiable), family_walk.summary(outcomes)
     assert set(DEFAULT) <= set(works)
+    decomposed = [o.family for o in outcomes if o.status == "works" and not o.decompose_note]
+    assert len(decomposed) >= DECOMPOSED_SHARE * len(works), family_walk.summary(outcomes)
 
 
 def test_a_family_the_lens_cannot_read_gets_one_clear_line(tokenizer, tmp_path):

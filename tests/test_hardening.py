@@ -53,7 +53,8 @@ def hostile_manifest(folder: Path, model: Path, texts: list[str]) -> Path:
 
 
 # The only scripts a page runs: the site's own assets (search ones in pages with a header).
-SCRIPTS = {"plotly.min.js", "lensreport.js", "theme.js", "search-index.js", "search.js"}
+SCRIPTS = {"plotly.min.js", "lensreport.js", "attribution.js", "theme.js", "search-index.js",
+           "search.js"}
 
 
 def check_pages(page, site: Path, texts: list[str]) -> None:
@@ -400,7 +401,12 @@ def test_hostile_special_tokens_and_names_reach_pages_figures_and_files_visible(
     assert visible(SPECIALS[1]) in document["vocab"].values()
     assert document["prompt"]["text"] == f"Hi {SPECIALS[0]} and{SPECIALS[2]}"
     # CSV: printable, and the top-1 token (a formula) neutralised by a leading quote.
-    [csv_file] = site.glob("data/*/*.csv")
+    [csv_file] = [p for p in site.glob("data/*/*.csv") if ".attribution." not in p.name]
+    # The attribution CSV's token cells follow the same rule (visible, formulas quoted).
+    [attribution] = site.glob("data/*/*.attribution.csv")
+    attributed = list(csv.reader(io.StringIO(attribution.read_text(encoding="utf-8"))))
+    assert _printable(attribution.read_text(encoding="utf-8").replace("\r\n", "\n"))
+    assert "'" + visible(SPECIALS[0]) in {row[1] for row in attributed[1:]}
     rows = list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8"))))
     assert _printable(csv_file.read_text(encoding="utf-8").replace("\r\n", "\n"))
     top1 = rows[0].index("top1_token")

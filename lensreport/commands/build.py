@@ -181,11 +181,13 @@ def _compute_model(manifest: Manifest, runs: list[Run], summary: BuildSummary
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
         for index in progress(order, total=len(groups), desc=f"lens {spec.name}",
                               unit="prompt"):
-            [(_, hidden, last_hidden)] = session.hidden_states([encoded[index].input_ids],
-                                                              [encoded[index].name])
+            [(_, hidden, last_hidden)] = session.hidden_states(
+                [encoded[index].input_ids], [encoded[index].name],
+                parts=spec.lens.decompose or spec.lens.sublayer)
             for run in groups[index]:
                 yield run, session.run(encoded[index], run.key, hidden, last_hidden, run.lens,
-                                       spec.lens.top_k)
+                                       spec.lens.top_k, spec.lens.decompose,
+                                       spec.lens.sublayer)
         for corpus_runs in corpora.values():
             yield from _compute_corpus(session, corpus_runs)
     finally:

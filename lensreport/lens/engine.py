@@ -9,7 +9,7 @@ torch.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -18,7 +18,8 @@ from transformers import GenerationConfig
 
 from ..errors import LensReportError
 from ..models import loading
-from ..models.heads import LensHead, find_head
+from ..models.blocks import Structure, find_blocks
+from ..models.heads import LensHead, _tolerance, find_head
 from ..models.limits import prompt_limit
 from ..models.patching import PatchRunner
 from ..models.prompts import EncodedPrompt, PromptRequest, encode_prompt
@@ -26,8 +27,9 @@ from ..models.references import ResolvedModel
 from ..models.states import ResidualStream, stream_reader
 from ..models.tokens import display_vocab, tokenizer_kind
 from ..results.documents import make_document
+from .decompose import StreamStates, attributed_tokens, capture, decompose, row_parts
 from .kinds import Lens
-from .tiled import lens_inputs, lens_statistics
+from .tiled import covered_depths, lens_inputs, lens_statistics, row_depths
 
 log = logging.getLogger("lensreport")
 
@@ -44,6 +46,8 @@ class ModelReading:
     vocab: list[str]
     tokenizer_info: dict[str, Any]
     stream: ResidualStream  # reads a batch's rows (models/states.py)
+    blocks: Structure | None = None  # what each block adds (None: see blocks_note)
+    blocks_note: str | None = None
 
 
 def discover(model: Any, tokenizer: Any, device: str, final_norm: str | None = None,
@@ -55,7 +59,14 @@ def discover(model: Any, tokenizer: Any, device: str, final_norm: str | None = N
     stream = stream_reader(model, head, probe)
     info = {"class": type(tokenizer).__name__, "kind": tokenizer_kind(tokenizer),
             "size": len(tokenizer), "bos_token": tokenizer.bos_token}
-    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info, stream)
+    blocks, note = None, None
+    try:
+        blocks = find_blocks(model, head, probe)
+    except LensReportError as exc:
+        note = f"{type(model).__name__}: no direct logit attribution: {exc}"
+        log.info("%s", note)
+    return ModelReading(head, display_vocab(tokenizer, head.weight.shape[0]), info, stream,
+                        blocks, note)
 
 
 @dataclass
@@ -63,6 +74,9 @@ class ModelSession:
     loaded: loading.LoadedModel
     reading: ModelReading
     _bound: dict[Lens, Lens] = field(default_factory=dict)
+    # The last prompt's attribution (its hidden states, tokens, field): every lens of a
+    # prompt reads the same forward pass and the same final row, so it is computed once.
+    _decomposed: tuple[Any, list[list[int]], dict[str, Any]] | None = None
 
     @classmethod
     def open(cls, request: loading.ModelRequest, resolved: ResolvedModel) -> "ModelSession":
@@ -118,7 +132,8 @@ class ModelSession:
                      ) -> PatchRunner:
         """This model ready to run ``target_ids`` patched at ``position``."""
         with self._memory_errors("the patchscope's target prompt"):
-            return PatchRunner(self.loaded.model, target_ids, position, prefix_cache)
+            return PatchRunner(self.loaded.model, self.head, target_ids, position,
+                               prefix_cache)
 
     def close(self) -> None:
         del self.loaded.model
@@ -182,7 +197,8 @@ class ModelSession:
             encoded.template_mask = encoded.template_mask + [False] * (
                 len(encoded.input_ids) - encoded.generated_from)
 
-    def hidden_states(self, sequences: list[list[int]], names: list[str] | None = None
+    def hidden_states(self, sequences: list[list[int]], names: list[str] | None = None,
+                      parts: bool = False
                       ) -> Iterator[tuple[int, tuple[torch.Tensor, ...], torch.Tensor]]:
         """Forward passes in padded batches of sequences of similar length.
 
@@ -194,7 +210,9 @@ class ModelSession:
         the kernels' order of summation, and a rounded value or a near-tie's rank can flip),
         so batch only sequences whose batch is fixed by a run's content (a corpus's
         windows); a prompt's document comes from its own pass (commands/build.py).
-        ``names`` label sequences in memory errors.
+        ``names`` label sequences in memory errors. ``parts`` keeps, in the same pass,
+        what each block's attention and MLP added (the hidden states' ``parts``, a
+        decompose.StreamStates) where the model decomposes.
         """
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         batches: list[list[int]] = []
@@ -216,11 +234,15 @@ class ModelSession:
                 mask[row, :len(tokens)] = 1
             shown = ", ".join(repr(names[i]) for i in batch) if names else \
                 f"{len(batch)} sequence(s)"
-            with torch.no_grad(), self._memory_errors(shown):
+            structure = self.reading.blocks if parts else None
+            with torch.no_grad(), self._memory_errors(shown), \
+                    capture(structure) if structure else nullcontext() as kept:
                 hidden, last = self.reading.stream.read(ids.to(device), mask.to(device))
             for row, index in enumerate(batch):
                 length = len(sequences[index])
-                yield (index, tuple(h[row, :length] for h in hidden), last[row, :length])
+                states = StreamStates(h[row, :length] for h in hidden)
+                states.parts = row_parts(kept, row, length) if kept else None
+                yield index, states, last[row, :length]
             del hidden, last
 
     @contextmanager
@@ -257,15 +279,22 @@ class ModelSession:
         return {"kind": lens.name, **self.head.description, **self.bind(lens).describe()}
 
     def run(self, encoded: EncodedPrompt, key: str, hidden: tuple[torch.Tensor, ...],
-            last_hidden: torch.Tensor, lens: Lens, top_k: int) -> dict[str, Any]:
-        """One lens on one prompt's hidden states, as a results document."""
+            last_hidden: torch.Tensor, lens: Lens, top_k: int, decomposed: bool = True,
+            sublayer: bool = False) -> dict[str, Any]:
+        """One lens on one prompt's hidden states, as a results document; with
+        ``decomposed``, its direct logit attribution too, with ``sublayer`` a row after each
+        block's attention where blocks are sequential (both from ``hidden``'s parts, see
+        :meth:`hidden_states`)."""
         bound = self.bind(lens)
+        mid, rows_note = self._mid_states(hidden) if sublayer else (None, None)
+        every = row_depths(self.num_layers, mid is not None)
+        depths = covered_depths(bound, self.num_layers, mid is not None)
         device = self.loaded.device
         input_ids = torch.tensor(encoded.input_ids, device=device)
         groups = [torch.tensor(ids, device=self.head.weight.device) for ids in encoded.group_ids]
         try:
             with torch.no_grad(), self._memory_errors(f"prompt '{encoded.name}'"):
-                inputs = lens_inputs(hidden, last_hidden, self.head, bound)
+                inputs = lens_inputs(hidden, last_hidden, self.head, bound, depths, mid)
                 stats = lens_statistics(inputs, self.head, input_ids, top_k, encoded.target_id,
                                         groups=groups)
         except LensReportError as exc:
@@ -276,10 +305,54 @@ class ModelSession:
             prompt=self.describe_prompt(encoded),
             lens={**self.lens_description(lens), "top_k": top_k},
             input_ids=encoded.input_ids, vocab=self.vocab, stats=stats,
-            rows=bound.rows(self.num_layers),
+            rows=tuple(every.index(depth) for depth in depths),
             groups=[(group.name, ids) for group, ids in zip(encoded.request.groups,
                                                             encoded.group_ids)],
             generated_from=encoded.generated_from, template_mask=encoded.template_mask)
         document["warnings"] = encoded.warnings  # kept, so a cached run warns again
         document["lens_warnings"] = bound.warnings()
+        document["row_depths"] = [int(d) if d.is_integer() else d for d in every]
+        if rows_note:
+            document["rows_note"] = rows_note
+        document.update(self._decomposition(encoded, hidden, last_hidden, stats)
+                        if decomposed else {"decomposition": None})
         return document
+
+    def _mid_states(self, hidden: tuple[torch.Tensor, ...]
+                    ) -> tuple[list[torch.Tensor] | None, str | None]:
+        """The stream after each block's attention (``h_{b−1} + attn_b``), or None and why
+        there is none (parallel blocks, a family that does not decompose)."""
+        structure, parts = self.reading.blocks, getattr(hidden, "parts", None)
+        if structure is None or parts is None:
+            return None, (self.reading.blocks_note or "the block parts were not captured") \
+                .replace("no direct logit attribution", "no sub-layer rows")
+        if not structure.sequential:
+            return None, (f"{self.facts.get('architecture')}: no sub-layer rows: its blocks' "
+                          "attention and MLP both read the block's input (parallel "
+                          "attention), so there is no state between them")
+        return [hidden[b] + parts.attention[b].to(hidden[b].device)
+                for b in range(len(structure.blocks))], None
+
+    def _decomposition(self, encoded: EncodedPrompt, hidden: tuple[torch.Tensor, ...],
+                       last_hidden: torch.Tensor, stats: Any) -> dict[str, Any]:
+        """The ``decomposition`` field, or null with ``decomposition_note`` saying why."""
+        structure, parts = self.reading.blocks, getattr(hidden, "parts", None)
+        if structure is None or parts is None:
+            return {"decomposition": None, "decomposition_note": self.reading.blocks_note or
+                    "the block parts were not captured in this forward pass"}
+        tokens = attributed_tokens(stats, encoded.input_ids, encoded.target_id)
+        known = self._decomposed
+        if known is not None and known[0] is hidden and known[1] == tokens:
+            return known[2]
+        try:
+            with torch.no_grad():
+                field = decompose(structure, self.head, hidden, last_hidden, parts, tokens,
+                                  _tolerance(self.loaded.model))
+        except LensReportError as exc:
+            note = f"{self.facts.get('architecture')}: no direct logit attribution: {exc}"
+            log.info("model '%s', prompt '%s': %s", self.name, encoded.name, note)
+            return {"decomposition": None, "decomposition_note": note}
+        if structure.heads_note is not None:
+            field["heads_note"] = structure.heads_note
+        self._decomposed = (hidden, tokens, {"decomposition": field})
+        return self._decomposed[2]

@@ -26,17 +26,29 @@ class PatchscopeTarget:
     position: int = -1
 
 
+# Which rows documents have: each block's output, or also the stream after its attention.
+ROW_SETTINGS = ("block", "sublayer")
+
+
 @dataclass(frozen=True)
 class LensSettings:
     """Which lenses read the hidden states (names from the lens registry, lens/kinds/), the
     number of top tokens kept per cell, where a tuned lens and a Jacobian lens come
-    from, and the patchscope's target. The first kind is the model's main figure."""
+    from, and the patchscope's target. The first kind is the model's main figure.
+    ``decompose``: each prompt document carries its direct logit attribution
+    (lens/decompose.py); ``rows``: block outputs only, or a row after each attention too."""
 
     kinds: tuple[str, ...] = ("logit",)
     top_k: int = 5
     tuned: TunedSource | None = None
     jacobian: JacobianSource | None = None
     patchscope: PatchscopeTarget = PatchscopeTarget()
+    decompose: bool = True
+    rows: str = "block"  # or "sublayer": a row after each block's attention too
+
+    @property
+    def sublayer(self) -> bool:
+        return self.rows == "sublayer"
 
     @property
     def kind(self) -> str:

@@ -73,19 +73,48 @@ class GroupStats:
     top_probs: np.ndarray  # (layers, T, m) float32
 
 
+def row_depths(num_layers: int, sublayer: bool) -> list[float]:
+    """Every row's depth, in order: 0 = embeddings, b − 0.5 = after block b's attention
+    (sub-layer rows only), b = block b's output."""
+    depths = [0.0]
+    for block in range(1, num_layers + 1):
+        depths += [block - 0.5, float(block)] if sublayer else [float(block)]
+    return depths
+
+
+def covered_depths(lens: "Lens", num_layers: int, sublayer: bool) -> list[float]:
+    """The depths of the rows ``lens`` (bound) reads: its block rows, and every mid row
+    where it reads them."""
+    rows = set(lens.rows(num_layers))
+    return [depth for depth in row_depths(num_layers, sublayer)
+            if (int(depth) in rows if depth.is_integer() else lens.reads_mid_rows)]
+
+
 def lens_inputs(hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
-                head: LensHead, lens: "Lens") -> torch.Tensor:
-    """What the unembedding reads at each row the lens covers: (len(lens.rows(L)), T, d).
+                head: LensHead, lens: "Lens", depths: list[float] | None = None,
+                mid: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """What the unembedding reads at each row the lens covers: (rows, T, d).
 
     Rows i < L are ``final_norm(lens.translate(i, h_i))`` (no norm for a lens that does not
     normalize); row L is the backbone's last hidden state, which the model's own head reads
     (already normalised, so never normalised twice). ``lens`` is bound to the model.
+    ``depths`` (default: the lens's block rows) may hold mid rows b − 0.5, read from
+    ``mid[b − 1]`` (the stream after block b's attention) through the final norm.
     """
     rows = []
     device = head.weight.device  # a sharded model's layers may live on other devices
-    covered = lens.rows(len(hidden_states) - 1)[:-1]
+    last = len(hidden_states) - 1
+    if depths is None:
+        depths = [float(row) for row in lens.rows(last)]
     with torch.no_grad():
-        for hidden in lens.translate_rows(covered, hidden_states):
+        blocks = iter(lens.translate_rows([int(d) for d in depths[:-1] if d.is_integer()],
+                                          hidden_states))
+        for depth in depths[:-1]:
+            if depth.is_integer():
+                hidden = next(blocks)
+            else:
+                assert mid is not None, "mid rows need the states after each attention"
+                hidden = mid[int(depth)]
             row = head.normalize(hidden) if lens.normalizes else hidden
             rows.append(row.to(device))
         rows.append(last_hidden.to(device))

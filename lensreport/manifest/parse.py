@@ -16,7 +16,7 @@ from ..errors import ManifestError, ManifestErrors
 from ..lens.corpus import CorpusSource
 from ..lens.kinds import lens_names
 from ..lens.jacobian_format import JacobianSource
-from ..lens.settings import PatchscopeTarget
+from ..lens.settings import ROW_SETTINGS, PatchscopeTarget
 from ..lens.tuned_format import TunedSource
 from ..models.prompts import TokenGroup
 from ..slugs import RESERVED_MODEL_SLUGS, unique_slugs
@@ -137,7 +137,7 @@ DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": "",
               "export": ""}
 _LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": "",
-              "patchscope": ""}
+              "patchscope": "", "decompose": "", "rows": ""}
 _PATCHSCOPE_KEYS = {"target": "", "position": ""}
 _JACOBIAN_KEYS = {"file": "", "repo": "", "revision": ""}
 _TUNED_KEYS = {"folder": "", "repo": "", "type": "", "revision": "", "path": ""}
@@ -195,8 +195,12 @@ def _lens(checker: _Checker, value: Any, where: str, line: int, base: LensSettin
     if mapping.get("patchscope") is not None:
         patchscope = _patchscope(checker, mapping["patchscope"], f"{where}.patchscope",
                                  checker.line_of(mapping, "patchscope"), patchscope)
+    decompose = checker.get(mapping, "decompose", where, lambda v: isinstance(v, bool),
+                            "true or false", base.decompose)
+    rows = checker.get(mapping, "rows", where, lambda v: v in ROW_SETTINGS,
+                       " or ".join(ROW_SETTINGS), base.rows)
     return LensSettings(kinds=kinds, top_k=top_k, tuned=tuned, jacobian=jacobian,
-                        patchscope=patchscope)
+                        patchscope=patchscope, decompose=decompose, rows=rows)
 
 
 def _patchscope(checker: _Checker, value: Any, where: str, line: int, base: PatchscopeTarget

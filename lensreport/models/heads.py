@@ -208,11 +208,6 @@ def decoder_blocks(model: nn.Module, head: "LensHead") -> nn.ModuleList:
     return dict(_block_lists(model))[head.blocks_path]
 
 
-def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The model's decoder blocks, in order (block i + 1 reads hidden state i)."""
-    return _decoder_blocks(model)[1]
-
-
 def _first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import LensReportError, first_line
-from .heads import decoder_blocks
+from .heads import LensHead, Reached, decoder_blocks
+from .states import stream_argument
 
 # Tokens per forward pass (a cell's prefix cache counts: the cached path runs one token per
 # cell but keeps the prefix's keys and values per cell).
@@ -38,18 +39,18 @@ class PatchRunner:
     (the reference the cached path is tested against).
     """
 
-    def __init__(self, model: nn.Module, target_ids: list[int], position: int,
+    def __init__(self, model: nn.Module, head: LensHead, target_ids: list[int], position: int,
                  prefix_cache: bool = True) -> None:
         if not 0 <= position < len(target_ids):
             raise LensReportError(f"target position {position} is outside the target prompt's "
                                   f"{len(target_ids)} tokens")
         self.model = model
-        self.base = model.base_model
+        self.unembedding = head.unembedding
         self.device = model.get_input_embeddings().weight.device
         self.ids = torch.tensor(target_ids[:position + 1], device=self.device)
-        self.blocks = decoder_blocks(model)
+        self.blocks = decoder_blocks(model, head)
         # transformers 5.x renames the cache argument (``past_key_values`` before).
-        parameters = inspect.signature(self.base.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.cache: Any = None
         if prefix_cache and position > 0:
@@ -67,7 +68,7 @@ class PatchRunner:
 
     def _forward(self, ids: torch.Tensor, **kwargs: Any) -> Any:
         try:
-            return self.base(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+            return self.model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
         except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
             name = getattr(self.model.config, "model_type", type(self.model).__name__)
             raise LensReportError(f"{name}: running the target prompt failed "
@@ -85,7 +86,13 @@ class PatchRunner:
 
     def _batch(self, rows: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         count = len(rows)
-        handles = []
+        read: list[torch.Tensor] = []
+
+        def head_input(_module: nn.Module, args: tuple) -> None:
+            read.append(args[0][:, -1])
+            raise Reached  # the logits are the head's to compute
+
+        handles = [self.unembedding.register_forward_pre_hook(head_input)]
         for row in sorted({int(r) for r in rows.tolist()}):
             cells = (rows == row).nonzero()[:, 0]
             handles.append(self.blocks[row].register_forward_pre_hook(
@@ -98,14 +105,18 @@ class PatchRunner:
                     ids = self.ids[-1:].expand(count, 1)
                     mask = torch.ones((count, len(self.ids)), dtype=torch.long,
                                       device=self.device)
-                    output = self.base(input_ids=ids, attention_mask=mask, use_cache=True,
-                                       **{self.cache_argument: cache})
+                    self.model(input_ids=ids, attention_mask=mask, use_cache=True,
+                               **{self.cache_argument: cache})
                 else:
-                    output = self._forward(self.ids.expand(count, -1), use_cache=False)
+                    self._forward(self.ids.expand(count, -1), use_cache=False)
+        except Reached:
+            pass
         finally:
             for handle in handles:
                 handle.remove()
-        return output.last_hidden_state[:, -1]
+        if not read:
+            raise LensReportError("running the target prompt did not reach the unembedding")
+        return read[0]
 
 
 def _writer(cells: torch.Tensor, states: torch.Tensor):
@@ -113,14 +124,12 @@ def _writer(cells: torch.Tensor, states: torch.Tensor):
     ``cells`` of the block's input (positional or ``hidden_states=``)."""
 
     def write(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if args:
-            hidden = args[0]
-        else:
-            hidden = kwargs["hidden_states"]
-        hidden = hidden.clone()
+        original = stream_argument(args, kwargs)
+        hidden = original.clone()
         hidden[cells.to(hidden.device), -1] = states.to(hidden.device, hidden.dtype)
-        if args:
+        if args and args[0] is original:
             return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
+        key = next(k for k, v in kwargs.items() if v is original)
+        return args, {**kwargs, key: hidden}
 
     return write

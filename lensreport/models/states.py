@@ -28,7 +28,7 @@ from ..errors import LensReportError, first_line
 from .heads import FORWARD_ERRORS, LensHead, Reached, _close, _tolerance, decoder_blocks
 
 
-def _hidden_argument(args: tuple, kwargs: dict) -> Any:
+def stream_argument(args: tuple, kwargs: dict) -> Any:
     """The stream a block reads: its first positional tensor, or its ``hidden_states``."""
     if args and isinstance(args[0], torch.Tensor):
         return args[0]
@@ -55,7 +55,7 @@ class ResidualStream:
         index_of = {id(block): i for i, block in enumerate(self.blocks)}
 
         def block_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            value = _hidden_argument(args, kwargs)
+            value = stream_argument(args, kwargs)
             calls.append((index_of[id(module)],
                           value.detach() if isinstance(value, torch.Tensor) else None))
 
@@ -152,7 +152,7 @@ def block_inputs(model: nn.Module, head: LensHead) -> Iterator[dict[int, torch.T
 
     def keep(index: int):
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            value = _hidden_argument(args, kwargs)
+            value = stream_argument(args, kwargs)
             if isinstance(value, torch.Tensor):
                 inputs[index] = value
         return hook

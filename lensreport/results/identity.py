@@ -22,7 +22,8 @@ READABLE_SCHEMAS = (1, 2)
 KEY_SCHEMA = 1
 # Bump when the lens computation changes its numbers, so cached results are recomputed
 # (library versions are recorded in each document, not keyed, so caches move between setups).
-LENS_IMPLEMENTATION = 4  # 4: each prompt computed alone (no batch-mates); special tokens shown visibly
+# 5: prompt documents carry the direct logit attribution (decomposition)
+LENS_IMPLEMENTATION = 5
 
 
 def cache_home() -> Path:

@@ -140,6 +140,10 @@ def check_prompt_document(document: Any) -> None:
             _grid(document, name, rows, positions, leaf, expected)
     _check_tracked(document, rows, positions)
     _check_groups(document, rows, positions)
+    _field(document, "", "row_depths", lambda v: isinstance(v, list) and len(v) == rows
+           and all(_is_number(d) for d in v) and v == sorted(v) and v[0] == 0,
+           f"a list of {rows} ascending depths from 0")
+    _check_decomposition(document, positions)
     _field(document, "", "generated_from", _optional(lambda v: _is_count(v) and v < positions),
            f"null or a position below {positions}")
     _field(document, "", "template_mask", _optional(
@@ -196,3 +200,50 @@ def _check_groups(document: dict[str, Any], rows: int, positions: int) -> None:
             depth = 1 if name.startswith("top_") else 0
             _grid({f"{where}.{name}": group.get(name)}, f"{where}.{name}", rows, positions,
                   leaf, expected, depth)
+
+
+def _check_decomposition(document: dict[str, Any], positions: int) -> None:
+    """``decomposition``: null, or per component, position and attributed token a number
+    (heads: per block and head the same, and a bias per block or null)."""
+    field = document.get("decomposition")
+    if field is None:
+        return
+    if not isinstance(field, dict):
+        raise _fail("decomposition", "null or an object")
+    tokens, components = field.get("token_ids"), field.get("components")
+    if not isinstance(tokens, list) or len(tokens) != positions or not all(
+            isinstance(ids, list) and ids and all(_is_count(i) for i in ids) for ids in tokens):
+        raise _fail("decomposition.token_ids", f"a list of {positions} lists of token ids")
+    if not isinstance(components, list) or len(components) < 3 or len(components) % 2 or \
+            not all(isinstance(c, str) for c in components):
+        raise _fail("decomposition.components", "embed, attn.1, mlp.1, …, bias")
+    widths = [len(ids) for ids in tokens]
+
+    def grid(value: Any, where: str) -> None:
+        if not isinstance(value, list) or len(value) != positions or not all(
+                isinstance(cell, list) and len(cell) == width and all(map(_is_number, cell))
+                for cell, width in zip(value, widths)):
+            raise _fail(where, "per position a number per attributed token")
+
+    attrs = field.get("attrs")
+    if not isinstance(attrs, list) or len(attrs) != len(components):
+        raise _fail("decomposition.attrs", f"a list of {len(components)} components")
+    for index, value in enumerate(attrs):
+        grid(value, f"decomposition.attrs[{index}]")
+    heads = field.get("heads")
+    if heads is None:
+        return
+    blocks = len(components) // 2 - 1
+    per_block, bias = (heads.get("attrs"), heads.get("bias")) if isinstance(heads, dict) \
+        else (None, None)
+    if not isinstance(per_block, list) or len(per_block) != blocks or not all(
+            isinstance(b, list) and b for b in per_block):
+        raise _fail("decomposition.heads.attrs", f"a list of {blocks} blocks of heads")
+    for b, block in enumerate(per_block):
+        for h, value in enumerate(block):
+            grid(value, f"decomposition.heads.attrs[{b}][{h}]")
+    if bias is not None:
+        if not isinstance(bias, list) or len(bias) != blocks:
+            raise _fail("decomposition.heads.bias", f"null or a list of {blocks} blocks")
+        for b, value in enumerate(bias):
+            grid(value, f"decomposition.heads.bias[{b}]")

@@ -80,15 +80,20 @@ def display_notes(document: dict[str, Any]) -> dict[str, Any]:
             "groups": [group["name"] for group in document.get("target_groups") or []],
             "generated_from": start,
             "generated": None if start is None else len(tokens) - start,
-            "generated_text": None if start is None else "".join(tokens[start:])}
+            "generated_text": None if start is None else "".join(tokens[start:]),
+            # Why a figure lacks rows after the attention, attribution or heads (one line each).
+            "inside": [note for note in (document.get("rows_note"),
+                                         document.get("decomposition_note"),
+                                         (document.get("decomposition") or {}).get("heads_note"))
+                       if note]}
 
 
 def is_long(document: dict[str, Any]) -> bool:
     return len(document["layers"]) * len(document["input_ids"]) > LIGHT_CELLS
 
 
-FIRST_VIEW_FIELDS = ("schema_version", "layers", "input_ids", "entropy", "generated_from",
-                     "template_mask")
+FIRST_VIEW_FIELDS = ("schema_version", "layers", "row_depths", "input_ids", "entropy",
+                     "generated_from", "template_mask")
 
 
 def first_view(document: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from .figures import (depth_curves, display_notes, first_view, gap_text, is_long
 from .outputs import Output, SiteFiles, check_outputs
 from .search import search_index, search_script
 from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
-from .tables import corpus_csv, run_csv
+from .tables import attribution_csv, corpus_csv, run_csv
 
 
 def builtin_templates() -> Traversable:
@@ -107,6 +107,14 @@ class Figure:
     def csv_path_for(self, kind: str) -> str:
         return f"data/{self.stem(kind)}.csv"
 
+    @property
+    def attribution_path(self) -> str | None:
+        """data/<model>/<prompt>.attribution.csv where the run has a direct logit attribution
+        (the same for every lens: written once, from the first lens's document)."""
+        if not self.document.get("decomposition"):
+            return None
+        return f"data/{self.model.slug}/{self.prompt.slug}.attribution.csv"
+
     def export_paths(self, kind: str, fmt: str) -> list[str]:
         """figures/<model>/<stem>.<fmt>, then <stem>.part2.<fmt> … for a long prompt's parts
         (static_figures.py)."""
@@ -118,7 +126,9 @@ class Figure:
         """(label, path) of one lens's files: the static figures (first part), CSV, JSON."""
         return ([(fmt.upper(), self.export_paths(kind, fmt)[0])
                  for fmt in EXPORT_FORMATS if fmt in formats]
-                + [("CSV", self.csv_path_for(kind)), ("JSON", self.data_path_for(kind))])
+                + [("CSV", self.csv_path_for(kind)), ("JSON", self.data_path_for(kind))]
+                + ([("attribution CSV", self.attribution_path)]
+                   if self.attribution_path and kind == self.lenses[0][0] else []))
 
     def parts(self, kind: str, formats: tuple[str, ...]) -> tuple[str, list[str]]:
         """A long prompt's static figure in parts: (format, every part's path) in the first
@@ -410,6 +420,9 @@ def plan_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str
                  lambda document=document: dumps(document))
             data(figure.csv_path_for(kind), f"{what} ({kind} lens): CSV",
                  lambda document=document: run_csv(document))
+        if figure.attribution_path:
+            data(figure.attribution_path, f"{what}: attribution CSV",
+                 lambda figure=figure: attribution_csv(figure.document))
         jobs += figure.export_jobs(export)
     _plan_furniture(manifest, figures, pages, outputs)
     page("404.html", "404.html", "the 404 page", "This page does not exist.",

@@ -90,6 +90,7 @@ def _heatmap_part(document: dict[str, Any], entropy: list[Any], top1: list[Any],
     """One file's panels; ``split``: the prompt has several panels, each says its tokens."""
     width_tokens = max(end - start for start, end in panels)
     plot_height = max(150, LAYER_HEIGHT * layers + 10)
+    depths = document.get("row_depths") or list(range(layers))
     top, gap, bottom = 40, 110, 90  # gap: a panel's rotated tick labels, then the next title
     height = top + bottom + len(panels) * plot_height + (len(panels) - 1) * gap
     inner = height - top - bottom
@@ -129,6 +130,8 @@ def _heatmap_part(document: dict[str, Any], entropy: list[Any], top1: list[Any],
         layout[f"yaxis{suffix}"] = {
             "anchor": f"x{suffix}", "domain": [(upper - plot_height) / inner, upper / inner],
             "tickmode": "array", "tickvals": layer_ticks(layers), "title": {"text": "layer"},
+            # Rows labelled by depth (b − 0.5: after block b's attention, rows: sublayer).
+            "ticktext": [str(depths[row]) for row in layer_ticks(layers)],
             "range": [-0.5, layers - 0.5], "zeroline": False,
         }
         if split:

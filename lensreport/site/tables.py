@@ -83,6 +83,31 @@ def run_csv(document: dict[str, Any]) -> str:
     return _text(rows)
 
 
+def attribution_csv(document: dict[str, Any]) -> str:
+    """A run's direct logit attribution (``decomposition``): one row per (position,
+    attributed token, component), then per head (``attn.<b>.head<h>``, and the output
+    projection's bias as ``attn.<b>.bias``) where the model splits its attention."""
+    field = document["decomposition"]
+    vocab = document["vocab"]
+    rows: list[list[Any]] = [["position", "token", "component", "attribution"]]
+    heads = field.get("heads")
+    for position, ids in enumerate(field["token_ids"]):
+        for j, token_id in enumerate(ids):
+            token = vocab.get(str(token_id), f"#{token_id}")
+            for name, values in zip(field["components"], field["attrs"]):
+                rows.append([position, token, name, values[position][j]])
+            if not heads:
+                continue
+            for block, per_head in enumerate(heads["attrs"], 1):
+                for head, values in enumerate(per_head):
+                    rows.append([position, token, f"attn.{block}.head{head}",
+                                 values[position][j]])
+                if heads["bias"] is not None:
+                    rows.append([position, token, f"attn.{block}.bias",
+                                 heads["bias"][block - 1][position][j]])
+    return _text(rows)
+
+
 def corpus_csv(document: dict[str, Any]) -> str:
     """A corpus curves document: (row, metric, mean, low, high); low and high are the 95 %
     bootstrap interval, empty where there is none. Token groups (``target_groups``, their

@@ -61,6 +61,9 @@ class Lens:
     label: ClassVar[str]  # how pages name it, e.g. "logit lens"
     line_dash: ClassVar[str] = "dot"  # Plotly dash style of its curves on comparison charts
     normalizes: ClassVar[bool] = True  # apply the final norm after translate()
+    # Reads the stream after a block's attention (sub-layer rows) as it reads block outputs;
+    # a lens fitted to block outputs (tuned, Jacobian) leaves those rows null.
+    reads_mid_rows: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, settings: "LensSettings", model_reference: str, on_hub: bool

@@ -12,3 +12,4 @@ class LogitLens(Lens):
     name = "logit"
     label = "logit lens"
     line_dash = "solid"
+    reads_mid_rows = True

@@ -13,6 +13,7 @@ class RawLens(Lens):
     label = "raw lens"
     line_dash = "dot"
     normalizes = False
+    reads_mid_rows = True
 
     def bind(self, session: LoadedModelView) -> "RawLens":
         width, unembedding = session.hidden_size, session.head.weight.shape[1]

@@ -112,6 +112,7 @@
   /* A results document (or a page's first view of one: top-k 1, entropy only) in the
      figure's layout; `lens` is how the page names its lens ({style, gap_text}). */
   /* How many values a cell of a [layer][position][j] field holds (its first covered row's). */
+  function capital(text) { return text.charAt(0).toUpperCase() + text.slice(1); }
   function cellWidth(rows, none) {
     var covered = rows.filter(function (row) { return row; })[0];
     return covered && covered[0] ? covered[0].length : none;
@@ -122,6 +123,10 @@
       model: doc.model.name, layers: L, length: T, k: k, input_ids: doc.input_ids, vocab: doc.vocab,
       vocab_size: doc.model.vocab_size, target_id: doc.prompt.target_id, target: doc.prompt.target_token,
       rows: doc.lens.rows || null, gap_text: lens.gap_text, lens_style: lens.style,
+      // Each row's depth: b = block b's output, b − 0.5 = after block b's attention.
+      depths: doc.row_depths || Array.from({ length: L }, function (_, i) { return i; }),
+      // Direct logit attribution, drawn by assets/attribution.js (null: the note says why).
+      decomposition: doc.decomposition || null, decomposition_note: doc.decomposition_note || null,
       generated_from: doc.generated_from, template_mask: doc.template_mask,
       topk_ids: cells(doc.topk_ids, L, T * k), topk_probs: cells(doc.topk_probs, L, T * k),
       entropy: cells(doc.entropy, L, T), groups: []
@@ -207,6 +212,12 @@
   Figure.prototype.enableLens = function (on) {
     var select = this.root.querySelector('.lens-select');
     if (select) select.disabled = !on;
+  };
+  /* A row's depth (where the heatmap, trajectories and comparisons place it) and name. */
+  Figure.prototype.depth = function (row) { return this.d.depths[row]; };
+  Figure.prototype.rowName = function (row) {
+    var depth = this.depth(row);
+    return depth % 1 ? 'after attention ' + (depth + 0.5) : 'layer ' + depth;
   };
   /* Whether the current lens has numbers for this row. */
   Figure.prototype.covered = function (layer) {
@@ -300,7 +311,7 @@
     for (var l = 0; l < this.L; l++) {
       var row = [];
       for (var t = 0; t < this.T; t++) {
-        var lines = ['<b>layer ' + l + (l === this.L - 1 ? ' (output)' : '') + ' · position ' + t + '</b>',
+        var lines = ['<b>' + this.rowName(l) + (l === this.L - 1 ? ' (output)' : '') + ' · position ' + t + '</b>',
           'input: ' + plotlyText(JSON.stringify(this.token(d.input_ids[t]))) + this.positionNote(t)];
         if (!this.covered(l)) {  // no numbers at all: none of this lens's, none of another's
           lines.push(plotlyText(this.gapText()));
@@ -375,7 +386,7 @@
     var stride = Math.max(1, Math.ceil(this.L / 24)), ticks = [];
     for (var l = 0; l < this.L; l += stride) ticks.push(l);
     if (ticks[ticks.length - 1] !== this.L - 1) ticks.push(this.L - 1);  // always the last layer
-    return ticks;
+    return ticks.map(this.depth, this);
   };
   /* The heatmap's height in pixels (draw() sizes it so; placeholders keep it). */
   Figure.prototype.height = function () {
@@ -397,9 +408,9 @@
     var long = this.T > WINDOW, withText = this.T <= CELL_TEXT_LIMIT;
     var available = el.parentNode.clientWidth || 600;
     var width = long ? Math.max(available, 600) : Math.max(available, 90 + 62 * this.T);
-    var height = this.height();
+    var height = this.height(), step = this.L > 1 ? this.depth(1) - this.depth(0) : 1;
     var trace = {
-      type: 'heatmap', z: this.matrix(this.metric), x: positions, y: Array.from({ length: this.L }, function (_, i) { return i; }),
+      type: 'heatmap', z: this.matrix(this.metric), x: positions, y: this.d.depths,
       text: this.cellText(), texttemplate: withText ? '%{text}' : '', textfont: { size: 10 },
       // Long prompts: a light hover (top-1 and the value), no string built per cell up
       // front; clicking a cell lists its top-k. Short ones: the full hover.
@@ -421,14 +432,17 @@
             range: [-0.5, WINDOW - 0.5], rangeslider: { visible: true, thickness: 0.08 }, zeroline: false }
         : { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false, zeroline: false },
       // Every row keeps its place, a blank one (a row the lens does not cover) included.
-      yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false, range: [-0.5, this.L - 0.5], zeroline: false },
+      yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false,
+        range: [-step / 2, this.depth(this.L - 1) + step / 2], zeroline: false },
       hoverlabel: { align: 'left', font: { family: 'ui-monospace, monospace', size: 12 } }
     };
     el.style.width = width + 'px';
     return Plotly.react(el, [trace], layout, { displaylogo: false, responsive: false }).then(function () {
       if (!self.bound) {
         self.bound = true;
-        el.on('plotly_click', function (ev) { if (ev.points && ev.points[0]) self.pick(ev.points[0].y, ev.points[0].x); });
+        el.on('plotly_click', function (ev) {
+          if (ev.points && ev.points[0]) self.pick(self.d.depths.indexOf(ev.points[0].y), ev.points[0].x);
+        });
       }
     });
   };
@@ -528,7 +542,7 @@
     if (this.tracks.indexOf(key) >= 0) return;
     this.tracks.push(key);
     var trace = {
-      type: 'scatter', mode: 'lines+markers', x: Array.from({ length: this.L }, function (_, i) { return i; }), y: probs,
+      type: 'scatter', mode: 'lines+markers', x: this.d.depths, y: probs,
       connectgaps: false,  // null at rows the lens does not cover
       name: (label === undefined ? plotlyText(JSON.stringify(this.token(id))) : plotlyText(label)) + ' @ ' + plotlyText(shortText(this.token(this.d.input_ids[pos]), 12)) + ' (pos ' + pos + ')',
       hovertemplate: 'layer %{x}: %{y:.2%}<extra>%{fullData.name}</extra>'
@@ -550,11 +564,13 @@
     var label = document.createElement('span');
     label.className = 'hint';
     if (!this.covered(layer)) {
-      label.textContent = 'Layer ' + layer + ', position ' + pos + ' — ' + this.gapText() + '.';
+      label.textContent = capital(this.rowName(layer)) + ', position ' + pos + ' — ' + this.gapText() + '.';
       picker.appendChild(label);
       return;
     }
-    label.textContent = 'Layer ' + layer + ', position ' + pos + ' — follow: ';
+    label.textContent = capital(this.rowName(layer)) + ', position ' + pos + ' — follow: ';
+    this.root.dispatchEvent(new CustomEvent('lensreport:pick', { bubbles: true,
+      detail: { figure: this, layer: layer, position: pos } }));
     picker.appendChild(label);
     this.topk(layer, pos).forEach(function (c) {
       var b = document.createElement('button');
@@ -590,10 +606,10 @@
   /* Per lens, at the prompt's last position (before any generated text): the probability of
      the model's final answer there, and of each token group. */
   Figure.prototype.answerCurves = function () {
-    var L = this.L - 1, curves = [];
+    var L = this.depth(this.L - 1), curves = [], self = this;
     this.info.lenses.forEach(function (lens) {
       lens.depth.forEach(function (c) {
-        curves.push({ x: c.y.map(function (_, l) { return L ? l / L : 0; }), y: c.y, label: c.label, curve: c.curve, lens: lens.style });
+        curves.push({ x: c.y.map(function (_, l) { return L ? self.depth(l) / L : 0; }), y: c.y, label: c.label, curve: c.curve, lens: lens.style });
       });
     });
     return curves;
@@ -786,7 +802,7 @@
     api.curves.forEach(function (c) { c.render(); });
   }
 
-  var api = { figures: [], curves: [], plotlyText: plotlyText, mount: mount, retheme: retheme };
+  var api = { figures: [], curves: [], plotlyText: plotlyText, theme: theme, mount: mount, retheme: retheme };
   window.lensreport = api;
   if (window.matchMedia) {
     window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', retheme);

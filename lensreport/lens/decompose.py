@@ -1,0 +1,208 @@
+"""Direct logit attribution: what the embeddings, each attention, each MLP, each head and the
+constant terms wrote toward a token's final logit.
+
+A component ``c`` (its vector at position t) is read through the final norm's *linear* map
+at the full stream's scale (RMSNorm ``c · s · w``, LayerNorm ``(c − mean c) · s · γ``, ``s``
+from the whole residual stream at t: TransformerLens's cached-scale convention), dotted with
+the token's unembedding row, times any linear logit scale, before any softcap. ``bias``
+holds the constant terms (the norm's bias through the unembedding, the unembedding's bias),
+so the components sum to the model's pre-softcap logit. The blocks' parts come from
+models/blocks.py (proven on a probe); each run checks again that they reproduce every
+block's residual update and the norm's output, else there is no decomposition.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import LensReportError
+from ..models.blocks import Structure
+from ..models.heads import LensHead, _close, _first_tensor
+
+# Positions per chunk of the per-head computation (bounds its (T, tokens, d) buffers).
+HEAD_CHUNK = 256
+# Decimals kept (logits units): components sum to the logit to ~1e-5 per part; heads, most
+# of a document's attribution numbers, to 1e-4 each.
+DIGITS = 5
+HEAD_DIGITS = 4
+
+
+@dataclass
+class CapturedParts:
+    """One sequence's block parts from its forward pass: (T, d) per block, the heads' input
+    to the output projection (T, heads · d_head) per block, the last block's output."""
+
+    attention: list[torch.Tensor]
+    mlp: list[torch.Tensor]
+    heads_input: list[torch.Tensor] | None
+    final: torch.Tensor
+
+
+class StreamStates(tuple):
+    """A sequence's hidden states (a tuple, as Hugging Face returns them) with the block
+    parts captured in the same pass, or None."""
+
+    parts: CapturedParts | None = None
+
+
+@contextmanager
+def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Hooks that keep, during one batched forward pass, each block's attention and MLP
+    outputs, the heads' inputs to the output projections and the last block's output
+    (cloned: some families add into a sub-layer's output in place afterwards)."""
+    kept: dict[str, list[torch.Tensor]] = {"attention": [], "mlp": [], "heads": [],
+                                           "final": []}
+    handles = []
+
+    def keep(name: str) -> Any:
+        def hook(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
+            value = _first_tensor(output)
+            if value is not None:
+                kept[name].append(value.detach().clone())
+        return hook
+
+    def keep_input(_module: torch.nn.Module, args: tuple) -> None:
+        kept["heads"].append(args[0].detach().clone())
+
+    for part in structure.blocks:
+        handles.append(part.attention.register_forward_hook(keep("attention")))
+        handles.append(part.mlp.register_forward_hook(keep("mlp")))
+        if structure.heads_note is None and part.heads is not None:
+            handles.append(part.heads.projection.register_forward_pre_hook(keep_input))
+    handles.append(structure.last_block.register_forward_hook(keep("final")))
+    try:
+        yield kept
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def row_parts(kept: dict[str, list[torch.Tensor]], row: int, length: int
+              ) -> CapturedParts | None:
+    """One sequence of a captured batch (None where the pass did not run every hook once)."""
+    blocks = len(kept["attention"])
+    if not blocks or len(kept["mlp"]) != blocks or len(kept["final"]) != 1:
+        return None
+    heads = [h[row, :length] for h in kept["heads"]] if len(kept["heads"]) == blocks else None
+    return CapturedParts([a[row, :length] for a in kept["attention"]],
+                         [m[row, :length] for m in kept["mlp"]], heads,
+                         kept["final"][0][row, :length])
+
+
+def attributed_tokens(stats: Any, input_ids: list[int], target_id: int | None
+                      ) -> list[list[int]]:
+    """Per position: the final row's top-k, the next input token, the target, and each
+    group's most likely member at the last row (each once, in that order)."""
+    out = []
+    last = len(input_ids) - 1
+    for t in range(len(input_ids)):
+        ids = [int(i) for i in stats.topk_ids[-1, t]]
+        if t < last:
+            ids.append(input_ids[t + 1])
+        if target_id is not None:
+            ids.append(target_id)
+        ids += [int(group.top_ids[-1, t, 0]) for group in stats.groups]
+        out.append(list(dict.fromkeys(ids)))
+    return out
+
+
+def _rounded(array: np.ndarray, counts: list[int], digits: int = DIGITS) -> list[list[float]]:
+    """(T, J) padded values -> per position its first ``counts[t]`` values, rounded."""
+    return [row[:n] for row, n in zip(np.round(array, digits).tolist(), counts)]
+
+
+def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, ...],
+              last_hidden: torch.Tensor, parts: CapturedParts, token_ids: list[list[int]],
+              tolerance: float) -> dict[str, Any]:
+    """The ``decomposition`` field of a document (README, "Direct logit attribution").
+
+    Raises LensReportError (one line) where the captured parts do not reproduce a block's
+    residual update or the final norm's output on this sequence.
+    """
+    device = head.weight.device
+    blocks = len(structure.blocks)
+    for b in range(blocks):
+        before = hidden[b].to(device)
+        after = (parts.final if b == blocks - 1 else hidden[b + 1]).to(device)
+        added = parts.attention[b].to(device) + parts.mlp[b].to(device)
+        if not _close(added, after - before, tolerance):
+            difference = float((added.float() - (after - before).float()).abs().max())
+            raise LensReportError(f"block {b + 1}'s attention + MLP differ from its residual "
+                                  f"update by {difference:.3g} on this prompt")
+    final = parts.final.to(device)
+    norm = structure.norm
+    scale = norm.scale(final)  # (T,) float64: the full stream's scale
+    if not _close(norm.apply(final, scale), last_hidden.to(device).double(), tolerance):
+        raise LensReportError("the final norm's map does not reproduce its output on this "
+                              "prompt")
+    counts = [len(ids) for ids in token_ids]
+    width = max(counts)
+    padded = torch.tensor([ids + ids[:1] * (width - len(ids)) for ids in token_ids],
+                          device=device)
+    rows = head.weight[padded].double()  # (T, J, d) unembedding rows
+    factor = head.logit_scale
+    if norm.weight is None:
+        directions = rows * factor
+    else:
+        directions = rows * norm.weight.double().to(device)
+        if norm.centers:
+            directions = directions - directions.mean(-1, keepdim=True)
+        directions = directions * (scale[:, None, None] * factor)  # (T, J, d)
+
+    def attr(component: torch.Tensor) -> np.ndarray:
+        return torch.einsum("td,tjd->tj", component.to(device).double(),
+                            directions).cpu().numpy()
+
+    constant = torch.zeros(padded.shape, dtype=torch.float64, device=device)
+    if norm.bias is not None:
+        constant += torch.einsum("tjd,d->tj", rows, norm.bias.double().to(device)) * factor
+    if head.bias is not None:
+        constant += head.bias[padded].double() * factor
+    components, attrs = ["embed"], [attr(hidden[0])]
+    for b in range(blocks):
+        components += [f"attn.{b + 1}", f"mlp.{b + 1}"]
+        attrs += [attr(parts.attention[b]), attr(parts.mlp[b])]
+    components.append("bias")
+    attrs.append(constant.cpu().numpy())
+    heads = None
+    if structure.heads_note is None and parts.heads_input is not None:
+        heads = _heads(structure, parts, directions, counts)
+    return {"token_ids": token_ids, "components": components,
+            "attrs": [_rounded(a, counts) for a in attrs], "heads": heads}
+
+
+def _heads(structure: Structure, parts: CapturedParts, directions: torch.Tensor,
+           counts: list[int]) -> dict[str, Any]:
+    """Per block, head and position: each head's slice of the output projection's input
+    through its columns of W_O, read like a component; ``bias`` is W_O's bias."""
+    device = directions.device
+    per_block, biases = [], []
+    for part, z in zip(structure.blocks, parts.heads_input or []):
+        split = part.heads
+        assert split is not None  # heads_note is None: every block splits
+        weight = split.weight().detach().to(device).double()  # (d, H·dh)
+        z = z.to(device).double()
+        length = z.shape[0]
+        values = np.empty((split.heads, length, directions.shape[1]))
+        per_head = weight.view(weight.shape[0], split.heads, -1)  # (d, H, dh)
+        for start in range(0, length, HEAD_CHUNK):
+            stop = start + HEAD_CHUNK
+            chunk = z[start:stop].view(z[start:stop].shape[0], split.heads, -1)
+            written = torch.einsum("thk,dhk->thd", chunk, per_head)  # each head's vector
+            values[:, start:stop] = torch.einsum("thd,tjd->htj", written,
+                                                 directions[start:stop]).cpu().numpy()
+        per_block.append([_rounded(values[h], counts, HEAD_DIGITS)
+                          for h in range(split.heads)])
+        bias = split.bias()
+        biases.append(None if bias is None else _rounded(torch.einsum(
+            "d,tjd->tj", bias.detach().to(device).double(), directions).cpu().numpy(), counts,
+            HEAD_DIGITS))
+    if all(b is None for b in biases):
+        return {"attrs": per_block, "bias": None}
+    zeros = [[0.0] * n for n in counts]
+    return {"attrs": per_block, "bias": [zeros if b is None else b for b in biases]}

@@ -1,0 +1,303 @@
+"""What each decoder block adds to the residual stream, found from the model itself.
+
+No table of architectures: :func:`find_blocks` runs the model once on a short probe with
+hooks on every module inside the decoder blocks, and takes as a block's attention and MLP
+the two modules whose outputs sum to the block's residual update (``h_b − h_{b−1}``), the
+outermost such pair (so Gemma's post-attention and post-feedforward norms count as part of
+what the block adds, and an MoE block's MLP is the sum of its experts). A block is
+*sequential* when a module inside it reads ``h_{b−1} + attn_b`` (the state after the
+attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have none. The
+attention splits into heads where its output is an output projection's, linear over the
+concatenated heads. The final norm's linear map at a given scale (the cached-scale
+convention of direct logit attribution) is found the same way: a candidate is accepted only
+when it reproduces the norm's output. Anything that does not check out raises
+LensReportError with one line saying why; the lens still runs without a decomposition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import LensReportError
+from .heads import LensHead, _close, _config_value, _first_tensor, _tolerance, decoder_blocks
+from .states import stream_argument
+
+EPSILON_NAMES = ("variance_epsilon", "eps", "epsilon", "layer_norm_eps")
+# Tried (and checked) where a norm keeps its epsilon in its code only (OLMo's LayerNorm).
+DEFAULT_EPSILONS = (1e-5, 1e-6)
+
+
+@dataclass(frozen=True)
+class HeadSplit:
+    """An attention's output projection: ``output = z @ W_O^T + b_O``, z the concatenated
+    heads (``heads`` slices of equal width, head-major, as every Hugging Face attention
+    merges them)."""
+
+    projection: nn.Module
+    heads: int
+    transposed: bool  # Conv1D (GPT-2): weight is (inputs, outputs)
+
+    def weight(self) -> torch.Tensor:
+        """W_O as (d_model, heads · d_head)."""
+        weight = self.projection.weight
+        return weight.T if self.transposed else weight
+
+    def bias(self) -> torch.Tensor | None:
+        bias = getattr(self.projection, "bias", None)
+        return bias if isinstance(bias, torch.Tensor) else None
+
+
+@dataclass(frozen=True)
+class BlockParts:
+    """One block's attention and MLP modules (their outputs are what the block adds)."""
+
+    attention: nn.Module
+    mlp: nn.Module
+    attention_path: str
+    mlp_path: str
+    sequential: bool  # the MLP reads the stream after the attention
+    heads: HeadSplit | None
+
+
+@dataclass(frozen=True)
+class NormMap:
+    """The final norm as ``s · A c + β``: ``A`` multiplies by ``weight`` (after removing the
+    mean where ``centers``: LayerNorm), ``s`` is 1/sqrt(mean square (or variance) + eps) of
+    the full stream at that position, ``β`` the norm's bias."""
+
+    weight: torch.Tensor | None  # None: no final norm (identity)
+    bias: torch.Tensor | None
+    centers: bool
+    eps: float
+
+    def scale(self, stream: torch.Tensor) -> torch.Tensor:
+        """s per position, from the whole residual stream there (float64)."""
+        if self.weight is None:
+            return torch.ones(stream.shape[:-1], dtype=torch.float64, device=stream.device)
+        stream = stream.double()
+        if self.centers:
+            stream = stream - stream.mean(-1, keepdim=True)
+        return torch.rsqrt(stream.pow(2).mean(-1) + self.eps)
+
+    def apply(self, stream: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``s · A x + β`` in float64 (what the final norm computes, with ``s`` given)."""
+        stream = stream.double()
+        if self.weight is None:
+            return stream
+        if self.centers:
+            stream = stream - stream.mean(-1, keepdim=True)
+        out = stream * scale[..., None] * self.weight.double().to(stream.device)
+        return out if self.bias is None else out + self.bias.double().to(stream.device)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What the decomposition needs of a model: its blocks' parts and its final norm's map.
+    ``heads_note`` says why heads are not split (None where every block's are)."""
+
+    blocks: tuple[BlockParts, ...]
+    last_block: nn.Module
+    norm: NormMap
+    heads_note: str | None
+
+    @property
+    def sequential(self) -> bool:
+        """Every block has a state after its attention (mid rows exist)."""
+        return all(part.sequential for part in self.blocks)
+
+
+@dataclass
+class _Call:
+    path: str
+    depth: int
+    order: int
+    params: int
+    input: torch.Tensor | None
+    output: torch.Tensor | None
+    calls: int = 1
+
+
+def _trace_blocks(model: nn.Module, blocks: nn.ModuleList, probe: torch.Tensor
+                  ) -> tuple[list[dict[nn.Module, _Call]], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per block: every inner module's first call (input and output, cloned: some families
+    add in place afterwards), and the block's own input and output."""
+    traces: list[dict[nn.Module, _Call]] = [{} for _ in blocks]
+    ends: list[list[torch.Tensor | None]] = [[None, None] for _ in blocks]
+    counter = [0]
+    handles = []
+
+    def watch(index: int, path: str, module: nn.Module) -> None:
+        params = sum(p.numel() for p in module.parameters())
+
+        def pre(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            known = traces[index].get(module)
+            if known is not None:
+                known.calls += 1
+                return
+            value = stream_argument(args, kwargs)
+            counter[0] += 1
+            traces[index][module] = _Call(path, path.count(".") + 1, counter[0], params,
+                                          None if value is None else value.detach().clone(),
+                                          None)
+
+        def post(_module: nn.Module, _args: tuple, _kwargs: dict, output: Any) -> None:
+            call = traces[index][module]
+            if call.calls == 1 and call.output is None:
+                tensor = _first_tensor(output)
+                call.output = None if tensor is None else tensor.detach().clone()
+
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(module.register_forward_hook(post, with_kwargs=True))
+
+    def block_hooks(index: int, block: nn.Module) -> None:
+        def pre(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            value = stream_argument(args, kwargs)
+            if ends[index][0] is None and value is not None:
+                ends[index][0] = value.detach().clone()
+
+        def post(_module: nn.Module, _args: tuple, output: Any) -> None:
+            tensor = _first_tensor(output)
+            if ends[index][1] is None and tensor is not None:
+                ends[index][1] = tensor.detach().clone()
+
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(block.register_forward_hook(post))
+
+    for index, block in enumerate(blocks):
+        block_hooks(index, block)
+        for path, module in block.named_modules():
+            if path:
+                watch(index, path, module)
+    try:
+        with torch.no_grad():
+            model(input_ids=probe, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if any(a is None or b is None for a, b in ends):
+        raise LensReportError("its decoder blocks' inputs and outputs could not be read")
+    return traces, [(a, b) for a, b in ends]  # type: ignore[misc]
+
+
+def _inside(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(f"{outer}.")
+
+
+def _pair(calls: dict[nn.Module, _Call], update: torch.Tensor, tolerance: float
+          ) -> tuple[_Call, _Call] | None:
+    """The outermost two modules (executed in that order) whose outputs sum to ``update``."""
+    shaped = sorted((c for c in calls.values() if c.calls == 1 and c.output is not None
+                     and c.output.shape == update.shape), key=lambda c: c.order)
+    found = []
+    for i, first in enumerate(shaped):
+        for second in shaped[i + 1:]:
+            if _inside(second.path, first.path) or _inside(first.path, second.path):
+                continue
+            if _close(first.output + second.output, update, tolerance):
+                found.append((first.depth + second.depth, -(first.params + second.params),
+                              first.order, first, second))
+    if not found:
+        return None
+    best = min(found, key=lambda item: item[:3])
+    return best[3], best[4]
+
+
+def _heads(model: nn.Module, module: nn.Module, output: torch.Tensor,
+           calls: dict[nn.Module, _Call], tolerance: float) -> HeadSplit | None:
+    """The attention's output projection, where the attention's output is exactly it."""
+    heads = _config_value(model.config, "num_attention_heads") or \
+        _config_value(model.config, "n_head")
+    if not isinstance(heads, int) or heads < 1:
+        return None
+    for inner in module.modules():
+        call = calls.get(inner)
+        weight = getattr(inner, "weight", None)
+        if inner is module or call is None or call.input is None or call.output is None or \
+                not isinstance(weight, torch.Tensor) or weight.dim() != 2 or call.calls != 1:
+            continue
+        if call.input.shape[-1] % heads or not _close(call.output, output, tolerance):
+            continue
+        bias = getattr(inner, "bias", None)
+        bias = bias if isinstance(bias, torch.Tensor) else None
+        for transposed in (False, True):
+            matrix = weight.T if transposed else weight
+            if matrix.shape != (output.shape[-1], call.input.shape[-1]):
+                continue
+            if _close(nn.functional.linear(call.input, matrix, bias), call.output, tolerance):
+                return HeadSplit(inner, heads, transposed)
+    return None
+
+
+def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap:
+    """The final norm as a NormMap, accepted only when it reproduces the norm's output."""
+    if not head.norms:
+        return NormMap(None, None, False, 0.0)
+    if len(head.norms) != 1:
+        raise LensReportError(f"its final head has {len(head.norms)} modules before the "
+                              "unembedding (one norm is needed)")
+    norm = head.norms[0]
+    weight = getattr(norm, "weight", None)
+    eps = next((getattr(norm, name) for name in EPSILON_NAMES
+                if isinstance(getattr(norm, name, None), float)), None)
+    width = stream.shape[-1]
+    if weight is None:  # a norm without weights (OLMo, nanochat)
+        weight = torch.ones(width, device=stream.device)
+    if not isinstance(weight, torch.Tensor) or weight.shape != (width,):
+        raise LensReportError(f"its final norm ({type(norm).__name__}) has no weight vector "
+                              "to read")
+    bias = getattr(norm, "bias", None)
+    bias = bias.detach() if isinstance(bias, torch.Tensor) else None
+    with torch.no_grad():
+        expected = norm(stream).double()
+    weight = weight.detach()
+    for centers in (False, True):
+        for candidate in (weight, 1.0 + weight.float()):
+            for epsilon in ([eps] if eps is not None else DEFAULT_EPSILONS):
+                mapped = NormMap(candidate, bias, centers, float(epsilon))
+                if _close(mapped.apply(stream, mapped.scale(stream)), expected, tolerance):
+                    return mapped
+    raise LensReportError(f"its final norm ({type(norm).__name__}) is neither an RMSNorm nor "
+                          "a LayerNorm of its weight")
+
+
+def find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Structure:
+    """Each block's attention and MLP (proven to sum to its residual update on ``probe``),
+    their heads where they split, and the final norm's map. Raises LensReportError with the
+    reason (one line) where a block or the norm does not check out."""
+    with torch.no_grad():
+        return _find_blocks(model, head, probe)
+
+
+def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Structure:
+    blocks = decoder_blocks(model, head)
+    traces, ends = _trace_blocks(model, blocks, probe)
+    tolerance = _tolerance(model)
+    parts, heads_missing = [], False
+    for number, (block, calls, (before, after)) in enumerate(zip(blocks, traces, ends), 1):
+        update = after - before
+        pair = _pair(calls, update, tolerance)
+        if pair is None:
+            raise LensReportError(f"block {number}'s residual update is not the sum of two of "
+                                  "its modules' outputs (attention + MLP)")
+        attention, mlp = pair
+        modules = {call.path: module for module, call in calls.items()}
+        mid = before + attention.output
+        sequential = any(call.order > attention.order and call.input is not None
+                         and not _inside(call.path, attention.path)
+                         and call.input.shape == mid.shape and _close(call.input, mid, tolerance)
+                         for call in calls.values())
+        split = _heads(model, modules[attention.path], attention.output, calls, tolerance)
+        heads_missing |= split is None
+        parts.append(BlockParts(modules[attention.path], modules[mlp.path], attention.path,
+                                mlp.path, sequential, split))
+    norm = _norm_map(head, ends[-1][1], tolerance)
+    note = None
+    if heads_missing:
+        note = ("the attention's output is not an output projection over the concatenated "
+                "heads added to the stream as it is (e.g. a norm after the attention, as "
+                "Gemma-2/3's post-attention norm), so it is not split by head")
+    return Structure(tuple(parts), blocks[-1], norm, note)

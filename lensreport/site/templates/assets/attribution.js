@@ -1,0 +1,122 @@
+/* "What wrote it": direct logit attribution of one position's token (a document's
+ * `decomposition`, README "Direct logit attribution"), drawn when a heatmap cell is picked.
+ *
+ * lensreport.js fires 'lensreport:pick' on a figure's section with {figure, layer, position};
+ * this script draws, in that section's .attribution panel: a token switch (the final top-k,
+ * the next input token, the target, each group's most likely member), the attention and MLP
+ * attribution of every block as bars with the running total (the token's direct logit by
+ * depth: embeddings and constant terms, then each block added), and a block × head heatmap
+ * where the model splits its attention by head. Hover gives the numbers.
+ */
+(function () {
+  'use strict';
+
+  function text(s) { return window.lensreport.plotlyText(String(s)); }
+  function tokenText(figure, id) { return JSON.stringify(figure.token(id)); }
+
+  /* Each attributed token at `pos` with what it is to the reader (top-2, next token, …). */
+  function choices(figure, decomposition, pos) {
+    var d = figure.d, roles = {}, last = figure.L - 1;
+    function add(id, role) { (roles[id] = roles[id] || []).push(role); }
+    figure.topk(last, pos).forEach(function (c, j) { add(c.id, 'top-' + (j + 1)); });
+    if (pos < figure.T - 1) add(d.input_ids[pos + 1], 'next token');
+    if (d.target_id !== null && d.target_id !== undefined) add(d.target_id, 'target');
+    (d.groups || []).forEach(function (g) {
+      var best = figure.groupMembers(g, last, pos)[0];
+      if (best) add(best.id, 'group ' + g.name);
+    });
+    return decomposition.token_ids[pos].map(function (id, j) {
+      return { id: id, j: j, label: (roles[id] || ['token']).join(', ') + ': ' + tokenText(figure, id) };
+    });
+  }
+
+  function show(figure, pos) {
+    var panel = figure.root.querySelector('.attribution');
+    var decomposition = figure.d.decomposition;
+    if (!panel) return;
+    panel.hidden = false;
+    var title = panel.querySelector('.attribution-title');
+    var select = panel.querySelector('.attribution-token');
+    var bars = panel.querySelector('.attribution-bars');
+    var heads = panel.querySelector('.attribution-heads');
+    var note = panel.querySelector('.attribution-note');
+    if (!decomposition) {
+      title.textContent = 'What wrote it';
+      note.textContent = figure.d.decomposition_note ||
+        (figure.partial ? 'The attribution loads with the rest of the figure\u2019s numbers.' : 'This run has no attribution.');
+      select.hidden = true; bars.hidden = true; heads.hidden = true;
+      return;
+    }
+    select.hidden = false; bars.hidden = false;
+    title.textContent = 'What wrote it at position ' + pos + ' (' + tokenText(figure, figure.d.input_ids[pos]) + ')';
+    select.textContent = '';
+    choices(figure, decomposition, pos).forEach(function (c) {
+      var option = document.createElement('option');
+      option.value = String(c.j);
+      option.textContent = c.label;
+      select.appendChild(option);
+    });
+    select.onchange = function () { draw(figure, pos, Number(select.value)); };
+    draw(figure, pos, 0);
+  }
+
+  function draw(figure, pos, j) {
+    var panel = figure.root.querySelector('.attribution');
+    var decomposition = figure.d.decomposition, attrs = decomposition.attrs;
+    var names = decomposition.components, th = window.lensreport.theme(figure.root);
+    var blocks = (names.length - 2) / 2, attn = [], mlp = [], running = [], xs = [];
+    var value = function (c) { return attrs[c][pos][j]; };
+    var total = value(0) + value(names.length - 1);  // embeddings and constant terms
+    var start = total;
+    for (var b = 1; b <= blocks; b++) {
+      xs.push(b);
+      attn.push(value(2 * b - 1));
+      mlp.push(value(2 * b));
+      total += value(2 * b - 1) + value(2 * b);
+      running.push(total);
+    }
+    var id = decomposition.token_ids[pos][j], token = text(tokenText(figure, id));
+    var note = panel.querySelector('.attribution-note');
+    note.textContent = 'Direct logit of ' + JSON.stringify(figure.token(id)) + ': ' + total.toFixed(3) +
+      ' (before any softcap) = embeddings ' + value(0).toFixed(3) + ' + constant terms ' +
+      value(names.length - 1).toFixed(3) + ' + what each block wrote.' +
+      (decomposition.heads ? '' : decomposition.heads_note ? ' ' + decomposition.heads_note + '.' : '');
+    var bars = panel.querySelector('.attribution-bars');
+    Plotly.react(bars, [
+      { type: 'bar', name: 'attention', x: xs, y: attn, marker: { color: '#2f6fde' },
+        hovertemplate: 'block %{x} attention: %{y:.3f}<extra>' + token + '</extra>' },
+      { type: 'bar', name: 'MLP', x: xs, y: mlp, marker: { color: '#e4572e' },
+        hovertemplate: 'block %{x} MLP: %{y:.3f}<extra>' + token + '</extra>' },
+      { type: 'scatter', mode: 'lines+markers', name: 'running total', x: [0].concat(xs), y: [start].concat(running),
+        line: { color: '#17a398' }, hovertemplate: 'after block %{x}: %{y:.3f}<extra>running total</extra>' }
+    ], {
+      height: 280, barmode: 'group', margin: { l: 50, r: 10, t: 10, b: 40 },
+      paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
+      xaxis: { title: { text: 'block' } }, yaxis: { title: { text: 'logit' } },
+      legend: { orientation: 'h', y: -0.25 }
+    }, { displaylogo: false });
+    var heads = panel.querySelector('.attribution-heads');
+    if (!decomposition.heads) { heads.hidden = true; return; }
+    heads.hidden = false;
+    var per = decomposition.heads.attrs, z = [];
+    for (var h = 0; h < per[0].length; h++) {
+      z.push(per.map(function (block) { return block[h][pos][j]; }));
+    }
+    var bound = Math.max.apply(null, z.map(function (row) {
+      return Math.max.apply(null, row.map(Math.abs));
+    })) || 1;
+    Plotly.react(heads, [{
+      type: 'heatmap', z: z, x: xs, y: z.map(function (_, h) { return h; }), colorscale: 'RdBu', reversescale: true,
+      zmin: -bound, zmax: bound, hovertemplate: 'block %{x} head %{y}: %{z:.3f}<extra>' + token + '</extra>',
+      colorbar: { title: { text: 'logit', side: 'right' }, thickness: 12 }
+    }], {
+      height: Math.max(200, 60 + 16 * z.length), margin: { l: 50, r: 10, t: 10, b: 40 },
+      paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
+      xaxis: { title: { text: 'block' } }, yaxis: { title: { text: 'head' } }
+    }, { displaylogo: false });
+  }
+
+  document.addEventListener('lensreport:pick', function (event) {
+    show(event.detail.figure, event.detail.position);
+  });
+})();

@@ -1,0 +1,134 @@
+"""The "what wrote it" panel and sub-layer rows on pages, in real Chromium: a click on a
+cell opens the panel, its bars are the document's attributions, switching the token changes
+them, the block × head heatmap shows on a Llama; the heatmap places rows by row_depths; the
+attribution CSV holds the document's numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from conftest import run_cli, write_manifest
+from lensreport.results.documents import loads
+from test_jacobian_site import open_page, pick_cell
+
+TEXT = "The quick brown fox jumps over the lazy"
+
+
+@pytest.fixture(scope="module")
+def sublayer_site(tmp_path_factory, tiny_models, weights_cache):
+    folder = tiny_models("llama", "sentencepiece")
+    root = tmp_path_factory.mktemp("attribution-site")
+    manifest = write_manifest(root, f"""
+        lens: {{rows: sublayer}}
+        models:
+          - {{name: tiny, model: {folder}}}
+        prompts:
+          - {{name: fox, text: "{TEXT}", target: " dog"}}
+    """)
+    result = run_cli("build", manifest)
+    assert result.returncode == 0, result.stderr
+    site = root / "site"
+    return site, loads((site / "data/tiny/fox.json").read_text())
+
+
+def test_the_attribution_csv_holds_the_documents_numbers(sublayer_site):
+    site, document = sublayer_site
+    field = document["decomposition"]
+    rows = list(csv.reader(io.StringIO((site / "data/tiny/fox.attribution.csv").read_text())))
+    assert rows[0] == ["position", "token", "component", "attribution"]
+    cells = {(int(p), c, t): float(v) for p, t, c, v in rows[1:]}
+    heads = len(field["heads"]["attrs"][0])
+    per_token = len(field["components"]) + len(field["heads"]["attrs"]) * heads
+    assert len(rows) - 1 == per_token * sum(map(len, field["token_ids"]))
+    position, j = 3, 1
+    token = document["vocab"][str(field["token_ids"][position][j])]
+    assert cells[(position, "mlp.2", token)] == field["attrs"][4][position][j]
+    assert cells[(position, "attn.3.head1", token)] == field["heads"]["attrs"][2][1][position][j]
+
+
+@pytest.mark.browser
+def test_a_click_opens_what_wrote_it(sublayer_site, page):
+    site, document = sublayer_site
+    field = document["decomposition"]
+    open_page(page, (site / "prompts/fox/index.html").as_uri())
+    section = page.locator("section.figure").first
+    heatmap = section.locator(".heatmap")
+    # Rows placed by depth: 0, 0.5, 1, … (a row after each attention).
+    assert page.evaluate("el => el.data[0].y", heatmap.element_handle()) == \
+        document["row_depths"]
+    assert section.locator(".attribution").is_hidden()
+    position, row = 4, 2  # a block row (the heatmap places rows by depth)
+    pick_cell(page, heatmap, row, position, section.locator(".token-picker").element_handle(),
+              f"el => el.textContent.includes('position {position} ')")
+    panel = section.locator(".attribution")
+    panel.wait_for(state="visible", timeout=10_000)
+    bars = panel.locator(".attribution-bars")
+    page.wait_for_function("el => el.data && el.data.length === 3", arg=bars.element_handle(),
+                           timeout=10_000)
+
+    def drawn():
+        return page.evaluate("el => el.data.map(t => t.y)", bars.element_handle())
+
+    blocks = len(field["components"]) // 2 - 1
+    attn, mlp, running = drawn()
+    assert attn == [field["attrs"][2 * b - 1][position][0] for b in range(1, blocks + 1)]
+    assert mlp == [field["attrs"][2 * b][position][0] for b in range(1, blocks + 1)]
+    logit = sum(values[position][0] for values in field["attrs"])
+    assert running[-1] == pytest.approx(logit, abs=1e-6)
+    options = panel.locator(".attribution-token option").all_inner_texts()
+    assert len(options) == len(field["token_ids"][position])
+    assert options[0].startswith("top-1") and any("next token" in o for o in options)
+    assert any("target" in o for o in options)
+    # Another token: other bars.
+    panel.locator(".attribution-token").select_option("2")
+    page.wait_for_function("([el, y]) => JSON.stringify(el.data[0].y) !== y",
+                           arg=[bars.element_handle(), str(attn).replace(" ", "")],
+                           timeout=10_000)
+    attn2 = drawn()[0]
+    assert attn2 == [field["attrs"][2 * b - 1][position][2] for b in range(1, blocks + 1)]
+    # The block × head heatmap: heads × blocks, the document's numbers.
+    heads = panel.locator(".attribution-heads")
+    z = page.evaluate("el => el.data[0].z", heads.element_handle())
+    per = field["heads"]["attrs"]
+    assert z == [[per[b][h][position][2] for b in range(blocks)] for h in range(len(per[0]))]
+    assert page.errors == []
+
+
+@pytest.mark.browser
+def test_the_notebook_output_has_the_panel(tmp_path, tiny_models, weights_cache, page,
+                                           monkeypatch):
+    """LensResult's output (the site's renderer, scripts inlined) opens the same panel."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import open_notebook_output
+    from lensreport.api import run_lens
+
+    folder = tiny_models("llama", "sentencepiece")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    result = run_lens(model, AutoTokenizer.from_pretrained(folder), TEXT, model_name="tiny")
+    field = result.document["decomposition"]
+    open_notebook_output(page, tmp_path, result, monkeypatch)
+    section = page.locator("section.figure").first
+    position = 3
+    pick_cell(page, section.locator(".heatmap"), 1, position,
+              section.locator(".token-picker").element_handle(),
+              f"el => el.textContent.includes('position {position} ')")
+    bars = section.locator(".attribution-bars")
+    page.wait_for_function("el => el.data && el.data.length === 3", arg=bars.element_handle(),
+                           timeout=10_000)
+    attn = page.evaluate("el => el.data[0].y", bars.element_handle())
+    assert attn == [field["attrs"][2 * b - 1][position][0] for b in (1, 2, 3)]
+    assert page.errors == []
+
+
+def test_static_figures_label_rows_by_depth():
+    from lensreport.site.static_figures import heatmap_parts
+
+    doc = {"layers": [0, 1, 2], "row_depths": [0, 0.5, 1], "input_ids": [0, 1], "vocab": {},
+           "entropy": [[1.0, 1.0]] * 3, "topk_ids": [[[0], [1]]] * 3}
+    (part,) = heatmap_parts(doc, "title")
+    axis = part["layout"]["yaxis"]
+    assert axis["tickvals"] == [0, 1, 2] and axis["ticktext"] == ["0", "0.5", "1"]
