@@ -1,7 +1,7 @@
 """Figure data: what a page inlines for the browser to draw (assets/lensreport.js).
 
-The browser reads results documents as they are in ``data/`` (schema 2, ``tracked_probs``
-packed as float16): a page inlines every lens's whole document where that is cheap, and
+The browser reads results documents as they are in ``data/`` (schema 3, numeric fields
+packed: results/documents.py): a page inlines every lens's whole document where that is cheap, and
 otherwise each figure's *first view* (:func:`first_view`: entropy and the top-1 token per
 cell, itself a document of top-k 1), fetching the whole documents from ``data/`` over HTTP
 once the figure is drawn. One reader in the browser, one copy of each run's numbers in the
@@ -87,16 +87,27 @@ def is_long(document: dict[str, Any]) -> bool:
     return len(document["layers"]) * len(document["input_ids"]) > LIGHT_CELLS
 
 
-FIRST_VIEW_FIELDS = ("schema_version", "layers", "input_ids", "entropy", "generated_from",
-                     "template_mask")
+FIRST_VIEW_FIELDS = ("schema_version", "layers", "input_ids", "generated_from", "template_mask")
+
+
+# The positions a long prompt's heatmap shows at first (lensreport.js WINDOW): its first view
+# carries these only; the rest of the row comes with the fetched documents.
+FIRST_WINDOW = 120
 
 
 def first_view(document: dict[str, Any]) -> dict[str, Any]:
     """The part of a document a page needs to draw at once: entropy and the top-1 token (id
-    and probability) per cell, as a document of top-k 1 with ``partial`` set (the browser
-    reads it as it reads a whole one, and fetches the whole one for the rest)."""
+    and probability) per cell of the positions shown at first (``positions``: the first
+    FIRST_WINDOW of a long prompt), as a document of top-k 1 with ``partial`` set (the
+    browser reads it as it reads a whole one, and fetches the whole one for the rest)."""
+    shown = min(len(document["input_ids"]), FIRST_WINDOW)
+
+    def visible(field: str, cell: Any = lambda value: value) -> list[Any]:
+        return [None if row is None else [cell(value) for value in row[:shown]]
+                for row in document[field]]
+
     def top1(field: str) -> list[Any]:
-        return [None if row is None else [cell[:1] for cell in row] for row in document[field]]
+        return visible(field, lambda value: value[:1])
 
     top1_ids = top1("topk_ids")
     used = {str(i) for i in document["input_ids"]}
@@ -105,6 +116,8 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
     return {
         **{field: document.get(field) for field in FIRST_VIEW_FIELDS},
         "partial": True,
+        "positions": shown,
+        "entropy": visible("entropy"),
         "model": {"name": model["name"], "vocab_size": model.get("vocab_size")},
         "prompt": {"name": prompt["name"], "target_id": prompt.get("target_id"),
                    "target_token": prompt.get("target_token")},

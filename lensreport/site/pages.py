@@ -170,9 +170,9 @@ class Figure:
                   for kind, document in self.lenses]
         if light:
             return {"id": self.id, "model": self.model.name, "lenses": lenses,
-                    "documents": [first_view(self.document)],
+                    "documents": [encoded(first_view(self.document))],
                     "fetch": [root + self.data_path_for(kind) for kind in self.lens_kinds]}
-        documents = [encoded(document) if tracks else without_tracks(document)
+        documents = [encoded(document if tracks else without_tracks(document))
                      for _, document in self.lenses]
         return {"id": self.id, "model": self.model.name, "lenses": lenses,
                 "documents": documents, "fetch": None}

@@ -78,6 +78,7 @@
   /* A document's per-row field as one flat array: row after row, each flattened in order,
      and `width` nulls for a row the lens does not cover (a null row). */
   function cells(rows, L, width) {
+    if (rows && rows.values) return rows.values;  // a packed array, unpacked flat
     var out = [];
     function walk(v) { if (Array.isArray(v)) v.forEach(walk); else out.push(v === undefined ? null : v); }
     for (var l = 0; l < L; l++) {
@@ -95,10 +96,75 @@
     if (e === 31) return f ? NaN : sign * Infinity;
     return sign * (1 + f / 1024) * Math.pow(2, e - 15);
   }
-  /* tracked_probs per position as [layer][j] flat: schema 2 packs them as one float16 array
-     (positions × layers × that position's tracked ids, NaN at uncovered rows); schema 1 lists. */
+  /* Schema 3's packed arrays (lensreport/results/documents.py): uint32 codes stored as byte
+     planes, deflated, base64; a row in null_rows is not stored. unpack() reads one into
+     {shape, values}: the values flat, row after row, null where missing (a whole null row too). */
+  var NULL_CODE = 0xFFFFFFFF, POW10 = [];
+  for (var p10 = 0; p10 <= 400; p10++) POW10.push(parseFloat('1e' + p10));  // exact up to 1e22
+  function inflate(b64) {
+    var text = atob(b64), bytes = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate'));
+    return new Response(stream).arrayBuffer().then(function (buffer) { return new Uint8Array(buffer); });
+  }
+  var DECODE = {
+    int: function (c) { return c; },
+    prob4: function (c) {  // 1 + 9000·(−e) + (m − 1000): m·10^(e−3); 0 is 0
+      if (c === 0) return 0;
+      c -= 1;
+      var e = Math.floor(c / 9000);
+      return (1000 + c % 9000) / POW10[3 + e];
+    },
+    fixed4: function (c) { return ((c >>> 1) ^ -(c & 1)) / 10000; }  // zigzag, 4 decimals
+  };
+  function unpackValues(b64, codec) {
+    var decode = DECODE[codec];
+    if (!decode) return Promise.reject(new Error('unknown codec ' + codec));
+    return inflate(b64).then(function (b) {
+      var n = b.length / 4, out = new Array(n);
+      for (var i = 0; i < n; i++) {
+        var c = (b[i] | (b[n + i] << 8) | (b[2 * n + i] << 16) | (b[3 * n + i] << 24)) >>> 0;
+        out[i] = c === NULL_CODE ? null : decode(c);
+      }
+      return out;
+    });
+  }
+  function unpack(packed) {
+    return unpackValues(packed.zlib, packed.codec).then(function (stored) {
+      var cell = packed.shape.slice(1).reduce(function (a, b) { return a * b; }, 1);
+      var nulls = packed.null_rows || [], values = [], at = 0;
+      for (var r = 0; r < packed.shape[0]; r++) {
+        if (nulls.indexOf(r) >= 0) { for (var i = 0; i < cell; i++) values.push(null); }
+        else { for (var j = 0; j < cell; j++) values.push(stored[at++]); }
+      }
+      return { shape: packed.shape, values: values };
+    });
+  }
+  var GRID_FIELDS = ['topk_ids', 'topk_probs', 'entropy', 'kl_to_final', 'next_token_prob', 'next_token_rank', 'target_prob', 'target_rank'];
+  var GROUP_FIELDS = ['prob', 'rank', 'top_ids', 'top_probs'];
+  /* A document with its packed arrays unpacked (in place; schema 1 and 2 pass through). */
+  function unpackDocument(doc) {
+    var jobs = [];
+    function one(holder, name) {
+      var v = holder[name];
+      if (v && v.zlib && v.shape) jobs.push(unpack(v).then(function (u) { holder[name] = u; }));
+    }
+    GRID_FIELDS.forEach(function (name) { one(doc, name); });
+    (doc.target_groups || []).forEach(function (g) { GROUP_FIELDS.forEach(function (name) { one(g, name); }); });
+    if (doc.tracked_probs && doc.tracked_probs.zlib) {
+      jobs.push(unpackValues(doc.tracked_probs.zlib, doc.tracked_probs.codec).then(function (v) { doc.tracked_probs = { values: v }; }));
+    }
+    return Promise.all(jobs).then(function () { return doc; });
+  }
+  /* tracked_probs per position as [layer][j] flat: one array, positions × layers × that
+     position's tracked ids (null or NaN at uncovered rows): schema 3 packed (4 significant
+     digits), schema 2 float16 in base64; schema 1 lists. */
   function trackedProbs(field, tracked, L) {
     if (Array.isArray(field)) return field.map(function (rows, pos) { return cells(rows, L, tracked[pos].length); });
+    if (field.values) {
+      var from = 0;
+      return tracked.map(function (ids) { var n = L * ids.length; from += n; return field.values.slice(from - n, from); });
+    }
     var bytes = atob(field.base64), at = 0;
     return tracked.map(function (ids) {
       var out = [];
@@ -113,8 +179,17 @@
      figure's layout; `lens` is how the page names its lens ({style, gap_text}). */
   /* How many values a cell of a [layer][position][j] field holds (its first covered row's). */
   function cellWidth(rows, none) {
+    if (rows && rows.shape) return rows.shape.length > 2 ? rows.shape[2] : none;
     var covered = rows.filter(function (row) { return row; })[0];
     return covered && covered[0] ? covered[0].length : none;
+  }
+  /* Rows of `from` values each, padded with nulls to `to` values each. */
+  function widen(values, L, from, to) {
+    var out = [];
+    for (var l = 0; l < L; l++) {
+      for (var i = 0; i < to; i++) out.push(i < from ? values[l * from + i] : null);
+    }
+    return out;
   }
   function fromDocument(doc, lens) {
     var L = doc.layers.length, T = doc.input_ids.length, k = cellWidth(doc.topk_ids, 1);
@@ -126,6 +201,12 @@
       topk_ids: cells(doc.topk_ids, L, T * k), topk_probs: cells(doc.topk_probs, L, T * k),
       entropy: cells(doc.entropy, L, T), groups: []
     };
+    var W = doc.positions;  // a long prompt's first view: the first W positions only
+    if (W !== undefined && W < T) {
+      d.topk_ids = widen(cells(doc.topk_ids, L, W * k), L, W * k, T * k);
+      d.topk_probs = widen(cells(doc.topk_probs, L, W * k), L, W * k, T * k);
+      d.entropy = widen(cells(doc.entropy, L, W), L, W, T);
+    }
     if (doc.kl_to_final) d.kl_to_final = cells(doc.kl_to_final, L, T);
     if (doc.next_token_prob) {
       d.next_token_prob = cells(doc.next_token_prob, L, T);
@@ -179,7 +260,7 @@
     var fetched = location.protocol === 'file:'
       ? Promise.reject(new Error('file://'))  // browsers refuse; do not even try (no console error)
       : Promise.all(urls.map(function (url) {
-        return fetch(url).then(function (r) { if (!r.ok) throw new Error(url + ': HTTP ' + r.status); return r.json(); });
+        return fetch(url).then(function (r) { if (!r.ok) throw new Error(url + ': HTTP ' + r.status); return r.json(); }).then(unpackDocument);
       }));
     this.loading = fetched.then(function (documents) {
       var key = self.metric && self.metric.key;
@@ -730,12 +811,23 @@
   var mounted = [];
   /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
   function mount(scope) {
-    var figures = [];
+    var pending = [];
     scope.querySelectorAll('section.figure').forEach(function (root) {
       var script = root.querySelector('script.figure-data');
       if (!script || root.hasAttribute('data-mounted')) return;
       root.setAttribute('data-mounted', '');
-      var f = new Figure(root, JSON.parse(script.textContent));
+      var data = JSON.parse(script.textContent);
+      pending.push(Promise.all(data.documents.map(unpackDocument)).then(function (documents) {
+        data.documents = documents;
+        return [root, data];
+      }));
+    });
+    return Promise.all(pending).then(function (found) { return mountFigures(scope, found); });
+  }
+  function mountFigures(scope, found) {
+    var figures = [];
+    found.forEach(function (item) {
+      var f = new Figure(item[0], item[1]);
       f.setupSelect();
       f.setupLens();
       f.enableLens(!f.partial);
