@@ -103,7 +103,15 @@ def test_fox_heatmaps_show_dog_on_the_last_layer(page, demo_site):
 
 @pytest.mark.browser
 def test_switching_the_metric_changes_the_colours(page, demo_site):
-    open_page(page, demo_site.as_uri() + "/embed/gemma-3-270m/fox.html")
+    """An embed inlines its first view and fetches the rest (over HTTP): then every metric."""
+    with static_server(demo_site) as base:
+        open_page(page, base + "embed/gemma-3-270m/fox.html")
+        page.wait_for_function("() => [...document.querySelectorAll('.metric-select option')]"
+                               ".some(o => o.textContent.startsWith('P(target'))", timeout=30_000)
+        switch_metric(page)
+
+
+def switch_metric(page) -> None:
     heatmap = page.locator(".heatmap")
     before = heatmap.screenshot()
     z_before = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
