@@ -40,8 +40,9 @@ def _probs(array: np.ndarray) -> Any:
     return [significant(v) for v in array.tolist()]
 
 
-def _nats(array: np.ndarray) -> Any:
-    return [[round(v, 4) for v in row] for row in array.tolist()]
+def _decimals(array: np.ndarray) -> Any:
+    """Nats, and the trajectories' probabilities, at 4 decimals (NaN: null)."""
+    return [[None if v != v else round(v, 4) for v in row] for row in array.tolist()]
 
 
 def _ints(array: np.ndarray) -> Any:
@@ -108,8 +109,8 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "layers": list(range(count)),
         "topk_ids": spread(_ints(stats.topk_ids)),
         "topk_probs": spread(_probs(stats.topk_probs)),
-        "entropy": spread(_nats(stats.entropy)),
-        "kl_to_final": spread(_nats(stats.kl_to_final)),
+        "entropy": spread(_decimals(stats.entropy)),
+        "kl_to_final": spread(_decimals(stats.kl_to_final)),
         "next_token_prob": spread([[significant(v) if t < last else None
                                     for t, v in enumerate(row)]
                                    for row in stats.next_token_prob.tolist()]),
@@ -118,7 +119,7 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "target_prob": None if stats.target_prob is None else spread(_probs(stats.target_prob)),
         "target_rank": None if stats.target_rank is None else spread(_ints(stats.target_rank)),
         "tracked_ids": [ids.tolist() for ids in stats.tracked_ids],
-        "tracked_probs": [spread(_probs(probs)) for probs in stats.tracked_probs],
+        "tracked_probs": [spread(_decimals(probs)) for probs in stats.tracked_probs],
         "target_groups": [
             {"name": name, "ids": list(ids), "prob": spread(_probs(group.prob)),
              "rank": spread(_ints(group.rank)), "top_ids": spread(_ints(group.top_ids)),
@@ -316,18 +317,25 @@ def unpack_grid(packed: Any) -> list[Any]:
     return [None if r in null_set else next(stored) for r in range(shape[0])]
 
 
+# The trajectories' probabilities at 4 decimals, what their chart shows (0.01 %): a rare
+# token's are 0 there, as on the chart; per-cell probabilities (top-k, next token, target,
+# groups) keep 4 significant digits. At 4 significant digits they would be most of a site.
+TRACKED_CODEC = "fixed4"
+
+
 def _pack_tracked(document: dict[str, Any]) -> dict[str, Any]:
-    """``tracked_probs`` as one prob4 array, positions × layers × that position's tracked
+    """``tracked_probs`` as one packed array, positions × layers × that position's tracked
     ids in that order (missing values at rows the lens does not cover)."""
     values: list[Any] = []
     for ids, rows in zip(document["tracked_ids"], document["tracked_probs"]):
         for row in rows:
             values.extend([None] * len(ids) if row is None else row)
-    return {"codec": "prob4", "order": TRACKED_ORDER, "zlib": pack_values(values, "prob4")}
+    return {"codec": TRACKED_CODEC, "order": TRACKED_ORDER,
+            "zlib": pack_values(values, TRACKED_CODEC)}
 
 
 def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
-    """The lists of a packed ``tracked_probs`` (schema 2's float16, or schema 3's prob4);
+    """The lists of a packed ``tracked_probs`` (schema 2's float16, or schema 3's codes);
     a row of missing values (an uncovered row) is null."""
     packed = document["tracked_probs"]
     layers = len(document["layers"])

@@ -96,8 +96,9 @@ FIRST_WINDOW = 120
 
 
 def first_view(document: dict[str, Any]) -> dict[str, Any]:
-    """The part of a document a page needs to draw at once: entropy and the top-1 token (id
-    and probability) per cell of the positions shown at first (``positions``: the first
+    """The part of a document a page needs to draw at once: entropy and the top-1 token's id
+    (the cell's text; its probability is not drawn until asked for) per cell of the positions
+    shown at first (``positions``: the first
     FIRST_WINDOW of a long prompt), as a document of top-k 1 with ``partial`` set (the
     browser reads it as it reads a whole one, and fetches the whole one for the rest)."""
     shown = min(len(document["input_ids"]), FIRST_WINDOW)
@@ -106,10 +107,7 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
         return [None if row is None else [cell(value) for value in row[:shown]]
                 for row in document[field]]
 
-    def top1(field: str) -> list[Any]:
-        return visible(field, lambda value: value[:1])
-
-    top1_ids = top1("topk_ids")
+    top1_ids = visible("topk_ids", lambda cell: cell[:1])
     used = {str(i) for i in document["input_ids"]}
     used.update(str(cell[0]) for row in top1_ids if row is not None for cell in row)
     model, prompt, lens = document["model"], document["prompt"], document["lens"]
@@ -123,7 +121,6 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
                    "target_token": prompt.get("target_token")},
         "lens": {key: lens[key] for key in ("kind", "rows") if key in lens},
         "topk_ids": top1_ids,
-        "topk_probs": top1("topk_probs"),
         "vocab": {key: document["vocab"][key] for key in sorted(used, key=int)},
     }
 

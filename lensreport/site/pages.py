@@ -408,8 +408,9 @@ def plan_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str
         for kind, document in figure.lenses:
             data(figure.data_path_for(kind), f"{what} ({kind} lens): JSON",
                  lambda document=document: dumps(document))
-            data(figure.csv_path_for(kind), f"{what} ({kind} lens): CSV",
-                 lambda document=document: run_csv(document))
+            if manifest.site.csv_files:  # else the browser writes it on a click
+                data(figure.csv_path_for(kind), f"{what} ({kind} lens): CSV",
+                     lambda document=document: run_csv(document))
         jobs += figure.export_jobs(export)
     _plan_furniture(manifest, figures, pages, outputs)
     page("404.html", "404.html", "the 404 page", "This page does not exist.",

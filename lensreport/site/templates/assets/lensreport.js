@@ -198,13 +198,15 @@
       vocab_size: doc.model.vocab_size, target_id: doc.prompt.target_id, target: doc.prompt.target_token,
       rows: doc.lens.rows || null, gap_text: lens.gap_text, lens_style: lens.style,
       generated_from: doc.generated_from, template_mask: doc.template_mask,
-      topk_ids: cells(doc.topk_ids, L, T * k), topk_probs: cells(doc.topk_probs, L, T * k),
+      topk_ids: cells(doc.topk_ids, L, T * k),
+      // A first view has no probabilities (it draws entropy and the top-1 token): nulls.
+      topk_probs: doc.topk_probs ? cells(doc.topk_probs, L, T * k) : null,
       entropy: cells(doc.entropy, L, T), groups: []
     };
     var W = doc.positions;  // a long prompt's first view: the first W positions only
     if (W !== undefined && W < T) {
       d.topk_ids = widen(cells(doc.topk_ids, L, W * k), L, W * k, T * k);
-      d.topk_probs = widen(cells(doc.topk_probs, L, W * k), L, W * k, T * k);
+      if (d.topk_probs) d.topk_probs = widen(d.topk_probs, L, W * k, T * k);
       d.entropy = widen(cells(doc.entropy, L, W), L, W, T);
     }
     if (doc.kl_to_final) d.kl_to_final = cells(doc.kl_to_final, L, T);
@@ -229,6 +231,65 @@
     }
     return d;
   }
+
+  /* "Download CSV" without a file in data/ (site.csv_files false): the browser writes the
+     CSV of lensreport/site/tables.py run_csv from the document, byte for byte: numbers as
+     Python writes them, a text cell that a spreadsheet would read as a formula quoted. */
+  function pyFloat(x) {
+    if (Number.isInteger(x)) return x.toFixed(1);
+    var parts = x.toExponential().split('e'), exp = Number(parts[1]);
+    if (exp < -4 || exp >= 16) return parts[0] + 'e' + (exp < 0 ? '-' : '+') + (Math.abs(exp) < 10 ? '0' : '') + Math.abs(exp);
+    return String(x);
+  }
+  function csvCell(v, integer) {
+    if (v === null || v === undefined) return '';
+    if (typeof v === 'number') return integer ? String(v) : pyFloat(v);
+    var s = /^[=+\-@]/.test(v) ? "'" + v : v;  // tables.py FORMULA_START
+    return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+  Figure.prototype.csv = function () {
+    var d = this.d, T = this.T, self = this;
+    var header = ['layer', 'position', 'input_token', 'top1_token', 'top1_prob', 'entropy', 'kl_to_final',
+      'next_token_prob', 'next_token_rank', 'target_prob', 'target_rank'];
+    d.groups.forEach(function (g) { header.push('group ' + g.name + ' prob', 'group ' + g.name + ' rank'); });
+    var lines = [header.map(function (h) { return csvCell(h); }).join(',')];
+    function at(a, l, t) { return a ? self.at(a, l, t) : null; }
+    for (var l = 0; l < this.L; l++) {
+      for (var t = 0; t < T; t++) {
+        var top = d.topk_ids[(l * T + t) * this.k], p = d.topk_probs[(l * T + t) * this.k];
+        var row = [csvCell(l, true), csvCell(t, true), csvCell(this.token(d.input_ids[t])),
+          csvCell(top === null || top === undefined ? null : this.token(top)), csvCell(p === undefined ? null : p),
+          csvCell(at(d.entropy, l, t)), csvCell(at(d.kl_to_final, l, t)), csvCell(at(d.next_token_prob, l, t)),
+          csvCell(at(d.next_token_rank, l, t), true), csvCell(at(d.target_prob, l, t)), csvCell(at(d.target_rank, l, t), true)];
+        d.groups.forEach(function (g) { row.push(csvCell(at(g.prob, l, t)), csvCell(at(g.rank, l, t), true)); });
+        lines.push(row.join(','));
+      }
+    }
+    return lines.join('\r\n') + '\r\n';
+  };
+  /* A click on a CSV link (data-csv: the lens's index) saves the CSV the browser writes. */
+  Figure.prototype.setupCsv = function () {
+    var self = this;
+    this.root.querySelectorAll('a[data-csv]').forEach(function (a) {
+      a.addEventListener('click', function (event) {
+        event.preventDefault();
+        self.loadFull().then(function () {
+          if (self.partial) return;  // the note says why (file://)
+          var lens = Number(a.getAttribute('data-csv')), shown = self.lens;
+          self.use(lens);
+          var text = self.csv();
+          self.use(shown);
+          var url = URL.createObjectURL(new Blob([text], { type: 'text/csv' })), link = document.createElement('a');
+          link.href = url;
+          link.download = a.getAttribute('href').split('/').pop();
+          document.body.appendChild(link);
+          link.click();
+          link.remove();
+          setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+        });
+      });
+    });
+  };
 
   var WINDOW = 120;  // tokens shown at once for long prompts (a range slider pans)
   var CELL_TEXT_LIMIT = 200;  // longer prompts show the top-1 token on hover only
@@ -308,7 +369,7 @@
     var out = [], base = (layer * this.T + pos) * this.k;
     if (!this.covered(layer)) return out;
     for (var j = 0; j < this.k; j++) {
-      var id = this.d.topk_ids[base + j], p = this.d.topk_probs[base + j];
+      var id = this.d.topk_ids[base + j], p = this.d.topk_probs ? this.d.topk_probs[base + j] : null;
       if (id === null || id === undefined) continue;
       out.push({ id: id, p: p === null || p === undefined ? null : p });
     }
@@ -830,6 +891,7 @@
       var f = new Figure(item[0], item[1]);
       f.setupSelect();
       f.setupLens();
+      f.setupCsv();
       f.enableLens(!f.partial);
       // A first view on a file:// page says at once what it cannot fetch (so its note is in
       // the layout before any figure is drawn).
