@@ -375,7 +375,7 @@ def test_hostile_special_tokens_and_names_reach_pages_figures_and_files_visible(
     model = tiny.save_special_token_model(tmp_path / "model", SPECIALS)
     manifest = tmp_path / "prompts.yaml"
     manifest.write_text(yaml.safe_dump({
-        "site": {"title": "Ti\u202etle\x07", "export": ["png", "svg"]},
+        "site": {"title": "Ti\u202etle\x07", "export": ["png", "svg"], "csv_files": True},
         "models": [{"name": "m\x07\u202e", "model": str(model)}],
         "prompts": [{"name": "p\x1b\u202e\u2028x", "text": f"Hi {SPECIALS[0]} and{SPECIALS[2]}"}],
     }, allow_unicode=True), encoding="utf-8")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, copy_project, run_cli, static_server, write_manifest
+from lensreport.results.documents import loads
 from lensreport.site import export
 from lensreport.site.links import broken_links
 from lensreport.site.tables import RUN_COLUMNS, run_csv
@@ -35,6 +36,7 @@ def manifest_body(model: Path, export_formats: str = "[svg, png, pdf]") -> str:
           title: Published <report>
           site_url: {SITE_URL}
           export: {export_formats}
+          csv_files: true
           note: Site notes mention zeppelins.
         models:
           - name: tiny
@@ -69,7 +71,7 @@ def site(project) -> Path:
 
 
 def document(site: Path, stem: str = "fox") -> dict:
-    return json.loads((site / "data" / "tiny" / f"{stem}.json").read_text())
+    return loads((site / "data" / "tiny" / f"{stem}.json").read_text())
 
 
 def pages(site: Path) -> list[str]:

@@ -267,7 +267,8 @@
     }
     return lines.join('\r\n') + '\r\n';
   };
-  /* A click on a CSV link (data-csv: the lens's index) saves the CSV the browser writes. */
+  /* A click on a CSV link (data-csv: the lens's index, data-file: the file's name) saves the
+     CSV the browser writes. */
   Figure.prototype.setupCsv = function () {
     var self = this;
     this.root.querySelectorAll('a[data-csv]').forEach(function (a) {
@@ -281,7 +282,7 @@
           self.use(shown);
           var url = URL.createObjectURL(new Blob([text], { type: 'text/csv' })), link = document.createElement('a');
           link.href = url;
-          link.download = a.getAttribute('href').split('/').pop();
+          link.download = a.getAttribute('data-file');
           document.body.appendChild(link);
           link.click();
           link.remove();
