@@ -144,3 +144,18 @@ def test_bad_packed_fields_are_one_line(tmp_path, tiny_models, field, change, sa
         read_document(path)
     message = str(error.value)
     assert says in message and "\n" not in message and str(path) in message
+
+
+def test_prob4_keeps_4_significant_digits_down_to_float32s_smallest():
+    """Every probability at 4 significant digits, 1 down to 1.4e-45 (float32's smallest), and
+    0: packed and unpacked it is the same double as its 4-digit decimal read by Python."""
+    import random
+
+    from lensreport.results.documents import pack_values, unpack_values
+
+    rng = random.Random(0)
+    values = [float(f"{10 ** rng.uniform(-45, 0):.4g}") for _ in range(5000)]
+    values += [0.0, 1.0, None, 1.401e-45, 9.999e-20, 1e-19, 1.234e-23, 5.678e-8, 0.9999]
+    assert unpack_values(pack_values(values, "prob4"), "prob4", len(values)) == values
+    fixed = [-0.0001, 0.0, 12.4567, 300.0, None]
+    assert unpack_values(pack_values(fixed, "fixed4"), "fixed4", len(fixed)) == fixed

@@ -194,21 +194,18 @@ def _prob4_codes(values: np.ndarray) -> np.ndarray:
 
 
 def _prob4_values(codes: np.ndarray) -> list[Any]:
-    out: list[Any] = [None] * codes.size
+    """The probabilities of :func:`_prob4_codes`: exactly the doubles ``significant`` gives
+    (a quotient of exact doubles is correctly rounded; below 1e-19 the decimal is read)."""
     present = codes != NULL_CODE
-    c = codes.astype(np.int64) - 1
+    c = np.where(present & (codes > 0), codes - 1, 0)
     e, m = -(c // 9000), 1000 + c % 9000
-    power = 3 - e
-    exact = present & (codes > 0) & (power <= _EXACT_POWERS)
-    values = np.zeros(codes.size)
-    values[exact] = m[exact] / 10.0 ** power[exact]
-    for i in np.flatnonzero(present):
-        if codes[i] == 0:
-            out[i] = 0.0
-        elif exact[i]:
-            out[i] = float(values[i])
-        else:  # below 1e-19: the decimal string, read once (rare)
-            out[i] = float(f"{m[i]}e{e[i] - 3}")
+    power = np.minimum(3 - e, _EXACT_POWERS)
+    values = np.where(present & (codes > 0), m / 10.0 ** power, 0.0)
+    out: list[Any] = values.tolist()
+    for i in np.flatnonzero(present & (3 - e > _EXACT_POWERS)).tolist():
+        out[i] = float(f"{m[i]}e{e[i] - 3}")  # rare
+    for i in np.flatnonzero(~present).tolist():
+        out[i] = None
     return out
 
 

@@ -100,7 +100,7 @@
      planes, deflated, base64; a row in null_rows is not stored. unpack() reads one into
      {shape, values}: the values flat, row after row, null where missing (a whole null row too). */
   var NULL_CODE = 0xFFFFFFFF, POW10 = [];
-  for (var p10 = 0; p10 <= 400; p10++) POW10.push(parseFloat('1e' + p10));  // exact up to 1e22
+  for (var p10 = 0; p10 <= 22; p10++) POW10.push(parseFloat('1e' + p10));  // exact doubles
   function inflate(b64) {
     var text = atob(b64), bytes = new Uint8Array(text.length);
     for (var i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
@@ -112,8 +112,9 @@
     prob4: function (c) {  // 1 + 9000·(−e) + (m − 1000): m·10^(e−3); 0 is 0
       if (c === 0) return 0;
       c -= 1;
-      var e = Math.floor(c / 9000);
-      return (1000 + c % 9000) / POW10[3 + e];
+      var power = 3 + Math.floor(c / 9000), m = 1000 + c % 9000;
+      // A quotient of exact doubles is correctly rounded: the double Python reads (documents.py).
+      return power <= 22 ? m / POW10[power] : parseFloat(m + 'e-' + power);
     },
     fixed4: function (c) { return ((c >>> 1) ^ -(c & 1)) / 10000; }  // zigzag, 4 decimals
   };
@@ -337,7 +338,7 @@
     }).catch(function (error) {
       self.note(location.protocol === 'file:'
         ? 'This page shows the first view (entropy and the top-1 token). Other metrics, the top-k ' +
-          'list and trajectories load from ' + urls.join(', ') + ', which browsers do not fetch from ' +
+          'list, trajectories and the CSV load from ' + urls.join(', ') + ', which browsers do not fetch from ' +
           'file:// pages: open the site through a web server (lensreport serve, GitHub Pages).'
         : 'This page shows the first view (entropy and the top-1 token): the rest did not load (' + error.message + ').');
     });
@@ -725,8 +726,9 @@
       for (var l = 0; l < this.L; l++) ys.push(this.at(d.target_prob, l, last));
       this.addTrajectory(last, d.target_id, ys);
     } else {
-      var answer = this.topk(this.L - 1, last)[0].id, track = this.track(last, answer);
-      if (track) this.addTrajectory(last, answer, track);
+      var top = this.topk(this.L - 1, last)[0];  // none yet past a long first view's window
+      var track = top && this.track(last, top.id);
+      if (track) this.addTrajectory(last, top.id, track);
     }
     (d.groups || []).forEach(function (g) { self.addTrajectory(last, 'group:' + g.name, self.groupTrack(g, last), 'P(' + g.name + ')'); });
   };
