@@ -89,7 +89,8 @@ def test_documents_pack_every_number_and_read_schemas_1_and_2(tmp_path, tiny_mod
         for layer, row in enumerate(result.document["topk_ids"]):
             for k, token in enumerate(row[position]):
                 expected = result.document["topk_probs"][layer][position][k]
-                assert abs(probs[layer, ids.index(token)] - expected) <= 5e-5 + 5e-4 * expected + 1e-6
+                assert abs(probs[layer, ids.index(token)] - expected) \
+                    <= 5e-5 + 5e-4 * expected + 1e-6
     # Schema 1: lists everywhere; schema 2: lists, tracked_probs float16 in base64.
     plain = json.loads(json.dumps(result.document))
     old = {**plain, "schema_version": 1}
@@ -112,14 +113,17 @@ def test_documents_pack_every_number_and_read_schemas_1_and_2(tmp_path, tiny_mod
     assert store.get(document["cache_key"]) == document
 
 
+PACKED = "expected a packed array"
+
+
 @pytest.mark.parametrize("field, change, says", [
-    ("topk_probs", lambda p: {**p, "zlib": p["zlib"][:-8] + "!!!!!!!!"}, "topk_probs: expected a packed array"),
-    ("entropy", lambda p: {**p, "shape": [p["shape"][0], p["shape"][1] + 1]}, "entropy: expected a packed array"),
-    ("topk_ids", lambda p: {**p, "codec": "float64"}, "topk_ids: expected a packed array"),
-    ("next_token_rank", lambda p: {**p, "null_rows": [99]}, "next_token_rank: expected a packed array"),
-    ("tracked_probs", lambda p: {**p, "zlib": "eJwDAAAAAAE="}, "tracked_probs: expected a packed array"),
-    ("kl_to_final", lambda p: {**p, "shape": [1]}, "kl_to_final: expected a packed array"),
-    ("kl_to_final", lambda p: pack_grid([[0.5]], "fixed4"), "kl_to_final: expected a list of"),
+    ("topk_probs", lambda p: {**p, "zlib": p["zlib"][:-8] + "!!!!!!!!"}, PACKED),  # base64
+    ("entropy", lambda p: {**p, "shape": [p["shape"][0], p["shape"][1] + 1]}, PACKED),
+    ("topk_ids", lambda p: {**p, "codec": "float64"}, PACKED),
+    ("next_token_rank", lambda p: {**p, "null_rows": [99]}, PACKED),
+    ("tracked_probs", lambda p: {**p, "zlib": "eJwDAAAAAAE="}, PACKED),  # no values
+    ("kl_to_final", lambda p: {**p, "shape": [1]}, PACKED),  # more values than the shape
+    ("kl_to_final", lambda p: pack_grid([[0.5]], "fixed4"), "expected a list of"),
 ])
 def test_bad_packed_fields_are_one_line(tmp_path, tiny_models, field, change, says):
     """A packed field that is not what the writer writes (bad base64 or deflate, a shape its
@@ -143,7 +147,7 @@ def test_bad_packed_fields_are_one_line(tmp_path, tiny_models, field, change, sa
     with pytest.raises(LensReportError) as error:
         read_document(path)
     message = str(error.value)
-    assert says in message and "\n" not in message and str(path) in message
+    assert f"{field}: {says}" in message and "\n" not in message and str(path) in message
 
 
 def test_prob4_keeps_4_significant_digits_down_to_float32s_smallest():

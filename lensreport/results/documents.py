@@ -233,7 +233,8 @@ def _decode(codes: np.ndarray, codec: str) -> list[Any]:
     ints = codes.astype(np.int64)
     if codec == "fixed4":
         ints = (ints >> 1) ^ -(ints & 1)
-        return [None if c == NULL_CODE else n / 10000 for c, n in zip(codes.tolist(), ints.tolist())]
+        return [None if c == NULL_CODE else n / 10000
+                for c, n in zip(codes.tolist(), ints.tolist())]
     return [None if c == NULL_CODE else c for c in ints.tolist()]
 
 
@@ -241,7 +242,7 @@ def pack_values(values: list[Any], codec: str) -> str:
     """Flat values (None: missing) as a codec's uint32 codes, byte planes, zlib, base64."""
     codes = _encode(values, codec).astype("<u4")
     planes = codes.view(np.uint8).reshape(-1, 4).T.tobytes()
-    return base64.b64encode(zlib.compress(planes, 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(planes, 6)).decode("ascii")  # 9: 3x slower, 0.6 % smaller
 
 
 def unpack_values(data: Any, codec: str, count: int) -> list[Any]:

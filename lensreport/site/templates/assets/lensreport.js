@@ -522,9 +522,8 @@
     return ticks;
   };
   /* The heatmap's height in pixels (draw() sizes it so; placeholders keep it). */
-  Figure.prototype.height = function () {
-    return Math.max(260, 110 + 21 * this.L) + (this.T > WINDOW ? 50 : 0);
-  };
+  Figure.prototype.height = function () { return heatmapHeight(this.L, this.T); };
+  function heatmapHeight(L, T) { return Math.max(260, 110 + 21 * L) + (T > WINDOW ? 50 : 0); }
   /* Give the heatmap's plot back (its data stays); returns the height it had. */
   Figure.prototype.release = function () {
     var el = this.root.querySelector('.heatmap'), height = el.offsetHeight || this.height();
@@ -875,12 +874,15 @@
   var mounted = [];
   /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
   function mount(scope) {
-    var pending = [];
+    var pending = [], lazy = scope.querySelectorAll('section.figure').length > LAZY_AFTER && 'IntersectionObserver' in window;
     scope.querySelectorAll('section.figure').forEach(function (root) {
       var script = root.querySelector('script.figure-data');
       if (!script || root.hasAttribute('data-mounted')) return;
       root.setAttribute('data-mounted', '');
-      var data = JSON.parse(script.textContent);
+      var data = JSON.parse(script.textContent), doc = data.documents[0];
+      // Keep a lazy figure's room now, before its documents are unpacked (asynchronously), so
+      // that nothing above a figure a link scrolled to grows after the scroll.
+      if (lazy) root.querySelector('.heatmap').style.minHeight = heatmapHeight(doc.layers.length, doc.input_ids.length) + 'px';
       pending.push(Promise.all(data.documents.map(unpackDocument)).then(function (documents) {
         data.documents = documents;
         return [root, data];
