@@ -186,6 +186,7 @@ def test_export_setting_is_validated(tmp_path):
     manifest = write_manifest(tmp_path, """
         site:
           export: [png, gif]
+          csv_files: "yes"
         models:
           - {name: a, model: org/a}
         prompts:
@@ -195,6 +196,7 @@ def test_export_setting_is_validated(tmp_path):
     assert result.returncode == 2
     assert f"{manifest}:2: site.export: expected a list of distinct static figure formats " \
            "from png, svg, pdf" in result.stderr
+    assert f"{manifest}:3: site.csv_files: expected true or false" in result.stderr
 
 
 # --- CSV ------------------------------------------------------------------------------------
