@@ -160,9 +160,10 @@ class Figure:
 
     def data(self, root: str, light: bool, tracks: bool = True, comparison: bool = False
              ) -> dict[str, Any]:
-        """What a page inlines for this figure: every lens's document (without the tracked
-        tokens where the page has no trajectories: ``tracks`` false, embeds), or (``light``)
-        the first lens's first view and where the documents are, fetched once it is drawn.
+        """What a page inlines for this figure, packed (schema 3): every lens's document
+        (without the tracked tokens where the page has no trajectories: ``tracks`` false), or
+        (``light``: long prompts, gallery-scale sites, embeds) the first lens's first view and
+        where the documents are, fetched once it is drawn.
         On a page with the depth comparison (``comparison``: prompt pages) each lens's
         curves come along either way (figures.py)."""
         lenses = [{"style": lens_style(kind), "gap_text": gap_text(kind),
