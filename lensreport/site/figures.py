@@ -1,8 +1,8 @@
 """Figure data: what a page inlines for the browser to draw (assets/lensreport.js).
 
 The browser reads results documents as they are in ``data/`` (schema 3, numeric fields
-packed: results/documents.py): a page inlines every lens's whole document where that is cheap, and
-otherwise each figure's *first view* (:func:`first_view`: entropy and the top-1 token per
+packed: results/documents.py): a page inlines every lens's whole document where that is
+cheap, and otherwise each figure's *first view* (:func:`first_view`: entropy and the top-1 token per
 cell, itself a document of top-k 1), fetching the whole documents from ``data/`` over HTTP
 once the figure is drawn. One reader in the browser, one copy of each run's numbers in the
 site. Hover text, cell text and the metric switch are built in the browser; every string
@@ -98,9 +98,9 @@ FIRST_WINDOW = 120
 def first_view(document: dict[str, Any]) -> dict[str, Any]:
     """The part of a document a page needs to draw at once: entropy and the top-1 token's id
     (the cell's text; its probability is not drawn until asked for) per cell of the positions
-    shown at first (``positions``: the first
-    FIRST_WINDOW of a long prompt), as a document of top-k 1 with ``partial`` set (the
-    browser reads it as it reads a whole one, and fetches the whole one for the rest)."""
+    shown at first (``positions``: the first FIRST_WINDOW of a long prompt), as a document of
+    top-k 1 with ``partial`` set (the browser reads it as it reads a whole one, and fetches
+    the whole one for the rest)."""
     shown = min(len(document["input_ids"]), FIRST_WINDOW)
 
     def visible(field: str, cell: Any = lambda value: value) -> list[Any]:
