@@ -16,7 +16,7 @@ from lensreport.site.pages import GALLERY_SIZE
 MODELS = 60
 
 
-OLD_FAMILIES = FAMILIES[::2]  # their documents as schema 1 (0.2's lists), the others schema 2
+OLD_FAMILIES = FAMILIES[::2]  # their documents as schema 1 (0.2's lists), the others schema 3
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def gallery(tmp_path_factory, tiny_models, weights_cache) -> Path:
     result = lensreport.run_lens(AutoModelForCausalLM.from_pretrained(folder),
                                  AutoTokenizer.from_pretrained(folder), "The quick brown fox")
     saved = result.save(work / "run.json").read_text()
-    assert json.loads(saved)["schema_version"] == 2
+    assert json.loads(saved)["schema_version"] == 3
     manifest = write_gallery(json.loads(saved), work / "g", MODELS, 2)
     for family in OLD_FAMILIES:
         for path in (work / "g" / "results").glob(f"{family}-*.json"):
@@ -205,7 +205,7 @@ def test_gallery_pages_inline_first_views_and_fetch_the_documents(gallery, page)
 
 @pytest.mark.browser
 def test_old_and_new_documents_show_in_a_notebook(gallery, page, tmp_path, monkeypatch):
-    """LensResult.load reads a schema-1 and a schema-2 document alike, and the notebook
+    """LensResult.load reads a schema-1 and a schema-3 document alike, and the notebook
     output (which inlines the whole document: it cannot fetch) draws the same numbers."""
     results = gallery.parent / "g" / "results"
     old, new = (LensResult.load(results / f"{name}.00.json")
@@ -231,10 +231,12 @@ def test_a_metric_switched_before_a_figure_is_drawn_and_a_broken_hash(gallery, p
     assert not page.errors, page.errors
     last = page.locator(SHOWN).nth(GALLERY_SIZE - 1)
     assert last.get_attribute("data-lazy") is not None
+    # A first view offers what it draws (entropy; the rest comes with the document).
+    assert last.locator(".metric-select option").all_inner_texts() == ["Entropy (nats)"]
     last.locator(".metric-select").evaluate(
-        "el => { el.value = 'top1'; el.dispatchEvent(new Event('change')); }")
+        "el => { el.value = 'entropy'; el.dispatchEvent(new Event('change')); }")
     assert not page.errors, page.errors
     last.scroll_into_view_if_needed()
     page.wait_for_function(IS_DRAWN, arg=last.element_handle(), timeout=30_000)
-    assert last.locator(".heatmap .cbtitle").text_content() == "Top-1 probability"
+    assert last.locator(".heatmap .cbtitle").text_content() == "Entropy (nats)"
     assert not page.errors, page.errors

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli, write_manifest
+from lensreport.results.documents import loads
 from lensreport.models.prompts import PromptRequest, TokenGroup, word_token_ids
 from lensreport.models.tokens import special_ids
 from tiny import CHAT_TEMPLATE, save_chat_model
@@ -57,7 +58,7 @@ def test_demo_groups_equal_a_float64_computation(demo_site, demo_models):
     """The real SmolLM2 through the whole build: each group's summed probability within 1e-3
     of float64 and its best rank exact up to near-ties (never judged at one)."""
     model, tokenizer = demo_models("smollm2-135m")
-    document = json.loads((demo_site / "data/smollm2-135m/translation.json").read_text())
+    document = loads((demo_site / "data/smollm2-135m/translation.json").read_text())
     groups = {g["name"]: g for g in document["target_groups"]}
     assert list(groups) == ["english", "french"]
     assert groups["english"]["ids"] == word_token_ids(tokenizer, "dog")

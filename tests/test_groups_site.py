@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from conftest import run_cli, write_manifest
+from conftest import run_cli, static_server, write_manifest
 from lensreport.api import LensResult
 from lensreport.site.figures import first_view, summary
 from test_jacobian_site import hover_text, pick_cell
@@ -202,10 +202,17 @@ def test_the_corpus_page_draws_group_curves(group_site, page):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_group_log_and_rank_metrics_recolour_the_heatmap(demo_site, page):
+    """On the embed page, over HTTP (an embed inlines its first view and fetches the rest)."""
+    with static_server(demo_site) as base:
+        check_group_metrics(demo_site, page, base + "embed/gemma-3-270m/translation.html")
+
+
+def check_group_metrics(demo_site, page, url: str) -> None:
     document = read(demo_site / "data/gemma-3-270m/translation.json")
     groups = {g["name"]: g for g in document["target_groups"]}
     page.set_viewport_size({"width": 3300, "height": 900})  # the whole heatmap on screen
-    open_page(page, (demo_site / "embed/gemma-3-270m/translation.html").as_uri())
+    open_page(page, url)
+    page.wait_for_function("() => !lensreport.figures[0].partial", timeout=30_000)
     section = page.locator('section[id="fig-gemma-3-270m--translation"]')
     values = section.locator(".metric-select option").evaluate_all("os => os.map(o => o.value)")
     for key in ("next_log", "next_rank", "group:english", "group_log:english",

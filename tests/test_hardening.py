@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from conftest import (SMOLLM2, copy_project, lensreport_command, run_cli, wait_until,
+from conftest import (SMOLLM2, copy_project, lensreport_command, run_cli, static_server, wait_until,
                       write_manifest)
 
 HOSTILE = [
@@ -328,10 +328,17 @@ def test_hostile_target_tokens_and_site_url_stay_text(tmp_path, weights_cache, p
     assert result.returncode == 0, result.stderr
     assert "tracking the first" not in result.stderr  # each target is one token
     site = tmp_path / "site"
+    with static_server(site) as base:  # embeds fetch their documents
+        check_target_titles(page, site, base)
+
+
+def check_target_titles(page, site, base: str) -> None:
     for path in sorted(site.glob("prompts/*/index.html")) + sorted(site.glob("embed/*/*.html")) \
             + sorted(site.glob("models/*/index.html")):
-        page.goto(path.as_uri())
+        page.goto(base + path.relative_to(site).as_posix())
         page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+        page.wait_for_function("() => lensreport.figures.every(f => !f.partial)",
+                               timeout=30_000)
         for section in page.locator("section.figure").all():
             section.locator(".metric-select").select_option("target")
             title = section.locator(".heatmap .cbtitle").text_content()
@@ -376,7 +383,7 @@ def test_hostile_special_tokens_and_names_reach_pages_figures_and_files_visible(
     model = tiny.save_special_token_model(tmp_path / "model", SPECIALS)
     manifest = tmp_path / "prompts.yaml"
     manifest.write_text(yaml.safe_dump({
-        "site": {"title": "Ti\u202etle\x07", "export": ["png", "svg"]},
+        "site": {"title": "Ti\u202etle\x07", "export": ["png", "svg"], "csv_files": True},
         "models": [{"name": "m\x07\u202e", "model": str(model)}],
         "prompts": [{"name": "p\x1b\u202e\u2028x", "text": f"Hi {SPECIALS[0]} and{SPECIALS[2]}"}],
     }, allow_unicode=True), encoding="utf-8")

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import lensreport
-from conftest import open_notebook_output, run_cli, write_manifest
+from conftest import open_notebook_output, run_cli, static_server, write_manifest
 from lensreport.api import LensResult
 from lensreport.results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS
 from lensreport.site.figures import first_view, summary
@@ -260,12 +260,16 @@ def test_the_prompt_page_shows_blank_cells_for_the_jacobian_lens(jacobian_site, 
 
 @pytest.mark.browser
 def test_the_embed_page_switches_to_the_jacobian_lens(jacobian_site, page):
+    """Over HTTP: an embed inlines its first view and fetches its lenses' documents."""
     site, _, document, _ = jacobian_site
-    open_page(page, (site / "embed/tiny/fox.html").as_uri())
-    sections = page.locator("section.figure")
-    assert sections.count() == 1
-    switch_to_jacobian(page, sections.first)
-    z = page.evaluate("el => el.data[0].z", sections.first.locator(".heatmap").element_handle())
+    with static_server(site) as base:
+        open_page(page, base + "embed/tiny/fox.html")
+        page.wait_for_function("() => !lensreport.figures[0].partial", timeout=30_000)
+        sections = page.locator("section.figure")
+        assert sections.count() == 1
+        switch_to_jacobian(page, sections.first)
+        z = page.evaluate("el => el.data[0].z",
+                          sections.first.locator(".heatmap").element_handle())
     assert z[0] == [None] * len(document["input_ids"])
     assert z[-1] == pytest.approx(document["entropy"][-1], abs=1e-3)
     assert page.errors == []

@@ -72,7 +72,7 @@ def test_file_pages_say_what_they_cannot_load(long_site, page):
     note.wait_for(timeout=10_000)
     assert "web server" in note.inner_text()
     options = page.locator(".metric-select option").all_inner_texts()
-    assert options == ["Entropy (nats)", "Top-1 probability"]
+    assert options == ["Entropy (nats)"]  # the first view: entropy and the top-1 token
     z = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
     assert len(z) == 4 and len(z[0]) > 1024
     assert page.errors == []

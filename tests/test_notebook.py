@@ -82,7 +82,7 @@ def test_saved_results_join_the_site(tiny_models, tmp_path, weights_cache):
     site = tmp_path / "site"
     index = (site / "index.html").read_text(encoding="utf-8")
     assert "from-notebook" in index and "Hello &lt;b&gt;world&lt;/b&gt;" in index
-    data = json.loads((site / "data" / "from-notebook" / "hello.json").read_text())
+    data = loads((site / "data" / "from-notebook" / "hello.json").read_text())
     assert data["entropy"] == loaded.document["entropy"]
     assert (site / "prompts" / "hello" / "index.html").is_file()
     assert (site / "embed" / "from-notebook" / "hello.html").is_file()
@@ -116,8 +116,8 @@ def test_example_notebook_runs_and_shows_the_figure(tmp_path, demo_site, page):
     top1_line = next(line for line in printed.splitlines() if line.startswith("top-1"))
     assert top1_line.endswith("' dog']"), top1_line  # the last layer's top-1 is " dog"
 
-    saved = json.loads((tmp_path / "fox.json").read_text())
-    built = json.loads((demo_site / "data" / "smollm2-135m" / "fox.json").read_text())
+    saved = loads((tmp_path / "fox.json").read_text())
+    built = loads((demo_site / "data" / "smollm2-135m" / "fox.json").read_text())
     assert saved["input_ids"] == built["input_ids"]
     assert saved["topk_ids"][-1] == built["topk_ids"][-1]
     for ours, theirs in zip(saved["entropy"], built["entropy"]):

@@ -60,12 +60,14 @@ def test_a_results_file_that_lies_is_refused_and_nothing_is_written(built_tiny, 
     saved = tmp_path / "project" / "site" / "data" / "tiny" / "fox.json"
     before = {p: p.read_bytes() for p in (tmp_path / "project" / "site").rglob("*")
               if p.is_file()}
-    text = dumps(_hostile(loads(saved.read_text(encoding="utf-8")), change))
+    # Lists (a reader takes them in any schema), so that any field can be broken.
+    text = json.dumps(_hostile(loads(saved.read_text(encoding="utf-8")), change),
+                      ensure_ascii=False, separators=(",", ":"))
     if change == "surrogate":  # a JSON escape Python reads as a lone surrogate
         text = text.replace('"name":"tiny"', '"name":"tiny\\ud800"', 1)
     elif change == "packed":
-        packed = json.loads(text)
-        packed["tracked_probs"]["base64"] += "AAAA"
+        packed = json.loads(saved.read_text(encoding="utf-8"))
+        packed["tracked_probs"]["zlib"] += "AAAA"
         text = json.dumps(packed)
     hostile = tmp_path / "b.json"
     hostile.write_text(text, encoding="utf-8")
@@ -89,7 +91,7 @@ def test_a_results_file_that_lies_is_refused_and_nothing_is_written(built_tiny, 
 def test_the_document_check_passes_what_the_writer_writes_and_names_the_place():
     document = loads(GOLDEN.read_text(encoding="utf-8"))
     check_prompt_document(document)
-    check_prompt_document(loads(dumps(document)))  # schema 2, packed and unpacked
+    check_prompt_document(loads(dumps(document)))  # schema 3, packed and unpacked
     with pytest.raises(InvalidDocument, match=r"entropy\[1\]: expected null or a list of 6"):
         check_prompt_document(_hostile(document, "shape"))
     with pytest.raises(InvalidDocument, match=r"topk_probs\[0\]\[0\]\[0\]: expected numbers"):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, copy_project, run_cli, static_server, write_manifest
+from lensreport.results.documents import loads
 from lensreport.site import export
 from lensreport.site.links import broken_links
 from lensreport.site.tables import RUN_COLUMNS, run_csv
@@ -35,6 +36,7 @@ def manifest_body(model: Path, export_formats: str = "[svg, png, pdf]") -> str:
           title: Published <report>
           site_url: {SITE_URL}
           export: {export_formats}
+          csv_files: true
           note: Site notes mention zeppelins.
         models:
           - name: tiny
@@ -69,7 +71,7 @@ def site(project) -> Path:
 
 
 def document(site: Path, stem: str = "fox") -> dict:
-    return json.loads((site / "data" / "tiny" / f"{stem}.json").read_text())
+    return loads((site / "data" / "tiny" / f"{stem}.json").read_text())
 
 
 def pages(site: Path) -> list[str]:
@@ -184,6 +186,7 @@ def test_export_setting_is_validated(tmp_path):
     manifest = write_manifest(tmp_path, """
         site:
           export: [png, gif]
+          csv_files: "yes"
         models:
           - {name: a, model: org/a}
         prompts:
@@ -193,6 +196,7 @@ def test_export_setting_is_validated(tmp_path):
     assert result.returncode == 2
     assert f"{manifest}:2: site.export: expected a list of distinct static figure formats " \
            "from png, svg, pdf" in result.stderr
+    assert f"{manifest}:3: site.csv_files: expected true or false" in result.stderr
 
 
 # --- CSV ------------------------------------------------------------------------------------

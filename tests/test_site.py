@@ -103,7 +103,15 @@ def test_fox_heatmaps_show_dog_on_the_last_layer(page, demo_site):
 
 @pytest.mark.browser
 def test_switching_the_metric_changes_the_colours(page, demo_site):
-    open_page(page, demo_site.as_uri() + "/embed/gemma-3-270m/fox.html")
+    """An embed inlines its first view and fetches the rest (over HTTP): then every metric."""
+    with static_server(demo_site) as base:
+        open_page(page, base + "embed/gemma-3-270m/fox.html")
+        page.wait_for_function("() => [...document.querySelectorAll('.metric-select option')]"
+                               ".some(o => o.textContent.startsWith('P(target'))", timeout=30_000)
+        switch_metric(page)
+
+
+def switch_metric(page) -> None:
     heatmap = page.locator(".heatmap")
     before = heatmap.screenshot()
     z_before = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
@@ -182,3 +190,22 @@ def test_readme_images_are_real_screenshots():
         width, height = struct.unpack(">II", data[16:24])
         assert width >= 800 and height >= 300, (image, width, height)
         assert 20_000 <= len(data) <= 5_000_000, (image, len(data))
+
+
+@pytest.mark.browser
+def test_download_csv_is_written_by_the_browser(page, demo_site):
+    """Without site.csv_files the CSV is no file: a click writes it from the document,
+    byte for byte what run_csv writes (numbers as Python prints them), for each lens."""
+    from lensreport.site.tables import run_csv
+
+    assert not list(demo_site.glob("data/*/*.csv"))
+    open_page(page, demo_site.as_uri() + "/prompts/fox/index.html")
+    links = page.locator('section[id="fig-smollm2-135m--fox"] a[data-csv]')
+    assert links.count() == 2  # logit and tuned
+    for index, stem in enumerate(("fox", "fox.tuned")):
+        with page.expect_download() as download:
+            links.nth(index).click()
+        assert download.value.suggested_filename == f"{stem}.csv"
+        written = Path(download.value.path()).read_bytes().decode("utf-8")
+        expected = run_csv(loads((demo_site / f"data/smollm2-135m/{stem}.json").read_text()))
+        assert written == expected and written.count("\r\n") > 31 * 8

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import run_cli, write_manifest
+from conftest import run_cli, static_server, write_manifest
 
 TEXT = "The quick brown fox jumps over the lazy"
 
@@ -76,9 +76,20 @@ def test_library_lens_gives_the_same_numbers(tuned_site):
 @pytest.mark.browser
 def test_the_lens_switch_redraws_the_figure(tuned_site, page):
     site, _, _ = tuned_site
+    with static_server(site) as base:  # an embed fetches its lenses' documents
+        switch_lens_on(page, site, base)
+    page.goto((site / "prompts" / "fox" / "index.html").as_uri())
+    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+    names = page.evaluate("() => document.querySelector('.comparison-chart').data.map(t => t.name)")
+    assert any("(tuned lens)" in n for n in names) and any("(logit lens)" in n for n in names)
+    assert "logit · tuned" in (site / "index.html").read_text()
+
+
+def switch_lens_on(page, site, base: str) -> None:
     for path in ("prompts/fox/index.html", "embed/tiny/fox.html"):
-        page.goto((site / path).as_uri())
+        page.goto(base + path)
         page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
+        page.wait_for_function("() => !lensreport.figures[0].partial", timeout=30_000)
         options = page.locator(".lens-select option").all_inner_texts()
         assert options == ["logit lens", "tuned lens"], path
         before = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
@@ -89,11 +100,6 @@ def test_the_lens_switch_redraws_the_figure(tuned_site, page):
         z = page.evaluate("() => document.querySelector('.heatmap').data[0].z")
         assert z[0][0] == pytest.approx(tuned["entropy"][0][0], abs=1e-3)
         assert page.errors == []
-    page.goto((site / "prompts" / "fox" / "index.html").as_uri())
-    page.wait_for_selector("html[data-figures-ready]", timeout=30_000)
-    names = page.evaluate("() => document.querySelector('.comparison-chart').data.map(t => t.name)")
-    assert any("(tuned lens)" in n for n in names) and any("(logit lens)" in n for n in names)
-    assert "logit · tuned" in (site / "index.html").read_text()
 
 
 def test_a_lens_for_another_model_is_a_manifest_error(tmp_path, tiny_models, weights_cache):

@@ -135,7 +135,7 @@ _CORPUS_KEYS = {"name": "", "path": "", "dataset": "", "split": "", "column": ""
 DEFAULT_CONTEXT = 512
 DEFAULT_CORPUS_TOKENS = 20_000
 _SITE_KEYS = {"title": "", "description": "", "site_url": "", "note": "", "theme_dir": "",
-              "export": ""}
+              "export": "", "csv_files": ""}
 _LENS_KEYS = {"kind": "", "kinds": "", "top_k": "", "tuned": "", "jacobian": "",
               "patchscope": "", "decompose": "", "rows": ""}
 _PATCHSCOPE_KEYS = {"target": "", "position": ""}
@@ -289,6 +289,8 @@ def _site(checker: _Checker, value: Any, line: int) -> SiteSettings:
             and len(set(v)) == len(v),
             f"a list of distinct static figure formats from {', '.join(EXPORT_FORMATS)} "
             "(e.g. [svg, png]; [] for none)", [])),
+        csv_files=checker.get(mapping, "csv_files", "site", lambda v: isinstance(v, bool),
+                              "true or false", False),
     )
 
 

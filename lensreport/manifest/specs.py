@@ -23,6 +23,9 @@ class SiteSettings:
     note: str | None = None
     theme_dir: Path | None = None
     export: tuple[str, ...] = ()  # of EXPORT_FORMATS; none by default
+    # A CSV file beside each run's JSON in data/; without, the browser writes it from the
+    # document when "Download CSV" is clicked (README, "CSV downloads").
+    csv_files: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Results documents (versioned JSON): one per (model, prompt, lens) and per (corpus, model, lens).
 
 Token strings appear once, in ``vocab``; every other field holds ids. Floats are rounded
-(probabilities to 4 significant digits, nats to 4 decimals) to keep pages small. The
-largest field, ``tracked_probs`` (every tracked token at every layer), is float16: in memory
-as lists of its exact float16 values, on disk one base64 array (:func:`dumps`/:func:`loads`),
-so a document reads back equal to what was written. Documents
+(probabilities to 4 significant digits, tiny ones included; nats to 4 decimals). In memory a
+document holds lists; on disk (schema 3, :func:`dumps`/:func:`loads`) every numeric field is
+one packed array (:func:`pack_grid`: integer codes that keep exactly that precision,
+deflated, base64), so a document reads back equal to what was written. Documents
 are written by the engine, kept in the store (store.py) under their content key
 (identity.py), and read by the site and the notebook API.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,9 @@ def _probs(array: np.ndarray) -> Any:
     return [significant(v) for v in array.tolist()]
 
 
-def _nats(array: np.ndarray) -> Any:
-    return [[round(v, 4) for v in row] for row in array.tolist()]
-
-
-def _half(array: np.ndarray) -> Any:
-    """Float16 values as exact Python floats (NaN: null), as stored on disk."""
-    return [[None if v != v else v for v in row] for row in array.astype(np.float16).tolist()]
+def _decimals(array: np.ndarray) -> Any:
+    """Nats, and the trajectories' probabilities, at 4 decimals (NaN: null)."""
+    return [[None if v != v else round(v, 4) for v in row] for row in array.tolist()]
 
 
 def _ints(array: np.ndarray) -> Any:
@@ -112,8 +109,8 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "layers": list(range(count)),
         "topk_ids": spread(_ints(stats.topk_ids)),
         "topk_probs": spread(_probs(stats.topk_probs)),
-        "entropy": spread(_nats(stats.entropy)),
-        "kl_to_final": spread(_nats(stats.kl_to_final)),
+        "entropy": spread(_decimals(stats.entropy)),
+        "kl_to_final": spread(_decimals(stats.kl_to_final)),
         "next_token_prob": spread([[significant(v) if t < last else None
                                     for t, v in enumerate(row)]
                                    for row in stats.next_token_prob.tolist()]),
@@ -122,7 +119,7 @@ def make_document(*, key: str, model_facts: dict[str, Any], prompt: dict[str, An
         "target_prob": None if stats.target_prob is None else spread(_probs(stats.target_prob)),
         "target_rank": None if stats.target_rank is None else spread(_ints(stats.target_rank)),
         "tracked_ids": [ids.tolist() for ids in stats.tracked_ids],
-        "tracked_probs": [spread(_half(probs)) for probs in stats.tracked_probs],
+        "tracked_probs": [spread(_decimals(probs)) for probs in stats.tracked_probs],
         "target_groups": [
             {"name": name, "ids": list(ids), "prob": spread(_probs(group.prob)),
              "rank": spread(_ints(group.rank)), "top_ids": spread(_ints(group.top_ids)),
@@ -163,44 +160,228 @@ def restamp(document: dict[str, Any], model_name: str, model_slug: str, prompt_n
 
 TRACKED_ORDER = "position, layer, tracked id"
 
+# Schema 3's packed arrays (see README, "Results JSON"): a numeric field is one object
+# {"codec", "shape", "null_rows", "zlib"}: its values in row-major order as little-endian
+# uint32 codes, stored as byte planes (every value's lowest byte, then the next…), deflated
+# (zlib) and base64-encoded. Rows in ``null_rows`` (a lens that does not cover them) are not
+# stored; NULL_CODE is a missing value. The codecs keep the documented precision exactly:
+#   int     the integer itself (ids, ranks)
+#   prob4   a probability at 4 significant digits, m·10^(e−3) with 1000 ≤ m ≤ 9999, e ≤ 0:
+#           1 + 9000·(−e) + (m − 1000); 0 is 0.0 (so 1.4e-45 survives, as float32 has it)
+#   fixed4  a number at 4 decimals (nats): round(v·10⁴), zigzag-mapped so −0.0001 fits
+NULL_CODE = 0xFFFFFFFF
+CODECS = ("int", "prob4", "fixed4")
+_EXACT_POWERS = 22  # 10**k is an exact double up to here, so m / 10**k is correctly rounded
 
-def _pack_tracked(document: dict[str, Any]) -> dict[str, Any]:
-    """``tracked_probs`` as one little-endian float16 array in base64, positions × layers ×
-    that position's tracked ids in that order (NaN at rows the lens does not cover)."""
-    values: list[float] = []
-    for ids, rows in zip(document["tracked_ids"], document["tracked_probs"]):
-        for row in rows:
-            values.extend([math.nan] * len(ids) if row is None else
-                          [math.nan if v is None else v for v in row])
-    data = np.asarray(values, dtype="<f2").tobytes()
-    return {"dtype": "float16", "order": TRACKED_ORDER,
-            "base64": base64.b64encode(data).decode("ascii")}
+
+def _prob4_codes(values: np.ndarray) -> np.ndarray:
+    """Codes of probabilities already at 4 significant digits (NaN: NULL_CODE)."""
+    codes = np.full(values.shape, NULL_CODE, dtype=np.uint64)
+    finite = ~np.isnan(values)
+    if np.any(values[finite] < 0) or np.any(values[finite] >= 9.9995):
+        raise ValueError("a probability outside [0, 1]")
+    positive = finite & (values > 0)
+    v = values[positive]
+    e = np.floor(np.log10(v)).astype(np.int64)
+    m = np.rint(v / 10.0 ** (e - 3)).astype(np.int64)
+    e = np.where(m >= 10000, e + 1, np.where(m < 1000, e - 1, e))
+    m = np.rint(v / 10.0 ** (e - 3)).astype(np.int64)
+    if np.any(e > 0) or np.any(e < -400):
+        raise ValueError("a probability outside [0, 1]")
+    codes[positive] = 1 + 9000 * (-e) + (m - 1000)
+    codes[finite & (values == 0)] = 0
+    return codes
 
 
-def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
-    """The lists of :func:`_pack_tracked`'s array (a row of NaN, an uncovered row: null)."""
-    packed = document["tracked_probs"]
-    values = np.frombuffer(base64.b64decode(packed["base64"], validate=True), dtype="<f2")
-    layers = len(document["layers"])
-    out, start = [], 0
-    for ids in document["tracked_ids"]:
-        block = values[start:start + layers * len(ids)].reshape(layers, len(ids))
-        start += block.size
-        out.append([None if len(ids) and bool(np.isnan(row).all()) else
-                    [None if v != v else v for v in row.astype(np.float64).tolist()]
-                    for row in block])
-    if start != values.size:
-        raise ValueError("the array is longer than the tracked tokens")
+def _prob4_values(codes: np.ndarray) -> list[Any]:
+    """The probabilities of :func:`_prob4_codes`: exactly the doubles ``significant`` gives
+    (a quotient of exact doubles is correctly rounded; below 1e-19 the decimal is read)."""
+    present = codes != NULL_CODE
+    c = np.where(present & (codes > 0), codes - 1, 0)
+    e, m = -(c // 9000), 1000 + c % 9000
+    power = np.minimum(3 - e, _EXACT_POWERS)
+    values = np.where(present & (codes > 0), m / 10.0 ** power, 0.0)
+    out: list[Any] = values.tolist()
+    for i in np.flatnonzero(present & (3 - e > _EXACT_POWERS)).tolist():
+        out[i] = float(f"{m[i]}e{e[i] - 3}")  # rare
+    for i in np.flatnonzero(~present).tolist():
+        out[i] = None
     return out
 
 
+def _encode(values: list[Any], codec: str) -> np.ndarray:
+    if codec == "prob4":
+        return _prob4_codes(np.array([math.nan if v is None else v for v in values],
+                                     dtype=np.float64))
+    if codec == "fixed4":
+        ints = np.array([0 if v is None else round(v * 10000) for v in values], dtype=np.int64)
+        codes = ((ints << 1) ^ (ints >> 63)).astype(np.uint64)
+    else:
+        ints = np.array([0 if v is None else v for v in values], dtype=np.int64)
+        if np.any(ints < 0):
+            raise ValueError("a negative id or rank")
+        codes = ints.astype(np.uint64)
+    if np.any(codes >= NULL_CODE):
+        raise ValueError(f"a value too large for {codec}")
+    codes[[i for i, v in enumerate(values) if v is None]] = NULL_CODE
+    return codes
+
+
+def _decode(codes: np.ndarray, codec: str) -> list[Any]:
+    if codec == "prob4":
+        return _prob4_values(codes)
+    ints = codes.astype(np.int64)
+    if codec == "fixed4":
+        ints = (ints >> 1) ^ -(ints & 1)
+        return [None if c == NULL_CODE else n / 10000
+                for c, n in zip(codes.tolist(), ints.tolist())]
+    return [None if c == NULL_CODE else c for c in ints.tolist()]
+
+
+def pack_values(values: list[Any], codec: str) -> str:
+    """Flat values (None: missing) as a codec's uint32 codes, byte planes, zlib, base64."""
+    codes = _encode(values, codec).astype("<u4")
+    planes = codes.view(np.uint8).reshape(-1, 4).T.tobytes()
+    return base64.b64encode(zlib.compress(planes, 6)).decode("ascii")  # 9: 3x slower, 0.6 % smaller
+
+
+def unpack_values(data: Any, codec: str, count: int) -> list[Any]:
+    """The ``count`` values of :func:`pack_values`; ValueError when ``data`` is not that."""
+    if codec not in CODECS or not isinstance(data, str):
+        raise ValueError("not a packed array")
+    raw = base64.b64decode(data.encode("ascii"), validate=True)
+    inflate = zlib.decompressobj()
+    planes = inflate.decompress(raw, 4 * count + 1)  # never more than the shape needs
+    if len(planes) != 4 * count or not inflate.eof:
+        raise ValueError(f"{'more' if len(planes) > 4 * count or not inflate.eof else 'fewer'}"
+                         f" values than its shape holds ({count})")
+    codes = np.frombuffer(planes, dtype=np.uint8).reshape(4, count).T.copy().view("<u4")
+    return _decode(codes.reshape(-1).astype(np.int64), codec)
+
+
+def _flatten(value: Any, depth: int) -> list[Any]:
+    return [v for item in value for v in _flatten(item, depth - 1)] if depth else [value]
+
+
+def _nest(values: list[Any], shape: list[int]) -> list[Any]:
+    if len(shape) == 1:
+        return values
+    size = len(values) // shape[0]
+    return [_nest(values[i * size:(i + 1) * size], shape[1:]) for i in range(shape[0])]
+
+
+def pack_grid(grid: list[Any], codec: str) -> dict[str, Any]:
+    """A [row][position](…) field (a null row: a row the lens does not cover) as one packed
+    array; any numeric field of equal-length cells packs this way (new fields too)."""
+    rows = [row for row in grid if row is not None]
+    inner = _shape(rows[0]) if rows else []
+    shape = [len(grid), *inner]
+    values: list[Any] = []
+    for row in rows:
+        values += _flatten(row, len(inner))
+    if len(values) != len(rows) * math.prod(inner):
+        raise ValueError("cells of different lengths")
+    packed: dict[str, Any] = {"codec": codec, "shape": shape}
+    nulls = [r for r, row in enumerate(grid) if row is None]
+    if nulls:
+        packed["null_rows"] = nulls
+    packed["zlib"] = pack_values(values, codec)
+    return packed
+
+
+def _shape(value: Any) -> list[int]:
+    return [len(value), *_shape(value[0])] if isinstance(value, list) and value else (
+        [0] if isinstance(value, list) else [])
+
+
+def unpack_grid(packed: Any) -> list[Any]:
+    """The lists of :func:`pack_grid` (ValueError, saying what, when it is not one)."""
+    if not isinstance(packed, dict) or set(packed) - {"codec", "shape", "null_rows", "zlib"}:
+        raise ValueError("not a packed array")
+    shape, nulls = packed.get("shape"), packed.get("null_rows", [])
+    if not isinstance(shape, list) or not shape or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**7 for n in shape):
+        raise ValueError("shape: expected a list of sizes")
+    if not isinstance(nulls, list) or not all(isinstance(r, int) and 0 <= r < shape[0]
+                                              for r in nulls) or len(set(nulls)) != len(nulls):
+        raise ValueError("null_rows: expected row numbers below shape[0]")
+    cell = math.prod(shape[1:])
+    rows = shape[0] - len(nulls)
+    if rows * cell > 10**9:
+        raise ValueError("shape: too large")
+    values = unpack_values(packed.get("zlib"), packed.get("codec"), rows * cell)
+    stored = iter(_nest(values, [rows, *shape[1:]]) if rows else [])
+    null_set = set(nulls)
+    return [None if r in null_set else next(stored) for r in range(shape[0])]
+
+
+# The trajectories' probabilities at 4 decimals, what their chart shows (0.01 %): a rare
+# token's are 0 there, as on the chart; per-cell probabilities (top-k, next token, target,
+# groups) keep 4 significant digits. At 4 significant digits they would be most of a site.
+TRACKED_CODEC = "fixed4"
+
+
+def _pack_tracked(document: dict[str, Any]) -> dict[str, Any]:
+    """``tracked_probs`` as one packed array, positions × layers × that position's tracked
+    ids in that order (missing values at rows the lens does not cover)."""
+    values: list[Any] = []
+    for ids, rows in zip(document["tracked_ids"], document["tracked_probs"]):
+        for row in rows:
+            values.extend([None] * len(ids) if row is None else row)
+    return {"codec": TRACKED_CODEC, "order": TRACKED_ORDER,
+            "zlib": pack_values(values, TRACKED_CODEC)}
+
+
+def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
+    """The lists of a packed ``tracked_probs`` (schema 2's float16, or schema 3's codes);
+    a row of missing values (an uncovered row) is null."""
+    packed = document["tracked_probs"]
+    layers = len(document["layers"])
+    tracked = document["tracked_ids"]
+    total = layers * sum(len(ids) for ids in tracked)
+    if "zlib" in packed:
+        values = unpack_values(packed["zlib"], packed.get("codec"), total)
+    else:
+        half = np.frombuffer(base64.b64decode(packed["base64"], validate=True), dtype="<f2")
+        if half.size != total:
+            raise ValueError("the array does not fit the tracked tokens")
+        values = [None if v != v else v for v in half.astype(np.float64).tolist()]
+    out, start = [], 0
+    for ids in tracked:
+        rows = []
+        for _ in range(layers):
+            row = values[start:start + len(ids)]
+            start += len(ids)
+            rows.append(None if ids and all(v is None for v in row) else row)
+        out.append(rows)
+    return out
+
+
+# The packed fields of a prompt document and their codecs; a token group's fields likewise.
+GRID_CODECS = {"topk_ids": "int", "topk_probs": "prob4", "entropy": "fixed4",
+               "kl_to_final": "fixed4", "next_token_prob": "prob4", "next_token_rank": "int",
+               "target_prob": "prob4", "target_rank": "int"}
+GROUP_CODECS = {"prob": "prob4", "rank": "int", "top_ids": "int", "top_probs": "prob4"}
+
+
 def encoded(document: dict[str, Any]) -> dict[str, Any]:
-    """The document as it is written: a prompt document's ``tracked_probs`` as one float16
-    array (schema 2); what pages inline, too."""
-    if isinstance(document.get("tracked_probs"), list) and "schema_version" in document:
-        return {**document, "schema_version": SCHEMA_VERSION,
-                "tracked_probs": _pack_tracked(document)}
-    return document
+    """The document as it is written (schema 3): every numeric field a packed array, what
+    pages inline too (a first view of figures.py included); a corpus document is unchanged."""
+    if "prompt" not in document or "schema_version" not in document:
+        return document
+    out = {**document, "schema_version": SCHEMA_VERSION}
+    for name, codec in GRID_CODECS.items():
+        if isinstance(document.get(name), list):
+            out[name] = pack_grid(document[name], codec)
+    if isinstance(document.get("tracked_probs"), list):
+        out["tracked_probs"] = _pack_tracked(document)
+    if document.get("target_groups"):
+        out["target_groups"] = [
+            {**group, **{name: pack_grid(group[name], codec)
+                         for name, codec in GROUP_CODECS.items()
+                         if isinstance(group.get(name), list)}}
+            for group in document["target_groups"]]
+    return out
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -209,17 +390,36 @@ def dumps(document: dict[str, Any]) -> str:
                       allow_nan=False)
 
 
-def loads(text: str) -> Any:
-    """A document from :func:`dumps` (or of schema 1), with ``tracked_probs`` as lists;
-    ValueError (InvalidDocument) when the packed array does not fit the document."""
-    document = json.loads(text)
-    if isinstance(document, dict) and isinstance(document.get("tracked_probs"), dict):
+def decoded(document: Any) -> Any:
+    """A document with its packed arrays as lists (schema 1 has none, schema 2 only
+    ``tracked_probs``); InvalidDocument, naming the field, where one is not as written."""
+    if not isinstance(document, dict):
+        return document
+    places = [(document, name, name) for name in GRID_CODECS]
+    groups = document.get("target_groups")
+    if isinstance(groups, list):
+        places += [(group, name, f"target_groups[{i}].{name}") for i, group in enumerate(groups)
+                   if isinstance(group, dict) for name in GROUP_CODECS]
+    for holder, name, where in places:
+        if isinstance(holder.get(name), dict):
+            try:
+                holder[name] = unpack_grid(holder[name])
+            except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as exc:
+                raise InvalidDocument(f"{where}: expected a packed array "
+                                      f"({first_line(exc, 80)})") from None
+    if isinstance(document.get("tracked_probs"), dict):
         try:
             document["tracked_probs"] = _unpack_tracked(document)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise InvalidDocument("tracked_probs: expected a float16 base64 array of every "
-                                  "tracked token at every row") from None
+        except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as exc:
+            raise InvalidDocument("tracked_probs: expected a packed array of every tracked "
+                                  f"token at every row ({first_line(exc, 80)})") from None
     return document
+
+
+def loads(text: str) -> Any:
+    """A document from :func:`dumps` (or of schema 1 or 2), with its arrays as lists;
+    ValueError (InvalidDocument) when a packed array does not fit the document."""
+    return decoded(json.loads(text))
 
 
 REQUIRED_FIELDS = ("model", "prompt", "lens", "input_ids", "layers", "topk_ids", "topk_probs",

@@ -15,9 +15,10 @@ from typing import Any
 from .concurrency import cache_lock
 from .files import atomic_write
 
-# 2: tracked_probs stored as float16 (base64); documents of schema 1 stay readable.
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+# 2: tracked_probs stored as float16 (base64). 3: every numeric field a packed array
+# (documents.pack_grid; tracked_probs at 4 significant digits). Schemas 1 and 2 stay readable.
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 # What cache keys are made of changed last at schema 1: a new schema alone recomputes nothing.
 KEY_SCHEMA = 1
 # Bump when the lens computation changes its numbers, so cached results are recomputed

@@ -100,7 +100,8 @@ def _field(document: dict[str, Any], where: str, name: str, check: Check, expect
 def check_prompt_document(document: Any) -> None:
     """Raise InvalidDocument at the first field of a prompt document that is not as written.
 
-    Schema 1 and 2 alike (``tracked_probs`` already unpacked by documents.loads).
+    Schemas 1, 2 and 3 alike: packed arrays (schema 3; schema 2's ``tracked_probs``) are
+    unpacked by documents.decoded first, which refuses one that does not unpack by its field.
     """
     if not isinstance(document, dict):
         raise InvalidDocument("the document: expected a JSON object")

@@ -1,8 +1,8 @@
 """Figure data: what a page inlines for the browser to draw (assets/lensreport.js).
 
-The browser reads results documents as they are in ``data/`` (schema 2, ``tracked_probs``
-packed as float16): a page inlines every lens's whole document where that is cheap, and
-otherwise each figure's *first view* (:func:`first_view`: entropy and the top-1 token per
+The browser reads results documents as they are in ``data/`` (schema 3, numeric fields
+packed: results/documents.py): a page inlines every lens's whole document where that is
+cheap, and otherwise each figure's *first view* (:func:`first_view`: entropy and the top-1 token per
 cell, itself a document of top-k 1), fetching the whole documents from ``data/`` over HTTP
 once the figure is drawn. One reader in the browser, one copy of each run's numbers in the
 site. Hover text, cell text and the metric switch are built in the browser; every string
@@ -92,30 +92,41 @@ def is_long(document: dict[str, Any]) -> bool:
     return len(document["layers"]) * len(document["input_ids"]) > LIGHT_CELLS
 
 
-FIRST_VIEW_FIELDS = ("schema_version", "layers", "row_depths", "input_ids", "entropy",
-                     "generated_from", "template_mask")
+FIRST_VIEW_FIELDS = ("schema_version", "layers", "row_depths", "input_ids", "generated_from",
+                     "template_mask")
+
+
+# The positions a long prompt's heatmap shows at first (lensreport.js WINDOW): its first view
+# carries these only; the rest of the row comes with the fetched documents.
+FIRST_WINDOW = 120
 
 
 def first_view(document: dict[str, Any]) -> dict[str, Any]:
-    """The part of a document a page needs to draw at once: entropy and the top-1 token (id
-    and probability) per cell, as a document of top-k 1 with ``partial`` set (the browser
-    reads it as it reads a whole one, and fetches the whole one for the rest)."""
-    def top1(field: str) -> list[Any]:
-        return [None if row is None else [cell[:1] for cell in row] for row in document[field]]
+    """The part of a document a page needs to draw at once: entropy and the top-1 token's id
+    (the cell's text; its probability is not drawn until asked for) per cell of the positions
+    shown at first (``positions``: the first FIRST_WINDOW of a long prompt), as a document of
+    top-k 1 with ``partial`` set (the browser reads it as it reads a whole one, and fetches
+    the whole one for the rest)."""
+    shown = min(len(document["input_ids"]), FIRST_WINDOW)
 
-    top1_ids = top1("topk_ids")
+    def visible(field: str, cell: Any = lambda value: value) -> list[Any]:
+        return [None if row is None else [cell(value) for value in row[:shown]]
+                for row in document[field]]
+
+    top1_ids = visible("topk_ids", lambda cell: cell[:1])
     used = {str(i) for i in document["input_ids"]}
     used.update(str(cell[0]) for row in top1_ids if row is not None for cell in row)
     model, prompt, lens = document["model"], document["prompt"], document["lens"]
     return {
         **{field: document.get(field) for field in FIRST_VIEW_FIELDS},
         "partial": True,
+        "positions": shown,
+        "entropy": visible("entropy"),
         "model": {"name": model["name"], "vocab_size": model.get("vocab_size")},
         "prompt": {"name": prompt["name"], "target_id": prompt.get("target_id"),
                    "target_token": prompt.get("target_token")},
         "lens": {key: lens[key] for key in ("kind", "rows") if key in lens},
         "topk_ids": top1_ids,
-        "topk_probs": top1("topk_probs"),
         "vocab": {key: document["vocab"][key] for key in sorted(used, key=int)},
     }
 

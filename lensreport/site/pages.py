@@ -170,9 +170,10 @@ class Figure:
 
     def data(self, root: str, light: bool, tracks: bool = True, comparison: bool = False
              ) -> dict[str, Any]:
-        """What a page inlines for this figure: every lens's document (without the tracked
-        tokens where the page has no trajectories: ``tracks`` false, embeds), or (``light``)
-        the first lens's first view and where the documents are, fetched once it is drawn.
+        """What a page inlines for this figure, packed (schema 3): every lens's document
+        (without the tracked tokens where the page has no trajectories: ``tracks`` false), or
+        (``light``: long prompts, gallery-scale sites, embeds) the first lens's first view and
+        where the documents are, fetched once it is drawn.
         On a page with the depth comparison (``comparison``: prompt pages) each lens's
         curves come along either way (figures.py)."""
         lenses = [{"style": lens_style(kind), "gap_text": gap_text(kind),
@@ -180,9 +181,9 @@ class Figure:
                   for kind, document in self.lenses]
         if light:
             return {"id": self.id, "model": self.model.name, "lenses": lenses,
-                    "documents": [first_view(self.document)],
+                    "documents": [encoded(first_view(self.document))],
                     "fetch": [root + self.data_path_for(kind) for kind in self.lens_kinds]}
-        documents = [encoded(document) if tracks else without_tracks(document)
+        documents = [encoded(document if tracks else without_tracks(document))
                      for _, document in self.lenses]
         return {"id": self.id, "model": self.model.name, "lenses": lenses,
                 "documents": documents, "fetch": None}
@@ -418,9 +419,10 @@ def plan_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str
         for kind, document in figure.lenses:
             data(figure.data_path_for(kind), f"{what} ({kind} lens): JSON",
                  lambda document=document: dumps(document))
-            data(figure.csv_path_for(kind), f"{what} ({kind} lens): CSV",
-                 lambda document=document: run_csv(document))
-        if figure.attribution_path:
+            if manifest.site.csv_files:  # else the browser writes it on a click
+                data(figure.csv_path_for(kind), f"{what} ({kind} lens): CSV",
+                     lambda document=document: run_csv(document))
+        if figure.attribution_path and manifest.site.csv_files:
             data(figure.attribution_path, f"{what}: attribution CSV",
                  lambda figure=figure: attribution_csv(figure.document))
         jobs += figure.export_jobs(export)

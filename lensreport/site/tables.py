@@ -1,4 +1,7 @@
-"""CSV beside every results JSON: a spreadsheet's view of a run or of a corpus curve.
+"""CSV of every results JSON: a spreadsheet's view of a run or of a corpus curve.
+
+A run's CSV is a file in data/ only with ``site.csv_files``; otherwise lensreport.js writes
+the same bytes from the document when "Download CSV" is clicked (a browser test compares).
 
 A run's CSV has one row per (layer, position), layer-major, ``(L + 1) × T`` rows; a corpus
 document's has one row per (row, metric). Values are the JSON's (already rounded); a value

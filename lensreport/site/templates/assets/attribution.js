@@ -116,6 +116,26 @@
     }, { displaylogo: false });
   }
 
+  /* The attribution CSV of lensreport/site/tables.py attribution_csv, byte for byte, written
+     by the browser where the site has no CSV files (site.csv_files false). */
+  window.lensreport.attributionCsv = function (figure) {
+    var field = figure.d.decomposition, cell = window.lensreport.csvCell, heads = field.heads;
+    var lines = ['position,token,component,attribution'];
+    field.token_ids.forEach(function (ids, pos) {
+      ids.forEach(function (id, j) {
+        var token = cell(figure.token(id));
+        function row(name, value) { lines.push([cell(pos, true), token, cell(name), cell(value)].join(',')); }
+        field.components.forEach(function (name, c) { row(name, field.attrs[c][pos][j]); });
+        if (!heads) return;
+        heads.attrs.forEach(function (perHead, b) {
+          perHead.forEach(function (values, h) { row('attn.' + (b + 1) + '.head' + h, values[pos][j]); });
+          if (heads.bias) row('attn.' + (b + 1) + '.bias', heads.bias[b][pos][j]);
+        });
+      });
+    });
+    return lines.join('\r\n') + '\r\n';
+  };
+
   document.addEventListener('lensreport:pick', function (event) {
     show(event.detail.figure, event.detail.position);
   });

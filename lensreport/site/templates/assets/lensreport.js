@@ -78,6 +78,7 @@
   /* A document's per-row field as one flat array: row after row, each flattened in order,
      and `width` nulls for a row the lens does not cover (a null row). */
   function cells(rows, L, width) {
+    if (rows && rows.values) return rows.values;  // a packed array, unpacked flat
     var out = [];
     function walk(v) { if (Array.isArray(v)) v.forEach(walk); else out.push(v === undefined ? null : v); }
     for (var l = 0; l < L; l++) {
@@ -95,10 +96,76 @@
     if (e === 31) return f ? NaN : sign * Infinity;
     return sign * (1 + f / 1024) * Math.pow(2, e - 15);
   }
-  /* tracked_probs per position as [layer][j] flat: schema 2 packs them as one float16 array
-     (positions × layers × that position's tracked ids, NaN at uncovered rows); schema 1 lists. */
+  /* Schema 3's packed arrays (lensreport/results/documents.py): uint32 codes stored as byte
+     planes, deflated, base64; a row in null_rows is not stored. unpack() reads one into
+     {shape, values}: the values flat, row after row, null where missing (a whole null row too). */
+  var NULL_CODE = 0xFFFFFFFF, POW10 = [];
+  for (var p10 = 0; p10 <= 22; p10++) POW10.push(parseFloat('1e' + p10));  // exact doubles
+  function inflate(b64) {
+    var text = atob(b64), bytes = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate'));
+    return new Response(stream).arrayBuffer().then(function (buffer) { return new Uint8Array(buffer); });
+  }
+  var DECODE = {
+    int: function (c) { return c; },
+    prob4: function (c) {  // 1 + 9000·(−e) + (m − 1000): m·10^(e−3); 0 is 0
+      if (c === 0) return 0;
+      c -= 1;
+      var power = 3 + Math.floor(c / 9000), m = 1000 + c % 9000;
+      // A quotient of exact doubles is correctly rounded: the double Python reads (documents.py).
+      return power <= 22 ? m / POW10[power] : parseFloat(m + 'e-' + power);
+    },
+    fixed4: function (c) { return ((c >>> 1) ^ -(c & 1)) / 10000; }  // zigzag, 4 decimals
+  };
+  function unpackValues(b64, codec) {
+    var decode = DECODE[codec];
+    if (!decode) return Promise.reject(new Error('unknown codec ' + codec));
+    return inflate(b64).then(function (b) {
+      var n = b.length / 4, out = new Array(n);
+      for (var i = 0; i < n; i++) {
+        var c = (b[i] | (b[n + i] << 8) | (b[2 * n + i] << 16) | (b[3 * n + i] << 24)) >>> 0;
+        out[i] = c === NULL_CODE ? null : decode(c);
+      }
+      return out;
+    });
+  }
+  function unpack(packed) {
+    return unpackValues(packed.zlib, packed.codec).then(function (stored) {
+      var cell = packed.shape.slice(1).reduce(function (a, b) { return a * b; }, 1);
+      var nulls = packed.null_rows || [], values = [], at = 0;
+      for (var r = 0; r < packed.shape[0]; r++) {
+        if (nulls.indexOf(r) >= 0) { for (var i = 0; i < cell; i++) values.push(null); }
+        else { for (var j = 0; j < cell; j++) values.push(stored[at++]); }
+      }
+      return { shape: packed.shape, values: values };
+    });
+  }
+  var GRID_FIELDS = ['topk_ids', 'topk_probs', 'entropy', 'kl_to_final', 'next_token_prob', 'next_token_rank', 'target_prob', 'target_rank'];
+  var GROUP_FIELDS = ['prob', 'rank', 'top_ids', 'top_probs'];
+  /* A document with its packed arrays unpacked (in place; schema 1 and 2 pass through). */
+  function unpackDocument(doc) {
+    var jobs = [];
+    function one(holder, name) {
+      var v = holder[name];
+      if (v && v.zlib && v.shape) jobs.push(unpack(v).then(function (u) { holder[name] = u; }));
+    }
+    GRID_FIELDS.forEach(function (name) { one(doc, name); });
+    (doc.target_groups || []).forEach(function (g) { GROUP_FIELDS.forEach(function (name) { one(g, name); }); });
+    if (doc.tracked_probs && doc.tracked_probs.zlib) {
+      jobs.push(unpackValues(doc.tracked_probs.zlib, doc.tracked_probs.codec).then(function (v) { doc.tracked_probs = { values: v }; }));
+    }
+    return Promise.all(jobs).then(function () { return doc; });
+  }
+  /* tracked_probs per position as [layer][j] flat: one array, positions × layers × that
+     position's tracked ids (null or NaN at uncovered rows): schema 3 packed (4 significant
+     digits), schema 2 float16 in base64; schema 1 lists. */
   function trackedProbs(field, tracked, L) {
     if (Array.isArray(field)) return field.map(function (rows, pos) { return cells(rows, L, tracked[pos].length); });
+    if (field.values) {
+      var from = 0;
+      return tracked.map(function (ids) { var n = L * ids.length; from += n; return field.values.slice(from - n, from); });
+    }
     var bytes = atob(field.base64), at = 0;
     return tracked.map(function (ids) {
       var out = [];
@@ -114,8 +181,17 @@
   /* How many values a cell of a [layer][position][j] field holds (its first covered row's). */
   function capital(text) { return text.charAt(0).toUpperCase() + text.slice(1); }
   function cellWidth(rows, none) {
+    if (rows && rows.shape) return rows.shape.length > 2 ? rows.shape[2] : none;
     var covered = rows.filter(function (row) { return row; })[0];
     return covered && covered[0] ? covered[0].length : none;
+  }
+  /* Rows of `from` values each, padded with nulls to `to` values each. */
+  function widen(values, L, from, to) {
+    var out = [];
+    for (var l = 0; l < L; l++) {
+      for (var i = 0; i < to; i++) out.push(i < from ? values[l * from + i] : null);
+    }
+    return out;
   }
   function fromDocument(doc, lens) {
     var L = doc.layers.length, T = doc.input_ids.length, k = cellWidth(doc.topk_ids, 1);
@@ -128,9 +204,17 @@
       // Direct logit attribution, drawn by assets/attribution.js (null: the note says why).
       decomposition: doc.decomposition || null, decomposition_note: doc.decomposition_note || null,
       generated_from: doc.generated_from, template_mask: doc.template_mask,
-      topk_ids: cells(doc.topk_ids, L, T * k), topk_probs: cells(doc.topk_probs, L, T * k),
+      topk_ids: cells(doc.topk_ids, L, T * k),
+      // A first view has no probabilities (it draws entropy and the top-1 token): nulls.
+      topk_probs: doc.topk_probs ? cells(doc.topk_probs, L, T * k) : null,
       entropy: cells(doc.entropy, L, T), groups: []
     };
+    var W = doc.positions;  // a long prompt's first view: the first W positions only
+    if (W !== undefined && W < T) {
+      d.topk_ids = widen(cells(doc.topk_ids, L, W * k), L, W * k, T * k);
+      if (d.topk_probs) d.topk_probs = widen(d.topk_probs, L, W * k, T * k);
+      d.entropy = widen(cells(doc.entropy, L, W), L, W, T);
+    }
     if (doc.kl_to_final) d.kl_to_final = cells(doc.kl_to_final, L, T);
     if (doc.next_token_prob) {
       d.next_token_prob = cells(doc.next_token_prob, L, T);
@@ -153,6 +237,66 @@
     }
     return d;
   }
+
+  /* "Download CSV" without a file in data/ (site.csv_files false): the browser writes the
+     CSV of lensreport/site/tables.py run_csv from the document, byte for byte: numbers as
+     Python writes them, a text cell that a spreadsheet would read as a formula quoted. */
+  function pyFloat(x) {
+    if (Number.isInteger(x)) return x.toFixed(1);
+    var parts = x.toExponential().split('e'), exp = Number(parts[1]);
+    if (exp < -4 || exp >= 16) return parts[0] + 'e' + (exp < 0 ? '-' : '+') + (Math.abs(exp) < 10 ? '0' : '') + Math.abs(exp);
+    return String(x);
+  }
+  function csvCell(v, integer) {
+    if (v === null || v === undefined) return '';
+    if (typeof v === 'number') return integer ? String(v) : pyFloat(v);
+    var s = /^[=+\-@]/.test(v) ? "'" + v : v;  // tables.py FORMULA_START
+    return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+  Figure.prototype.csv = function () {
+    var d = this.d, T = this.T, self = this;
+    var header = ['layer', 'position', 'input_token', 'top1_token', 'top1_prob', 'entropy', 'kl_to_final',
+      'next_token_prob', 'next_token_rank', 'target_prob', 'target_rank'];
+    d.groups.forEach(function (g) { header.push('group ' + g.name + ' prob', 'group ' + g.name + ' rank'); });
+    var lines = [header.map(function (h) { return csvCell(h); }).join(',')];
+    function at(a, l, t) { return a ? self.at(a, l, t) : null; }
+    for (var l = 0; l < this.L; l++) {
+      for (var t = 0; t < T; t++) {
+        var top = d.topk_ids[(l * T + t) * this.k], p = d.topk_probs[(l * T + t) * this.k];
+        var row = [csvCell(l, true), csvCell(t, true), csvCell(this.token(d.input_ids[t])),
+          csvCell(top === null || top === undefined ? null : this.token(top)), csvCell(p === undefined ? null : p),
+          csvCell(at(d.entropy, l, t)), csvCell(at(d.kl_to_final, l, t)), csvCell(at(d.next_token_prob, l, t)),
+          csvCell(at(d.next_token_rank, l, t), true), csvCell(at(d.target_prob, l, t)), csvCell(at(d.target_rank, l, t), true)];
+        d.groups.forEach(function (g) { row.push(csvCell(at(g.prob, l, t)), csvCell(at(g.rank, l, t), true)); });
+        lines.push(row.join(','));
+      }
+    }
+    return lines.join('\r\n') + '\r\n';
+  };
+  /* A click on a CSV link (data-csv: the lens's index, data-file: the file's name) saves the
+     CSV the browser writes. */
+  Figure.prototype.setupCsv = function () {
+    var self = this;
+    this.root.querySelectorAll('a[data-csv]').forEach(function (a) {
+      a.addEventListener('click', function (event) {
+        event.preventDefault();
+        self.loadFull().then(function () {
+          if (self.partial) return;  // the note says why (file://)
+          var lens = Number(a.getAttribute('data-csv')), shown = self.lens;
+          self.use(lens);
+          var text = a.getAttribute('data-csv-of') === 'attribution' ? api.attributionCsv(self) : self.csv();
+          self.use(shown);
+          var url = URL.createObjectURL(new Blob([text], { type: 'text/csv' })), link = document.createElement('a');
+          link.href = url;
+          link.download = a.getAttribute('data-file');
+          document.body.appendChild(link);
+          link.click();
+          link.remove();
+          setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+        });
+      });
+    });
+  };
 
   var WINDOW = 120;  // tokens shown at once for long prompts (a range slider pans)
   var CELL_TEXT_LIMIT = 200;  // longer prompts show the top-1 token on hover only
@@ -184,7 +328,7 @@
     var fetched = location.protocol === 'file:'
       ? Promise.reject(new Error('file://'))  // browsers refuse; do not even try (no console error)
       : Promise.all(urls.map(function (url) {
-        return fetch(url).then(function (r) { if (!r.ok) throw new Error(url + ': HTTP ' + r.status); return r.json(); });
+        return fetch(url).then(function (r) { if (!r.ok) throw new Error(url + ': HTTP ' + r.status); return r.json(); }).then(unpackDocument);
       }));
     this.loading = fetched.then(function (documents) {
       var key = self.metric && self.metric.key;
@@ -199,7 +343,7 @@
     }).catch(function (error) {
       self.note(location.protocol === 'file:'
         ? 'This page shows the first view (entropy and the top-1 token). Other metrics, the top-k ' +
-          'list and trajectories load from ' + urls.join(', ') + ', which browsers do not fetch from ' +
+          'list, trajectories and the CSV load from ' + urls.join(', ') + ', which browsers do not fetch from ' +
           'file:// pages: open the site through a web server (lensreport serve, GitHub Pages).'
         : 'This page shows the first view (entropy and the top-1 token): the rest did not load (' + error.message + ').');
     });
@@ -238,7 +382,7 @@
     var out = [], base = (layer * this.T + pos) * this.k;
     if (!this.covered(layer)) return out;
     for (var j = 0; j < this.k; j++) {
-      var id = this.d.topk_ids[base + j], p = this.d.topk_probs[base + j];
+      var id = this.d.topk_ids[base + j], p = this.d.topk_probs ? this.d.topk_probs[base + j] : null;
       if (id === null || id === undefined) continue;
       out.push({ id: id, p: p === null || p === undefined ? null : p });
     }
@@ -389,9 +533,8 @@
     return ticks.map(this.depth, this);
   };
   /* The heatmap's height in pixels (draw() sizes it so; placeholders keep it). */
-  Figure.prototype.height = function () {
-    return Math.max(260, 110 + 21 * this.L) + (this.T > WINDOW ? 50 : 0);
-  };
+  Figure.prototype.height = function () { return heatmapHeight(this.L, this.T); };
+  function heatmapHeight(L, T) { return Math.max(260, 110 + 21 * L) + (T > WINDOW ? 50 : 0); }
   /* Give the heatmap's plot back (its data stays); returns the height it had. */
   Figure.prototype.release = function () {
     var el = this.root.querySelector('.heatmap'), height = el.offsetHeight || this.height();
@@ -598,8 +741,9 @@
       for (var l = 0; l < this.L; l++) ys.push(this.at(d.target_prob, l, last));
       this.addTrajectory(last, d.target_id, ys);
     } else {
-      var answer = this.topk(this.L - 1, last)[0].id, track = this.track(last, answer);
-      if (track) this.addTrajectory(last, answer, track);
+      var top = this.topk(this.L - 1, last)[0];  // none yet past a long first view's window
+      var track = top && this.track(last, top.id);
+      if (track) this.addTrajectory(last, top.id, track);
     }
     (d.groups || []).forEach(function (g) { self.addTrajectory(last, 'group:' + g.name, self.groupTrack(g, last), 'P(' + g.name + ')'); });
   };
@@ -746,14 +890,29 @@
   var mounted = [];
   /* Draw every figure inside `scope` (the page, or one notebook output) exactly once. */
   function mount(scope) {
-    var figures = [];
+    var pending = [], lazy = scope.querySelectorAll('section.figure').length > LAZY_AFTER && 'IntersectionObserver' in window;
     scope.querySelectorAll('section.figure').forEach(function (root) {
       var script = root.querySelector('script.figure-data');
       if (!script || root.hasAttribute('data-mounted')) return;
       root.setAttribute('data-mounted', '');
-      var f = new Figure(root, JSON.parse(script.textContent));
+      var data = JSON.parse(script.textContent), doc = data.documents[0];
+      // Keep a lazy figure's room now, before its documents are unpacked (asynchronously), so
+      // that nothing above a figure a link scrolled to grows after the scroll.
+      if (lazy) root.querySelector('.heatmap').style.minHeight = heatmapHeight(doc.layers.length, doc.input_ids.length) + 'px';
+      pending.push(Promise.all(data.documents.map(unpackDocument)).then(function (documents) {
+        data.documents = documents;
+        return [root, data];
+      }));
+    });
+    return Promise.all(pending).then(function (found) { return mountFigures(scope, found); });
+  }
+  function mountFigures(scope, found) {
+    var figures = [];
+    found.forEach(function (item) {
+      var f = new Figure(item[0], item[1]);
       f.setupSelect();
       f.setupLens();
+      f.setupCsv();
       f.enableLens(!f.partial);
       // A first view on a file:// page says at once what it cannot fetch (so its note is in
       // the layout before any figure is drawn).
@@ -802,7 +961,9 @@
     api.curves.forEach(function (c) { c.render(); });
   }
 
-  var api = { figures: [], curves: [], plotlyText: plotlyText, theme: theme, mount: mount, retheme: retheme };
+  // attributionCsv: set by assets/attribution.js (the attribution CSV of a figure's document).
+  var api = { figures: [], curves: [], plotlyText: plotlyText, theme: theme, mount: mount, retheme: retheme,
+    csvCell: csvCell, attributionCsv: null };
   window.lensreport = api;
   if (window.matchMedia) {
     window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', retheme);
