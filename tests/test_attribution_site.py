@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 
 from conftest import run_cli, write_manifest
 from lensreport.results.documents import loads
+from lensreport.site.tables import attribution_csv
 from test_jacobian_site import open_page, pick_cell
 
 TEXT = "The quick brown fox jumps over the lazy"
@@ -37,7 +39,8 @@ def sublayer_site(tmp_path_factory, tiny_models, weights_cache):
 def test_the_attribution_csv_holds_the_documents_numbers(sublayer_site):
     site, document = sublayer_site
     field = document["decomposition"]
-    rows = list(csv.reader(io.StringIO((site / "data/tiny/fox.attribution.csv").read_text())))
+    assert not (site / "data/tiny/fox.attribution.csv").exists()  # no site.csv_files
+    rows = list(csv.reader(io.StringIO(attribution_csv(document))))
     assert rows[0] == ["position", "token", "component", "attribution"]
     cells = {(int(p), c, t): float(v) for p, t, c, v in rows[1:]}
     heads = len(field["heads"]["attrs"][0])
@@ -47,6 +50,20 @@ def test_the_attribution_csv_holds_the_documents_numbers(sublayer_site):
     token = document["vocab"][str(field["token_ids"][position][j])]
     assert cells[(position, "mlp.2", token)] == field["attrs"][4][position][j]
     assert cells[(position, "attn.3.head1", token)] == field["heads"]["attrs"][2][1][position][j]
+
+
+@pytest.mark.browser
+def test_the_browser_writes_the_attribution_csv(sublayer_site, page):
+    """A click on "attribution CSV" saves what tables.attribution_csv writes, byte for byte."""
+    site, document = sublayer_site
+    open_page(page, (site / "prompts/fox/index.html").as_uri())
+    link = page.locator('section.figure a[data-csv-of="attribution"]')
+    assert link.count() == 1
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename == "fox.attribution.csv"
+    written = Path(download.value.path()).read_bytes().decode("utf-8")
+    assert written == attribution_csv(document) and written.count("\r\n") > 1000
 
 
 @pytest.mark.browser

@@ -200,9 +200,9 @@ def test_download_csv_is_written_by_the_browser(page, demo_site):
 
     assert not list(demo_site.glob("data/*/*.csv"))
     open_page(page, demo_site.as_uri() + "/prompts/fox/index.html")
-    links = page.locator('section[id="fig-smollm2-135m--fox"] a[data-csv]')
-    assert links.count() == 2  # logit and tuned
-    for index, stem in enumerate(("fox", "fox.tuned")):
+    links = page.locator('section[id="fig-smollm2-135m--fox"] a[data-csv]:not([data-csv-of])')
+    assert links.count() == 3  # logit, tuned and patchscope
+    for index, stem in enumerate(("fox", "fox.tuned", "fox.patchscope")):
         with page.expect_download() as download:
             links.nth(index).click()
         assert download.value.suggested_filename == f"{stem}.csv"
