@@ -20,7 +20,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = ("lens_benchmark.py", "scale_benchmark.py", "build_benchmark.py",
-           "jacobian_benchmark.py", "device_check.sh")
+           "jacobian_benchmark.py", "device_check.sh", "first_view_benchmark.py")
 N = r"\d+(?:\.\d+)?"  # a reported figure
 
 
@@ -120,6 +120,20 @@ def test_jacobian_benchmark(smoke):
         r"s/prompt \| c/b \|$",
         # TransformerLens runs too (make test installs it beside the suite)
         rf"^\| {N} \| {N} \| {N} \| {N} \| {N} \|$")
+
+
+@pytest.mark.browser
+def test_first_view_benchmark(smoke):
+    output = output_of(smoke, "first_view_benchmark.py")
+    lines_matching(
+        output,
+        rf"^prompt page: {N} MB \({N} MB gzipped\)$",
+        rf"^assets/plotly-full.min.js: {N} MB \({N} MB gzipped\)$",
+        rf"^assets/plotly.min.js: {N} MB \({N} MB gzipped\)$",
+        r"^\| variant \| first heatmap painted s, median \(min–max\) \| inserted s \| "
+        r"DOMContentLoaded s \| painted / before \|$",
+        *(rf"^\| {re.escape(variant)} \| {N} \({N}–{N}\) \| {N} \| {N} \| {N} \|$"
+          for variant in ("before", "+cartesian", "+defer", "+labels")))
 
 
 def test_device_check(smoke):
