@@ -214,9 +214,10 @@ def markdown(result: dict[str, Any]) -> str:
     def gb(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}"
 
+    smoke = " (smoke: numbers mean nothing)" if result["smoke"] else ""
     lines = [f"# device_check: {result['device']}", "",
              f"torch {result['torch']}, lensreport {result['lensreport']}, "
-             f"{result['seconds']:.0f} s in all{' (smoke: numbers mean nothing)' if result['smoke'] else ''}",
+             f"{result['seconds']:.0f} s in all{smoke}",
              "", "| model | weights | dtype | tokens | rows | forward ms | floor ms | lens ms "
              "| lens / floor | peak GB forward / floor / lens |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -224,8 +225,8 @@ def markdown(result: dict[str, Any]) -> str:
         peak = r["peak_gb"]
         lines.append(f"| {r['model']} | {r['weights']} | {r['dtype']} | {r['tokens']} | "
                      f"{r['rows']} | {1e3 * r['forward_s']:.2f} | {1e3 * r['floor_s']:.2f} | "
-                     f"{1e3 * r['lens_s']:.2f} | {r['lens_over_floor']:.2f} | {gb(peak['forward'])} "
-                     f"/ {gb(peak['floor'])} / {gb(peak['lens'])} |")
+                     f"{1e3 * r['lens_s']:.2f} | {r['lens_over_floor']:.2f} | "
+                     f"{gb(peak['forward'])} / {gb(peak['floor'])} / {gb(peak['lens'])} |")
     lines += ["", "| model | dtype | tokens | what | ms | × logit lens | peak GB |",
               "|---|---|---:|---|---:|---:|---:|"]
     for r in result["extras"]:

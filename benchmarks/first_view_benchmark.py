@@ -41,7 +41,9 @@ new MutationObserver(function (_, observer) {
   observer.disconnect();
   var t = window.__firstView;
   t.inserted = performance.now();
-  requestAnimationFrame(function () { setTimeout(function () { t.painted = performance.now(); }); });
+  requestAnimationFrame(function () {
+    setTimeout(function () { t.painted = performance.now(); });
+  });
 }).observe(document, { childList: true, subtree: true });
 """
 DEFERRED = re.compile(r'<script src="([^"]*assets/(?:picker|plotly\.min|lensreport)\.js)" '
