@@ -12,6 +12,7 @@ import functools
 import http.server
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +24,7 @@ PACKAGED = {
 CORPUS = REPO / "prompts" / "corpus" / "eval.txt"
 TEXT = ("The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
         "def add(a, b): return a + b. One, two, three, four, five. ")
+PAGE_TEXT = "The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
 SMOKE_HELP = ("run the same code end to end in seconds on a tiny random Llama (checks the "
               "code path; its numbers mean nothing)")
 
@@ -32,18 +34,53 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a page closed mid-fetch
+            super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def static_server(folder: Path) -> Iterator[str]:
     """``folder`` served over HTTP on a free loopback port (as GitHub Pages would serve a
     built site): its base URL, ending in /. The tests use it too (conftest)."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def long_prompt_site(work: Path, reference: str, label: str, tokens: int,
+                     embed_tokens: int) -> tuple[Path, int]:
+    """Build a site of one model with a ``tokens``-token prompt ("long", cut with the
+    model's own tokenizer) and an ``embed_tokens``-token one ("embed64") into ``work``:
+    the site folder and the figure's number of rows."""
+    import yaml
+
+    from lensreport.commands.build import run_build
+    from lensreport.manifest import load_manifest
+    from lensreport.models.loading import text_config
+
+    tokenizer, config = tokenizer_and_config(reference)
+    rows = text_config(config).num_hidden_layers + 1
+    ids = tokenizer(PAGE_TEXT * 400)["input_ids"][:tokens]
+    cut = tokenizer.decode(ids, skip_special_tokens=True)
+    short = tokenizer.decode(tokenizer(PAGE_TEXT * 4)["input_ids"][:embed_tokens],
+                             skip_special_tokens=True)
+    manifest = work / "prompts.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "models": [{"name": label, "model": reference}],
+        "prompts": [{"name": "long", "text": cut, "target": " dog"},
+                    {"name": "embed64", "text": short}]}, allow_unicode=True, sort_keys=False),
+        encoding="utf-8")
+    started = time.perf_counter()
+    run_build(load_manifest(manifest))
+    print(f"build: {time.perf_counter() - started:.1f} s", flush=True)
+    return work / "site", rows
 
 
 def request_for(reference: str, name: str = "bench", device: str = "auto"):

@@ -6,7 +6,8 @@
 
 For each prompt length it reports, in one process (compare ratios, not absolute times, on a
 shared machine):
-  (a) floor:  the float32 unembedding matmul for every layer, one layer's logits at a time
+  (a) floor:  the unembedding matmul for every layer, one layer's logits at a time, in the
+              model's dtype (float32 here) under the lens's matmul settings
   (b) lens:   lensreport's lens step (final norm, all statistics, tracked tokens):
               lens.tiled.lens_inputs + lens_statistics, as ModelSession.run calls them
   (c) naive:  the tutorial's way: every layer's full logits kept, then separate
@@ -32,7 +33,7 @@ import torch
 from _shared import SMOKE_HELP, TEXT, open_session, smoke_model
 from lensreport.lens.engine import ModelSession
 from lensreport.lens.kinds import LogitLens, PatchscopeLens
-from lensreport.lens.tiled import lens_inputs, lens_statistics
+from lensreport.lens.tiled import _exact_reductions, lens_inputs, lens_statistics
 
 SMOKE_TOKENS = [8, 64]
 
@@ -69,9 +70,13 @@ class PeakMemory:
 
 
 def floor(inputs: torch.Tensor, weight: torch.Tensor) -> None:
-    for layer in range(inputs.shape[0]):
-        logits = torch.nn.functional.linear(inputs[layer].float(), weight.float())
-        del logits
+    """The unembedding GEMM for every row, one row's logits at a time, in the weights' dtype
+    and under the lens's matmul settings (no TF32, no reduced-precision reductions): what
+    the tiled pass multiplies, and nothing else."""
+    with _exact_reductions():
+        for layer in range(inputs.shape[0]):
+            logits = torch.nn.functional.linear(inputs[layer].to(weight.dtype), weight)
+            del logits
 
 
 def naive(hidden: tuple[torch.Tensor, ...], last: torch.Tensor, session: ModelSession,

@@ -28,10 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _shared import CORPUS, PACKAGED, SMOKE_HELP, open_session, smoke_model, static_server, \
-    tokenizer_and_config
-
-PAGE_TEXT = "The quick brown fox jumps over the lazy dog. The capital of France is Paris. "
+from _shared import CORPUS, PACKAGED, SMOKE_HELP, long_prompt_site, open_session, smoke_model, \
+    static_server
 
 
 class LensPart:
@@ -148,33 +146,15 @@ def train(args: argparse.Namespace) -> None:
 
 
 def pages(args: argparse.Namespace) -> None:
-    import yaml
     from playwright.sync_api import sync_playwright
 
-    from lensreport.commands.build import run_build
-    from lensreport.manifest import load_manifest
-    from lensreport.models.loading import text_config
     from lensreport.slugs import slugify
 
     work = args.work / "pages"
     work.mkdir()
-    # Cut the long prompt to the wanted number of tokens with the model's own tokenizer.
-    tokenizer, config = tokenizer_and_config(args.reference)
-    rows = text_config(config).num_hidden_layers + 1
-    ids = tokenizer(PAGE_TEXT * 400)["input_ids"][:args.page_tokens]
-    cut = tokenizer.decode(ids, skip_special_tokens=True)
-    short = tokenizer.decode(tokenizer(PAGE_TEXT * 4)["input_ids"][:args.embed_tokens],
-                             skip_special_tokens=True)
-    manifest = work / "prompts.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "models": [{"name": args.label, "model": args.reference}],
-        "prompts": [{"name": "long", "text": cut, "target": " dog"},
-                    {"name": "embed64", "text": short}]}, allow_unicode=True, sort_keys=False),
-        encoding="utf-8")
-    started = time.perf_counter()
-    run_build(load_manifest(manifest))
-    print(f"build: {time.perf_counter() - started:.1f} s")
-    site, slug = work / "site", slugify(args.label)
+    site, rows = long_prompt_site(work, args.reference, args.label, args.page_tokens,
+                                  args.embed_tokens)
+    slug = slugify(args.label)
     html = (site / "prompts" / "long" / "index.html").read_bytes()
     full = (site / "data" / slug / "long.json").read_bytes()  # fetched after the first view
     embed = (site / "embed" / slug / "embed64.html").read_bytes()

@@ -34,10 +34,11 @@ PAGES = ("index.html", "prompts/fox/index.html")
 def load_documents() -> dict[Any, dict[str, Any]]:
     """The canned documents, keyed as the build keys them: (model, prompt, lens)."""
     from lensreport.plan import PromptKey
+    from lensreport.results.documents import loads
 
     documents = {}
     for path in sorted(DOCUMENTS.glob("*/*.json")):
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = loads(path.read_text(encoding="utf-8"))
         key = PromptKey(document["model"]["name"], document["prompt"]["name"],
                         document["lens"]["kind"])
         documents[key] = document

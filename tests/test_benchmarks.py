@@ -7,6 +7,8 @@ each test waits for its own; the figures each script reports must all be in its 
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import re
 import subprocess
@@ -18,7 +20,8 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = ("lens_benchmark.py", "scale_benchmark.py", "build_benchmark.py",
-           "jacobian_benchmark.py", "decompose_benchmark.py")
+           "jacobian_benchmark.py", "decompose_benchmark.py", "device_check.sh",
+           "first_view_benchmark.py")
 N = r"\d+(?:\.\d+)?"  # a reported figure
 
 
@@ -27,13 +30,16 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]
     """Every script's `--smoke` run, started at once: script -> (process, stdout, stderr)."""
     runs = {}
     for script in SCRIPTS:
-        folder = tmp_path_factory.mktemp(script.removesuffix(".py"))
+        folder = tmp_path_factory.mktemp(script.rpartition(".")[0])
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "LENSREPORT_CACHE": str(folder / "cache"),
-               "TMPDIR": str(folder)}
+               "TMPDIR": str(folder), "PYTHON": sys.executable}
+        command = [sys.executable, str(BENCHMARKS / script), "--smoke"]
+        if script.endswith(".sh"):  # it finds Python ($PYTHON) and writes into --out
+            command = ["sh", str(BENCHMARKS / script), "--smoke", "--out", str(folder / "out")]
         out, err = folder / "stdout.txt", folder / "stderr.txt"
         with out.open("w") as stdout, err.open("w") as stderr:
-            process = subprocess.Popen([sys.executable, str(BENCHMARKS / script), "--smoke"],
-                                       cwd=folder, env=env, stdout=stdout, stderr=stderr)
+            process = subprocess.Popen(command, cwd=folder, env=env, stdout=stdout,
+                                       stderr=stderr)
         runs[script] = (process, out, err)
     yield runs
     for process, _, _ in runs.values():
@@ -127,3 +133,46 @@ def test_jacobian_benchmark(smoke):
         r"s/prompt \| c/b \|$",
         # TransformerLens runs too (make test installs it beside the suite)
         rf"^\| {N} \| {N} \| {N} \| {N} \| {N} \|$")
+
+
+@pytest.mark.browser
+def test_first_view_benchmark(smoke):
+    output = output_of(smoke, "first_view_benchmark.py")
+    lines_matching(
+        output,
+        rf"^prompt page: {N} MB \({N} MB gzipped\)$",
+        rf"^assets/plotly-full.min.js: {N} MB \({N} MB gzipped\)$",
+        rf"^assets/plotly.min.js: {N} MB \({N} MB gzipped\)$",
+        r"^\| variant \| first heatmap painted s, median \(min–max\) \| inserted s \| "
+        r"DOMContentLoaded s \| painted / before \|$",
+        *(rf"^\| {re.escape(variant)} \| {N} \({N}–{N}\) \| {N} \| {N} \| {N} \|$"
+          for variant in ("before", "+cartesian", "+defer", "+labels")))
+
+
+def test_device_check(smoke):
+    """benchmarks/device_check.sh --smoke: the GPU run's code on the CPU, tiny shapes; its
+    table has a row per model, dtype and length, and the features this lensreport lacks are
+    skipped with a line (never silently)."""
+    output = output_of(smoke, "device_check.sh")
+    out = smoke["device_check.sh"][1].parent / "out"
+    table = (out / "device_check.md").read_text(encoding="utf-8")
+    written = json.loads((out / "device_check.json").read_text(encoding="utf-8"))
+    runs = {(r["model"], r["dtype"], r["tokens"]) for r in written["lens"]}
+    assert runs == {(model, dtype, tokens) for dtype in ("bfloat16", "float32")
+                    for model, tokens in (("gemma-3-tiny", 16), ("gemma-3-tiny", 48),
+                                          ("llama-tiny", 16))}
+    for r in written["lens"]:
+        assert r["floor_s"] > 0 and r["lens_s"] > 0 and r["rows"] == 3, r
+        lines_matching(table, rf"^\| {r['model']} \| [^|]+ \| {r['dtype']} \| {r['tokens']} "
+                              rf"\| 3 \| {N} \| {N} \| {N} \| {N} \| – / – / – \|$")
+    from lensreport.api import run_lens
+    from lensreport.lens.kinds import lens_names
+
+    whats = {r["what"] for r in written["extras"]}
+    assert "logit lens (run_lens)" in whats
+    for feature, present in (("patchscope", "patchscope" in lens_names()),
+                             ("decomposition", "decompose" in inspect.signature(
+                                 run_lens).parameters)):
+        assert any(feature in what for what in whats) == present, whats
+        if not present:
+            lines_matching(output, rf"^{feature}: not in this lensreport .*: skipped$")

@@ -58,7 +58,9 @@ def _run(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_wheel_holds_templates_and_assets(wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("lensreport/site/templates/base.html", "lensreport/site/templates/assets/lensreport.js",
-                   "lensreport/site/templates/assets/style.css", "lensreport/site/templates/starter.yaml"):
+                   "lensreport/site/templates/assets/style.css", "lensreport/site/templates/starter.yaml",
+                   "lensreport/site/vendor/plotly-cartesian.min.js",
+                   "lensreport/site/vendor/plotly.js-LICENSE"):
         assert needed in names, needed
     assert not any(name.startswith(("tests/", "templates/")) for name in names)
 
@@ -93,6 +95,9 @@ def test_build_and_serve_a_real_model_from_the_wheel(installed: Path, tmp_path: 
     assert "From a wheel" in index and "dog" in index
     for asset in ("plotly.min.js", "lensreport.js", "style.css", "favicon.svg"):
         assert (site / "assets" / asset).stat().st_size > 0, asset
+    # The site's plotly.js is the wheel's vendored partial bundle, not the plotly package's.
+    assert (site / "assets" / "plotly.min.js").read_bytes().startswith(
+        b"/**\n* plotly.js (cartesian - minified) v")
     assert (site / "prompts" / "fox" / "index.html").is_file()
 
     # (The preview build comes from the results cache the build just filled.)

@@ -1,8 +1,9 @@
 """Static figures at build time (``site.export``): Plotly's own export through kaleido, in the
 system's Chromium or Chrome (never a downloaded browser).
 
-One renderer: the figure descriptions of static_figures.py go through plotly.js, the same
-plotly.min.js the site ships, in a headless browser. Renders are cached in the results store
+One renderer: the figure descriptions of static_figures.py go through plotly.js in a headless
+browser: the plotly package's full bundle (kaleido loads it), the version of the partial
+bundle the site ships (scripts/vendor_plotly.sh keeps them equal). Renders are cached in the results store
 (``figures/<key[:2]>/<key>.<fmt>``), keyed by the figure description itself (it is made from
 the document and the names shown), the format, the scale and ``RENDERER_VERSION``, so a
 template-only rebuild renders nothing and a store shared by CI or shards shares figures too.

@@ -41,13 +41,13 @@ def builtin_templates() -> Traversable:
     return importlib.resources.files("lensreport.site") / "templates"
 
 
-def plotly_js() -> Path:
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise FileNotFoundError(f"plotly.min.js not found in the plotly package ({path})")
-    return path
+def plotly_js() -> Traversable:
+    """The plotly.js pages and notebook outputs load: plotly.js's cartesian partial bundle
+    (heatmap and scatter are the only traces drawn; 1.5 MB against the full bundle's 4.8,
+    so a cold page parses a third of it), vendored by scripts/vendor_plotly.sh at the
+    version the plotly package bundles. Static exports draw with the package's full
+    bundle, through kaleido."""
+    return importlib.resources.files("lensreport.site") / "vendor" / "plotly-cartesian.min.js"
 
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})

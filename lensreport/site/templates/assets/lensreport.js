@@ -566,14 +566,17 @@
     };
     Object.assign(trace, colours(this.metric));
     var marks = this.generatedMarks();
+    // ticklabeloverflow 'allow': the plot is as wide as its cells, so no label passes the
+    // div; Plotly's default ('hide past div') measures every label (a layout each), which
+    // took half of a 2,048-token page's first draw (benchmarks/first_view_benchmark.py).
     var layout = {
       width: width, height: height, margin: { l: 60, r: 20, t: marks.shapes.length ? 26 : 10, b: 90 },
       shapes: marks.shapes, annotations: marks.annotations,
       paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
       xaxis: long
-        ? { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' },
+        ? { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, ticklabeloverflow: 'allow', title: { text: 'input token' },
             range: [-0.5, WINDOW - 0.5], rangeslider: { visible: true, thickness: 0.08 }, zeroline: false }
-        : { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, title: { text: 'input token' }, fixedrange: false, zeroline: false },
+        : { tickmode: 'array', tickvals: positions, ticktext: ticktext, tickangle: -45, ticklabeloverflow: 'allow', title: { text: 'input token' }, fixedrange: false, zeroline: false },
       // Every row keeps its place, a blank one (a row the lens does not cover) included.
       yaxis: { tickmode: 'array', tickvals: this.layerTicks(), title: { text: 'layer' }, fixedrange: false,
         range: [-step / 2, this.depth(this.L - 1) + step / 2], zeroline: false },
