@@ -67,6 +67,11 @@ def test_documents_pack_every_number_and_read_schemas_1_and_2(tmp_path, tiny_mod
     packed = json.loads(text)
     assert packed["schema_version"] == SCHEMA_VERSION == 3
     assert packed["topk_probs"]["codec"] == "prob4" and packed["tracked_probs"]["codec"] == "fixed4"
+    # The decomposition's ragged grids (each position's own attributed tokens) pack too.
+    decomposition = packed["decomposition"]
+    assert decomposition["attrs"]["codec"] == "fixed5"
+    assert decomposition["heads"]["attrs"]["codec"] == "fixed4"
+    assert len({len(ids) for ids in document["decomposition"]["token_ids"]}) > 1
     back = loads(text)
     assert back == document and dumps(back) == text
     assert back["next_token_prob"][0][:len(tiny)] == tiny
@@ -124,6 +129,8 @@ PACKED = "expected a packed array"
     ("tracked_probs", lambda p: {**p, "zlib": "eJwDAAAAAAE="}, PACKED),  # no values
     ("kl_to_final", lambda p: {**p, "shape": [1]}, PACKED),  # more values than the shape
     ("kl_to_final", lambda p: pack_grid([[0.5]], "fixed4"), "expected a list of"),
+    ("decomposition.attrs", lambda p: {**p, "shape": [p["shape"][0], 1, p["shape"][2]]},
+     "expected packed arrays"),
 ])
 def test_bad_packed_fields_are_one_line(tmp_path, tiny_models, field, change, says):
     """A packed field that is not what the writer writes (bad base64 or deflate, a shape its
@@ -141,13 +148,17 @@ def test_bad_packed_fields_are_one_line(tmp_path, tiny_models, field, change, sa
     result = lensreport.run_lens(AutoModelForCausalLM.from_pretrained(folder),
                                  AutoTokenizer.from_pretrained(folder), "One two three")
     saved = json.loads(dumps(result.document))
-    saved[field] = change(saved[field])
+    holder = saved
+    for name in field.split(".")[:-1]:
+        holder = holder[name]
+    holder[field.split(".")[-1]] = change(holder[field.split(".")[-1]])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(saved))
     with pytest.raises(LensReportError) as error:
         read_document(path)
     message = str(error.value)
-    assert f"{field}: {says}" in message and "\n" not in message and str(path) in message
+    assert f"{field.split('.')[0]}: {says}" in message and "\n" not in message
+    assert str(path) in message
 
 
 def test_prob4_keeps_4_significant_digits_down_to_float32s_smallest():
@@ -163,3 +174,5 @@ def test_prob4_keeps_4_significant_digits_down_to_float32s_smallest():
     assert unpack_values(pack_values(values, "prob4"), "prob4", len(values)) == values
     fixed = [-0.0001, 0.0, 12.4567, 300.0, None]
     assert unpack_values(pack_values(fixed, "fixed4"), "fixed4", len(fixed)) == fixed
+    logits = [-0.00001, 0.0, -12.34567, 4321.5, None]
+    assert unpack_values(pack_values(logits, "fixed5"), "fixed5", len(logits)) == logits

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import LensReportError
-from .heads import LensHead, _close, _config_value, _first_tensor, _tolerance, decoder_blocks
+from .heads import (LensHead, _close, _config_value, _first_tensor, _materialized, _tolerance,
+                    decoder_blocks)
 from .states import stream_argument
 
 EPSILON_NAMES = ("variance_epsilon", "eps", "epsilon", "layer_norm_eps")
@@ -217,7 +218,8 @@ def _heads(model: nn.Module, module: nn.Module, output: torch.Tensor,
         call = calls.get(inner)
         weight = getattr(inner, "weight", None)
         if inner is module or call is None or call.input is None or call.output is None or \
-                not isinstance(weight, torch.Tensor) or weight.dim() != 2 or call.calls != 1:
+                not isinstance(weight, torch.Tensor) or weight.dim() != 2 or call.calls != 1 \
+                or weight.device.type == "meta":  # offloaded: its values are not at hand
             continue
         if call.input.shape[-1] % heads or not _close(call.output, output, tolerance):
             continue
@@ -241,6 +243,8 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
                               "unembedding (one norm is needed)")
     norm = head.norms[0]
     weight = getattr(norm, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.device.type == "meta":
+        weight = _materialized(norm, "weight")  # offloaded (device_map): its hook's copy
     eps = next((getattr(norm, name) for name in EPSILON_NAMES
                 if isinstance(getattr(norm, name, None), float)), None)
     width = stream.shape[-1]
@@ -250,6 +254,8 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
         raise LensReportError(f"its final norm ({type(norm).__name__}) has no weight vector "
                               "to read")
     bias = getattr(norm, "bias", None)
+    if isinstance(bias, torch.Tensor) and bias.device.type == "meta":
+        bias = _materialized(norm, "bias")
     bias = bias.detach() if isinstance(bias, torch.Tensor) else None
     with torch.no_grad():
         expected = norm(stream).double()

@@ -173,8 +173,8 @@ def _materialized(module: nn.Module, name: str) -> torch.Tensor:
         hook = getattr(module, "_hf_hook", None)
         weights = getattr(hook, "weights_map", None)
         if weights is None:
-            raise LensReportError(f"the unembedding's {name} is offloaded and its values "
-                                  "cannot be read; give it a device in device_map")
+            raise LensReportError(f"{type(module).__name__}'s {name} is offloaded and its "
+                                  "values cannot be read; give it a device in device_map")
         cache[name] = weights[name].to(getattr(hook, "execution_device", None) or "cpu")
     return cache[name]
 

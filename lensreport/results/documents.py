@@ -169,8 +169,10 @@ TRACKED_ORDER = "position, layer, tracked id"
 #   prob4   a probability at 4 significant digits, m·10^(e−3) with 1000 ≤ m ≤ 9999, e ≤ 0:
 #           1 + 9000·(−e) + (m − 1000); 0 is 0.0 (so 1.4e-45 survives, as float32 has it)
 #   fixed4  a number at 4 decimals (nats): round(v·10⁴), zigzag-mapped so −0.0001 fits
+#   fixed5  a number at 5 decimals (logits: a decomposition's components), likewise
 NULL_CODE = 0xFFFFFFFF
-CODECS = ("int", "prob4", "fixed4")
+CODECS = ("int", "prob4", "fixed4", "fixed5")
+_FIXED = {"fixed4": 10_000, "fixed5": 100_000}  # codec: the scale of its integers
 _EXACT_POWERS = 22  # 10**k is an exact double up to here, so m / 10**k is correctly rounded
 
 
@@ -213,8 +215,9 @@ def _encode(values: list[Any], codec: str) -> np.ndarray:
     if codec == "prob4":
         return _prob4_codes(np.array([math.nan if v is None else v for v in values],
                                      dtype=np.float64))
-    if codec == "fixed4":
-        ints = np.array([0 if v is None else round(v * 10000) for v in values], dtype=np.int64)
+    if codec in _FIXED:
+        ints = np.array([0 if v is None else round(v * _FIXED[codec]) for v in values],
+                        dtype=np.int64)
         codes = ((ints << 1) ^ (ints >> 63)).astype(np.uint64)
     else:
         ints = np.array([0 if v is None else v for v in values], dtype=np.int64)
@@ -231,9 +234,9 @@ def _decode(codes: np.ndarray, codec: str) -> list[Any]:
     if codec == "prob4":
         return _prob4_values(codes)
     ints = codes.astype(np.int64)
-    if codec == "fixed4":
+    if codec in _FIXED:
         ints = (ints >> 1) ^ -(ints & 1)
-        return [None if c == NULL_CODE else n / 10000
+        return [None if c == NULL_CODE else n / _FIXED[codec]
                 for c, n in zip(codes.tolist(), ints.tolist())]
     return [None if c == NULL_CODE else c for c in ints.tolist()]
 
@@ -364,6 +367,57 @@ GRID_CODECS = {"topk_ids": "int", "topk_probs": "prob4", "entropy": "fixed4",
 GROUP_CODECS = {"prob": "prob4", "rank": "int", "top_ids": "int", "top_probs": "prob4"}
 
 
+# A decomposition's numbers (lens/decompose.py: components at 5 decimals, heads at 4), each a
+# grid whose last axis is a position's attributed tokens, padded with missing values to the
+# widest position's count (token_ids gives each position's own).
+DECOMPOSITION_CODECS = {"attrs": "fixed5", "heads.attrs": "fixed4", "heads.bias": "fixed4"}
+
+
+def _ragged(grid: Any, depth: int, counts: list[int], width: int) -> Any:
+    """``grid`` with each position's list (at ``depth``) padded with None to ``width``."""
+    if depth == 0:
+        return [row + [None] * (width - len(row)) for row in grid]
+    return [_ragged(item, depth - 1, counts, width) for item in grid]
+
+
+def _trimmed(grid: Any, depth: int, counts: list[int]) -> Any:
+    if depth == 0:
+        if len(grid) != len(counts):
+            raise ValueError("not one list per position")
+        return [row[:n] for row, n in zip(grid, counts)]
+    return [_trimmed(item, depth - 1, counts) for item in grid]
+
+
+def _decomposition_places(field: dict[str, Any]) -> list[tuple[dict[str, Any], str, str, int]]:
+    """(holder, key, codec name, depth of the position axis) of a decomposition's grids."""
+    places = [(field, "attrs", "attrs", 1)]
+    heads = field.get("heads")
+    if isinstance(heads, dict):
+        places.append((heads, "attrs", "heads.attrs", 2))
+        if heads.get("bias") is not None:
+            places.append((heads, "bias", "heads.bias", 1))
+    return places
+
+
+def _pack_decomposition(field: dict[str, Any]) -> dict[str, Any]:
+    counts = [len(ids) for ids in field["token_ids"]]
+    width = max(counts, default=0)
+    out = {**field}
+    if isinstance(field.get("heads"), dict):
+        out["heads"] = {**field["heads"]}
+    for holder, key, name, depth in _decomposition_places(out):
+        holder[key] = pack_grid(_ragged(holder[key], depth, counts, width),
+                                DECOMPOSITION_CODECS[name])
+    return out
+
+
+def _unpack_decomposition(field: dict[str, Any]) -> None:
+    counts = [len(ids) for ids in field["token_ids"]]
+    for holder, key, _name, depth in _decomposition_places(field):
+        if isinstance(holder[key], dict):
+            holder[key] = _trimmed(unpack_grid(holder[key]), depth, counts)
+
+
 def encoded(document: dict[str, Any]) -> dict[str, Any]:
     """The document as it is written (schema 3): every numeric field a packed array, what
     pages inline too (a first view of figures.py included); a corpus document is unchanged."""
@@ -381,6 +435,8 @@ def encoded(document: dict[str, Any]) -> dict[str, Any]:
                          for name, codec in GROUP_CODECS.items()
                          if isinstance(group.get(name), list)}}
             for group in document["target_groups"]]
+    if isinstance(document.get("decomposition"), dict):
+        out["decomposition"] = _pack_decomposition(document["decomposition"])
     return out
 
 
@@ -413,6 +469,14 @@ def decoded(document: Any) -> Any:
         except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as exc:
             raise InvalidDocument("tracked_probs: expected a packed array of every tracked "
                                   f"token at every row ({first_line(exc, 80)})") from None
+    field = document.get("decomposition")
+    if isinstance(field, dict) and isinstance(field.get("token_ids"), list):
+        try:
+            _unpack_decomposition(field)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+                zlib.error) as exc:
+            raise InvalidDocument("decomposition: expected packed arrays of every component "
+                                  f"at every position ({first_line(exc, 80)})") from None
     return document
 
 

@@ -116,7 +116,8 @@
       // A quotient of exact doubles is correctly rounded: the double Python reads (documents.py).
       return power <= 22 ? m / POW10[power] : parseFloat(m + 'e-' + power);
     },
-    fixed4: function (c) { return ((c >>> 1) ^ -(c & 1)) / 10000; }  // zigzag, 4 decimals
+    fixed4: function (c) { return ((c >>> 1) ^ -(c & 1)) / 10000; },  // zigzag, 4 decimals
+    fixed5: function (c) { return ((c >>> 1) ^ -(c & 1)) / 100000; }  // 5 decimals (logits)
   };
   function unpackValues(b64, codec) {
     var decode = DECODE[codec];
@@ -152,6 +153,32 @@
     }
     GRID_FIELDS.forEach(function (name) { one(doc, name); });
     (doc.target_groups || []).forEach(function (g) { GROUP_FIELDS.forEach(function (name) { one(g, name); }); });
+    var dec = doc.decomposition;
+    if (dec && dec.attrs && dec.attrs.zlib) {
+      /* Its grids end in a position's attributed tokens, padded to the widest position:
+         nested back into lists, each position's cut to its own tokens (documents.py). */
+      var counts = dec.token_ids.map(function (ids) { return ids.length; });
+      var nested = function (holder, name) {
+        jobs.push(unpack(holder[name]).then(function (u) {
+          var width = u.shape[u.shape.length - 1], T = counts.length, at = 0;
+          function build(axis) {
+            var out = [];
+            if (axis === u.shape.length - 2) {
+              for (var t = 0; t < T; t++, at += width) out.push(u.values.slice(at, at + counts[t]));
+              return out;
+            }
+            for (var i = 0; i < u.shape[axis]; i++) out.push(build(axis + 1));
+            return out;
+          }
+          holder[name] = build(0);
+        }));
+      };
+      nested(dec, 'attrs');
+      if (dec.heads) {
+        nested(dec.heads, 'attrs');
+        if (dec.heads.bias) nested(dec.heads, 'bias');
+      }
+    }
     if (doc.tracked_probs && doc.tracked_probs.zlib) {
       jobs.push(unpackValues(doc.tracked_probs.zlib, doc.tracked_probs.codec).then(function (v) { doc.tracked_probs = { values: v }; }));
     }
