@@ -129,9 +129,12 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
     for b in range(blocks):
         before = hidden[b].to(device)
         after = (parts.final if b == blocks - 1 else hidden[b + 1]).to(device)
-        added = parts.attention[b].to(device) + parts.mlp[b].to(device)
-        if not _close(added, after - before, tolerance):
-            difference = float((added.float() - (after - before).float()).abs().max())
+        # Rebuilt from the stream before the block (float64), to the stream's float
+        # rounding: the update alone is small beside a stream with large activations.
+        rebuilt = before.double() + parts.attention[b].to(device).double() + \
+            parts.mlp[b].to(device).double()
+        if not _close(rebuilt, after, tolerance):
+            difference = float((rebuilt - after.double()).abs().max())
             raise LensReportError(f"block {b + 1}'s attention + MLP differ from its residual "
                                   f"update by {difference:.3g} on this prompt")
     final = parts.final.to(device)

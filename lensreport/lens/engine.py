@@ -351,7 +351,9 @@ class ModelSession:
         except LensReportError as exc:
             note = f"{self.facts.get('architecture')}: no direct logit attribution: {exc}"
             log.info("model '%s', prompt '%s': %s", self.name, encoded.name, note)
-            return {"decomposition": None, "decomposition_note": note}
+            self._decomposed = (hidden, tokens, {"decomposition": None,
+                                                 "decomposition_note": note})
+            return self._decomposed[2]
         if structure.heads_note is not None:
             field["heads_note"] = structure.heads_note
         self._decomposed = (hidden, tokens, {"decomposition": field})
