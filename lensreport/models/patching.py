@@ -57,7 +57,8 @@ class PatchRunner:
             with torch.no_grad():
                 output = self._forward(self.ids[None, :-1], use_cache=True)
             # transformers 5.x names it ``cache`` (``past_key_values`` before).
-            self.cache = output.get("cache", output.get("past_key_values"))
+            self.cache = output.get("cache") if "cache" in output else \
+                output.get("past_key_values")
             if self.cache is not None and not hasattr(self.cache, "batch_repeat_interleave"):
                 self.cache = None  # a cache this runner cannot replicate: run whole prompts
 

@@ -118,6 +118,7 @@
 
   /* The attribution CSV of lensreport/site/tables.py attribution_csv, byte for byte, written
      by the browser where the site has no CSV files (site.csv_files false). */
+  window.lensreport = window.lensreport || {};  // lensreport.js keeps it if it runs later
   window.lensreport.attributionCsv = function (figure) {
     var field = figure.d.decomposition, cell = window.lensreport.csvCell, heads = field.heads;
     var lines = ['position,token,component,attribution'];

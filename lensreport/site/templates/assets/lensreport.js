@@ -991,9 +991,10 @@
     api.curves.forEach(function (c) { c.render(); });
   }
 
-  // attributionCsv: set by assets/attribution.js (the attribution CSV of a figure's document).
+  // attributionCsv: set by assets/attribution.js (the attribution CSV of a figure's
+  // document), which may have run first.
   var api = { figures: [], curves: [], plotlyText: plotlyText, theme: theme, mount: mount, retheme: retheme,
-    csvCell: csvCell, attributionCsv: null };
+    csvCell: csvCell, attributionCsv: (window.lensreport && window.lensreport.attributionCsv) || null };
   window.lensreport = api;
   if (window.matchMedia) {
     window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', retheme);
