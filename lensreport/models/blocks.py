@@ -218,23 +218,28 @@ def _inside(inner: str, outer: str) -> bool:
 
 def _parts(calls: dict[nn.Module, _Call], update: torch.Tensor, tolerance: float
            ) -> tuple[_Call, ...] | None:
-    """The outermost modules (two, else one, else three; executed in that order, none inside
-    another) whose outputs sum to ``update``."""
+    """The outermost modules (executed in that order, none inside another) whose outputs sum
+    to ``update``: the shallowest deepest part first (Nemotron-H's MoE block is one mixer,
+    not its routed plus its shared experts), then two parts before one before three, then
+    the least total depth, the most parameters, the earliest."""
     shaped = sorted((c for c in calls.values() if c.calls == 1 and c.output is not None
                      and c.output.shape == update.shape), key=lambda c: c.order)
-    for count in (2, 1, MOST_PARTS):
-        found = []
-        for combination in combinations(shaped, count):
+    best: tuple | None = None
+    for rank, count in enumerate((2, 1, MOST_PARTS)):
+        # Only shallower parts can beat what is found (a block of attention and MLP
+        # searches no triples).
+        allowed = [c for c in shaped if best is None or c.depth < best[0]]
+        for combination in combinations(allowed, count):
             if any(_inside(a.path, b.path) or _inside(b.path, a.path)
                    for a, b in combinations(combination, 2)):
                 continue
             if _close(sum(c.output for c in combination), update, tolerance):  # type: ignore
-                found.append((sum(c.depth for c in combination),
-                              -sum(c.params for c in combination),
-                              tuple(c.order for c in combination), combination))
-        if found:
-            return min(found, key=lambda item: item[:3])[3]
-    return None
+                key = (max(c.depth for c in combination), rank,
+                       sum(c.depth for c in combination), -sum(c.params for c in combination),
+                       tuple(c.order for c in combination), combination)
+                if best is None or key[:5] < best[:5]:
+                    best = key
+    return None if best is None else best[5]
 
 
 def _post_norm(calls: dict[nn.Module, _Call], after: torch.Tensor, tolerance: float
@@ -338,9 +343,8 @@ def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Struc
             post = _post_norm(calls, after, tolerance)
             if post is not None:
                 raise LensReportError(
-                    f"block {number}'s residual update is not the sum of its modules' outputs: "
-                    f"its output is its norm's ({post}), applied after the residual add "
-                    "(post-LN), not its input plus what its modules add")
+                    f"block {number}'s output is its norm's ({post}), applied after the "
+                    "residual add (post-LN), so it is not its input plus what its modules add")
             raise LensReportError(f"block {number}'s residual update is not the sum of one, two "
                                   f"or three of its modules' outputs (attention + MLP, a "
                                   "mixer, ...)")
@@ -352,8 +356,9 @@ def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Struc
             mid = before + attention.output
             sequential = any(call.order > attention.order and call.input is not None
                              and not _inside(call.path, attention.path)
-                             and call.input.shape == mid.shape
-                             and _close(call.input, mid, tolerance) for call in calls.values())
+                             and call.input.numel() == mid.numel()  # OPT reads (B·T, d)
+                             and _close(call.input.reshape(mid.shape), mid, tolerance)
+                             for call in calls.values())
             split = _heads(model, modules[attention.path], attention.output, calls, tolerance)
         heads_missing |= split is None
         parts.append(BlockParts(tuple(Part(modules[call.path], call.path, name)
