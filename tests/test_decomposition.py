@@ -353,6 +353,18 @@ def test_saved_documents_check_the_new_fields(family_models, tokenizers):
     broken["decomposition"]["heads"]["attrs"].pop()
     with pytest.raises(InvalidDocument, match=r"decomposition.heads.attrs: expected a list of 3"):
         check_prompt_document(broken)
+    for components in (["embed", "attn.1", "mlp.1", "attn.3", "mlp.3", "mixer.2", "bias"],
+                       ["embed", "attn.1", "attn.1", "mlp.2", "mixer.3", "bias"],
+                       ["mixer.1", "attn.1", "mlp.1", "mlp.2", "mixer.3", "embed"]):
+        broken = copy.deepcopy(document)  # blocks out of order, a part twice, ends swapped
+        broken["decomposition"]["components"] = components
+        with pytest.raises(InvalidDocument, match="decomposition.components: expected embed"):
+            check_prompt_document(broken)
+    mixed = copy.deepcopy(document)  # one, three and two parts: valid, heads by block
+    mixed["decomposition"]["components"] = ["embed", "mixer.1", "mamba.2", "self_attn.2",
+                                            "feed_forward.2", "attn.3", "bias"]
+    mixed["decomposition"]["attrs"] = mixed["decomposition"]["attrs"][:7]
+    check_prompt_document(mixed)
     broken = copy.deepcopy(document)
     broken["row_depths"] = broken["row_depths"][::-1]
     with pytest.raises(InvalidDocument, match="row_depths: expected"):
