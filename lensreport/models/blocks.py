@@ -2,17 +2,17 @@
 
 No table of architectures: :func:`find_blocks` runs the model once on a short probe with
 hooks on every module inside the decoder blocks, and takes as a block's *parts* the modules
-whose outputs sum to the block's residual update (``h_b − h_{b−1}``): two (an attention and
-an MLP, tried first), else one (a state-space block's mixer: Mamba, Nemotron-H), else three
-(Falcon-H1's Mamba, attention and MLP), each time the outermost such modules (so Gemma's
-post-attention and post-feedforward norms count as part of what the block adds, and an MoE
-block's MLP is the sum of its experts), executed in order, none inside another. A two-part
-block is *sequential* when a module inside it reads ``h_{b−1} + attn_b`` (the state after
-the attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have none.
-The attention of a two-part block splits into heads where its output is an output
-projection's, linear over the concatenated heads. The final norm's linear map at a given scale (the cached-scale
-convention of direct logit attribution) is found the same way: a candidate is accepted only
-when it reproduces the norm's output. Anything that does not check out raises
+whose outputs sum to the block's residual update (``h_b − h_{b−1}``): an attention and an
+MLP, a state-space block's single mixer (Mamba, Nemotron-H), or three (Falcon-H1's Mamba,
+attention and MLP); the outermost such modules (so Gemma's post-attention and post-feedforward
+norms count as part of what the block adds, and an MoE block's MLP is the sum of its
+experts), executed in order, none inside another (see :func:`_parts` for which wins). A
+two-part block is *sequential* when a module inside it reads ``h_{b−1} + attn_b`` (the state
+after the attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have
+none. The attention of a two-part block splits into heads where its output is an output
+projection's, linear over the concatenated heads. The final norm's linear map at a given
+scale (the cached-scale convention of direct logit attribution) is found the same way: a
+candidate is accepted only when it reproduces the norm's output. Anything that does not check out raises
 LensReportError with one line saying why; the lens still runs without a decomposition.
 """
 
@@ -320,8 +320,9 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
 
 def find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Structure:
     """Each block's parts (proven to sum to its residual update on ``probe``), the heads of
-    two-part blocks' attention where they split, and the final norm's map. Raises LensReportError with the
-    reason (one line) where a block or the norm does not check out."""
+    two-part blocks' attention where they split, and the final norm's map. Raises
+    LensReportError with the reason (one line) where a block or the norm does not check
+    out."""
     with torch.no_grad():
         return _find_blocks(model, head, probe)
 
