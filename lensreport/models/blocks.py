@@ -12,8 +12,9 @@ after the attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, F
 none. The attention of a two-part block splits into heads where its output is an output
 projection's, linear over the concatenated heads. The final norm's linear map at a given
 scale (the cached-scale convention of direct logit attribution) is found the same way: a
-candidate is accepted only when it reproduces the norm's output. Anything that does not check out raises
-LensReportError with one line saying why; the lens still runs without a decomposition.
+candidate is accepted only when it reproduces the norm's output. Anything that does not
+check out raises LensReportError with one line saying why; the lens still runs without a
+decomposition.
 """
 
 from __future__ import annotations
