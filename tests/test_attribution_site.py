@@ -141,6 +141,44 @@ def test_the_notebook_output_has_the_panel(tmp_path, tiny_models, weights_cache,
     assert page.errors == []
 
 
+@pytest.mark.browser
+def test_the_panel_draws_three_part_blocks_by_name(tmp_path, tokenizers, page, monkeypatch):
+    """Falcon-H1 (blocks of Mamba, attention and MLP): one bar series per part name, each the
+    document's numbers, and the running total ends at the sum of every component."""
+    from transformers import AutoModelForCausalLM
+
+    import tiny
+    from conftest import open_notebook_output
+    from lensreport.api import run_lens
+
+    tokenizer = tokenizers["byte_level"]
+    folder = tiny.save_any_family("falcon_h1", tmp_path / "falcon_h1", tokenizer)
+    result = run_lens(AutoModelForCausalLM.from_pretrained(folder).eval(), tokenizer, TEXT,
+                      model_name="hybrid")
+    field = result.document["decomposition"]
+    names = ("mamba", "self_attn", "feed_forward")
+    assert field["components"][1:4] == [f"{name}.1" for name in names] and field["heads"] is None
+    open_notebook_output(page, tmp_path, result, monkeypatch)
+    section = page.locator("section.figure").first
+    position = 3
+    pick_cell(page, section.locator(".heatmap"), 1, position,
+              section.locator(".token-picker").element_handle(),
+              f"el => el.textContent.includes('position {position} ')")
+    bars = section.locator(".attribution-bars")
+    page.wait_for_function("el => el.data && el.data.length === 4", arg=bars.element_handle(),
+                           timeout=10_000)
+    traces = page.evaluate("el => el.data.map(t => [t.name, t.x, t.y])", bars.element_handle())
+    blocks = (len(field["components"]) - 2) // 3  # embed, 3 parts per block, bias
+    for (label, xs, ys), name in zip(traces, names):
+        assert label == name and xs == list(range(1, blocks + 1))
+        assert ys == [field["attrs"][field["components"].index(f"{name}.{b}")][position][0]
+                      for b in range(1, blocks + 1)]
+    logit = sum(values[position][0] for values in field["attrs"])
+    assert traces[3][0] == "running total" and traces[3][2][-1] == pytest.approx(logit, abs=1e-6)
+    assert section.locator(".attribution-heads").is_hidden()
+    assert page.errors == []
+
+
 def test_static_figures_label_rows_by_depth():
     from lensreport.site.static_figures import heatmap_parts
 

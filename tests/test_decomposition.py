@@ -19,30 +19,38 @@ TEXT = "The quick brown fox jumps over the lazy dog. The capital of France is"
 
 @dataclass(frozen=True)
 class Family:
-    """What the test knows of a family, written by hand: where its blocks' attention and
-    MLP outputs are (what the block adds), its output projection, its final norm."""
+    """What the test knows of a family, written by hand: the modules whose outputs each
+    block adds (in the order they run) and their components' names, its output projection,
+    its final norm."""
 
     blocks: str  # path of the block list
-    attention: str  # what the attention adds (module inside a block)
-    mlp: str
+    parts: tuple[str, ...]  # what the block adds (modules inside a block)
     projection: str | None  # the attention's output projection (None: no heads)
     conv1d: bool  # the projection's weight is (inputs, outputs)
     norm: str  # final norm path
     layernorm: bool  # centres (LayerNorm) or not (RMSNorm)
     plus_one: bool  # RMSNorm multiplies by 1 + weight (Gemma)
+    names: tuple[str, ...] = ("attn", "mlp")  # the components' names before ".<block>"
 
 
 FAMILIES = {
-    "llama": Family("model.layers", "self_attn", "mlp", "self_attn.o_proj", False, "model.norm",
-                    False, False),
-    "gpt2": Family("transformer.h", "attn", "mlp", "attn.c_proj", True, "transformer.ln_f",
+    "llama": Family("model.layers", ("self_attn", "mlp"), "self_attn.o_proj", False,
+                    "model.norm", False, False),
+    "gpt2": Family("transformer.h", ("attn", "mlp"), "attn.c_proj", True, "transformer.ln_f",
                    True, False),
-    "gemma2": Family("model.layers", "post_attention_layernorm", "post_feedforward_layernorm",
+    "gemma2": Family("model.layers", ("post_attention_layernorm", "post_feedforward_layernorm"),
                      None, False, "model.norm", False, True),
-    "gpt_neox": Family("gpt_neox.layers", "attention", "mlp", "attention.dense", False,
+    "gpt_neox": Family("gpt_neox.layers", ("attention", "mlp"), "attention.dense", False,
                        "gpt_neox.final_layer_norm", True, False),
-    "mixtral": Family("model.layers", "self_attn", "mlp", "self_attn.o_proj", False,
+    "mixtral": Family("model.layers", ("self_attn", "mlp"), "self_attn.o_proj", False,
                       "model.norm", False, False),
+    # One part: a state-space block adds its mixer's output and nothing else.
+    "mamba": Family("backbone.layers", ("mixer",), None, False, "backbone.norm_f", False,
+                    False, ("mixer",)),
+    # Three parts: Mamba and attention side by side on the normed input, then the MLP.
+    "falcon_h1": Family("model.layers", ("mamba", "self_attn", "feed_forward"), None, False,
+                        "model.final_layernorm", False, False,
+                        ("mamba", "self_attn", "feed_forward")),
 }
 
 
@@ -66,18 +74,21 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
         except (ValueError, AttributeError):
             pass
     blocks = _get(m64, family.blocks)
-    seen: dict[str, list[torch.Tensor]] = {"attn": [], "mlp": [], "z": [], "in": [], "out": []}
+    seen: dict[str, list[torch.Tensor]] = {"z": [], "in": [], "out": []}
+    seen.update({part: [] for part in family.parts})
     hooks = []
+
+    def keep(name: str):
+        return lambda _m, _a, out: seen[name].append(_first(out)[0].clone())
+
     for block in blocks:
         hooks.append(block.register_forward_pre_hook(
             lambda _m, args, kwargs: seen["in"].append(
                 (args[0] if args else kwargs["hidden_states"])[0].clone()), with_kwargs=True))
         hooks.append(block.register_forward_hook(
             lambda _m, _a, out: seen["out"].append(_first(out)[0].clone())))
-        hooks.append(_get(block, family.attention).register_forward_hook(
-            lambda _m, _a, out: seen["attn"].append(_first(out)[0].clone())))
-        hooks.append(_get(block, family.mlp).register_forward_hook(
-            lambda _m, _a, out: seen["mlp"].append(_first(out)[0].clone())))
+        for part in family.parts:
+            hooks.append(_get(block, part).register_forward_hook(keep(part)))
         if family.projection:
             hooks.append(_get(block, family.projection).register_forward_pre_hook(
                 lambda _m, args: seen["z"].append(args[0][0].clone())))
@@ -102,7 +113,8 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
             vector = vector - vector.mean()
         return float((vector * s[t] * weight) @ unembed[j])
 
-    components = [seen["in"][0]] + [v for pair in zip(seen["attn"], seen["mlp"]) for v in pair]
+    components = [seen["in"][0]] + [v for block in zip(*(seen[part] for part in family.parts))
+                                    for v in block]
     out: dict = {"attrs": [], "logits": [], "heads": [], "mid": seen["in"][0]}
     for t, ids_t in enumerate(tokens):
         out["attrs"].append([[read(c[t], t, j) for j in ids_t] for c in components] + [[
@@ -123,7 +135,8 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
                                         @ w[:, h * width:(h + 1) * width].T, t, j)
                                    for j in ids_t] for t, ids_t in enumerate(tokens)]
                                  for h in range(heads)])
-    out["post_attention"] = [seen["in"][b] + seen["attn"][b] for b in range(len(blocks))]
+    out["post_attention"] = [seen["in"][b] + seen[family.parts[0]][b]
+                             for b in range(len(blocks))]
     cap = getattr(m64.config, "final_logit_softcapping", None)
     out["mid_probs"] = []  # final norm -> unembedding (-> softcap) of each post-attention state
     with torch.no_grad():
@@ -197,7 +210,7 @@ def test_attributions_equal_a_float64_computation(name, family_models, tokenizer
     assert field is not None, document.get("decomposition_note")
     blocks = model.config.num_hidden_layers
     assert field["components"] == ["embed"] + [f"{kind}.{b}" for b in range(1, blocks + 1)
-                                               for kind in ("attn", "mlp")] + ["bias"]
+                                               for kind in FAMILIES[name].names] + ["bias"]
     ids = document["input_ids"]
     tokens = field["token_ids"]
     for t, attributed in enumerate(tokens):  # final top-k, next token, target, group member
@@ -208,17 +221,21 @@ def test_attributions_equal_a_float64_computation(name, family_models, tokenizer
         assert wanted <= set(attributed) and len(set(attributed)) == len(attributed)
     expected = reference(model, FAMILIES[name], ids, tokens)
     check(document, expected)
-    if FAMILIES[name].projection is None:
+    if len(FAMILIES[name].parts) != 2:
+        assert field["heads"] is None and "every block adds an attention then an MLP" in \
+            field["heads_note"]
+    elif FAMILIES[name].projection is None:
         assert field["heads"] is None and "norm after the attention" in field["heads_note"]
     else:
         assert len(field["heads"]["attrs"]) == blocks
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt_neox"])
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt_neox", "mamba"])
 def test_sublayer_rows_read_the_stream_after_each_attention(name, family_models, tokenizers):
     """rows: sublayer: a row after each block's attention (depth b − 0.5), equal to final
     norm -> unembedding of the post-attention state computed by hand; block rows unchanged;
-    parallel blocks (GPT-NeoX) have none, and the document says why."""
+    parallel blocks (GPT-NeoX) and one-part blocks (Mamba) have none, and the document says
+    why."""
     from lensreport.api import run_lens
 
     model, tokenizer = family_models(name), tokenizers["byte_level"]
@@ -227,9 +244,10 @@ def test_sublayer_rows_read_the_stream_after_each_attention(name, family_models,
     document = run_lens(model, tokenizer, text, target=" the", rows="sublayer").document
     layers = model.config.num_hidden_layers
     assert blocks["row_depths"] == list(range(layers + 1))
-    if name == "gpt_neox":
+    if name in ("gpt_neox", "mamba"):
         assert document["row_depths"] == blocks["row_depths"]
-        assert "parallel attention" in document["rows_note"]
+        assert ("parallel attention" if name == "gpt_neox" else "block 1 adds 1 part (a "
+                "one-part block has no state inside it)") in document["rows_note"]
         assert document["entropy"] == blocks["entropy"]
         return
     depths = document["row_depths"]
@@ -335,6 +353,18 @@ def test_saved_documents_check_the_new_fields(family_models, tokenizers):
     broken["decomposition"]["heads"]["attrs"].pop()
     with pytest.raises(InvalidDocument, match=r"decomposition.heads.attrs: expected a list of 3"):
         check_prompt_document(broken)
+    for components in (["embed", "attn.1", "mlp.1", "attn.3", "mlp.3", "mixer.2", "bias"],
+                       ["embed", "attn.1", "attn.1", "mlp.2", "mixer.3", "bias"],
+                       ["mixer.1", "attn.1", "mlp.1", "mlp.2", "mixer.3", "embed"]):
+        broken = copy.deepcopy(document)  # blocks out of order, a part twice, ends swapped
+        broken["decomposition"]["components"] = components
+        with pytest.raises(InvalidDocument, match="decomposition.components: expected embed"):
+            check_prompt_document(broken)
+    mixed = copy.deepcopy(document)  # one, three and two parts: valid, heads by block
+    mixed["decomposition"]["components"] = ["embed", "mixer.1", "mamba.2", "self_attn.2",
+                                            "feed_forward.2", "attn.3", "bias"]
+    mixed["decomposition"]["attrs"] = mixed["decomposition"]["attrs"][:7]
+    check_prompt_document(mixed)
     broken = copy.deepcopy(document)
     broken["row_depths"] = broken["row_depths"][::-1]
     with pytest.raises(InvalidDocument, match="row_depths: expected"):

@@ -27,10 +27,13 @@ DEFAULT = ["mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm", "recurrent_gemma"
            "falcon_h1", "qwen3_next", "gemma2", "cohere", "granite", "opt", "roberta",
            "deepseek_v3", "inkling_text", "big_bird", "gpt2", "llama", "gpt_neox", "mixtral"]
 # Direct logit attribution: these decompose (with llama, gpt2, gemma2, gpt_neox, mixtral:
-# sequential RMSNorm, LayerNorm with Conv1D, sandwich norms, parallel attention, MoE); the
-# rest of DEFAULT say why not in one line (state-space blocks add no attention and MLP).
+# sequential RMSNorm, LayerNorm with Conv1D, sandwich norms, parallel attention, MoE; opt: an
+# MLP over the flattened (B·T, d) stream; mamba, mamba2, falcon_mamba: one part per block;
+# falcon_h1: three); the rest of DEFAULT say why not in one line (roberta, big_bird: post-LN;
+# rwkv: block 1 also norms its input; inkling_text: its final norm's map).
 DECOMPOSED = ["llama", "gpt2", "gemma2", "gpt_neox", "mixtral", "cohere", "granite",
-              "deepseek_v3", "qwen3_next", "jamba"]
+              "deepseek_v3", "qwen3_next", "jamba", "xlstm", "recurrent_gemma", "opt",
+              "mamba", "mamba2", "falcon_mamba", "falcon_h1"]
 # Of the families that work, the share whose blocks must decompose.
 DECOMPOSED_SHARE = 0.9
 # The share of the families instantiable here that must give the reference numbers.

@@ -1,5 +1,5 @@
-"""Direct logit attribution: what the embeddings, each attention, each MLP, each head and the
-constant terms wrote toward a token's final logit.
+"""Direct logit attribution: what the embeddings, each block's parts (attention and MLP, a
+state-space mixer, ...), each head and the constant terms wrote toward a token's final logit.
 
 A component ``c`` (its vector at position t) is read through the final norm's *linear* map
 at the full stream's scale (RMSNorm ``c · s · w``, LayerNorm ``(c − mean c) · s · γ``, ``s``
@@ -34,11 +34,11 @@ HEAD_DIGITS = 4
 
 @dataclass
 class CapturedParts:
-    """One sequence's block parts from its forward pass: (T, d) per block, the heads' input
-    to the output projection (T, heads · d_head) per block, the last block's output."""
+    """One sequence's block parts from its forward pass: (T, d) per block and part, the
+    heads' input to the output projection (T, heads · d_head) per block, the last block's
+    output."""
 
-    attention: list[torch.Tensor]
-    mlp: list[torch.Tensor]
+    blocks: list[list[torch.Tensor]]
     heads_input: list[torch.Tensor] | None
     final: torch.Tensor
 
@@ -52,14 +52,15 @@ class StreamStates(tuple):
 
 @contextmanager
 def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Hooks that keep, during one batched forward pass, each block's attention and MLP
-    outputs, the heads' inputs to the output projections and the last block's output
-    (cloned: some families add into a sub-layer's output in place afterwards)."""
-    kept: dict[str, list[torch.Tensor]] = {"attention": [], "mlp": [], "heads": [],
-                                           "final": []}
+    """Hooks that keep, during one batched forward pass, each block's parts' outputs (under
+    "<block>.<part>"), the heads' inputs to the output projections and the last block's
+    output (cloned: some families add into a sub-layer's output in place afterwards)."""
+    kept: dict[str, list[torch.Tensor]] = {"heads": [], "final": []}
     handles = []
 
     def keep(name: str) -> Any:
+        kept[name] = []
+
         def hook(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
             value = _first_tensor(output)
             if value is not None:
@@ -69,11 +70,11 @@ def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
     def keep_input(_module: torch.nn.Module, args: tuple) -> None:
         kept["heads"].append(args[0].detach().clone())
 
-    for part in structure.blocks:
-        handles.append(part.attention.register_forward_hook(keep("attention")))
-        handles.append(part.mlp.register_forward_hook(keep("mlp")))
-        if structure.heads_note is None and part.heads is not None:
-            handles.append(part.heads.projection.register_forward_pre_hook(keep_input))
+    for b, block in enumerate(structure.blocks):
+        for i, part in enumerate(block.parts):
+            handles.append(part.module.register_forward_hook(keep(f"{b}.{i}")))
+        if structure.heads_note is None and block.heads is not None:
+            handles.append(block.heads.projection.register_forward_pre_hook(keep_input))
     handles.append(structure.last_block.register_forward_hook(keep("final")))
     try:
         yield kept
@@ -82,16 +83,22 @@ def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
             handle.remove()
 
 
-def row_parts(kept: dict[str, list[torch.Tensor]], row: int, length: int
-              ) -> CapturedParts | None:
-    """One sequence of a captured batch (None where the pass did not run every hook once)."""
-    blocks = len(kept["attention"])
-    if not blocks or len(kept["mlp"]) != blocks or len(kept["final"]) != 1:
+def row_parts(structure: Structure, kept: dict[str, list[torch.Tensor]], row: int,
+              length: int) -> CapturedParts | None:
+    """One sequence of a captured batch (None where the pass did not run every hook once).
+    A part's output flattened over the batch (Llama-4's MoE: (B·T, d)) is read as (B, T, d)."""
+    if len(kept["final"]) != 1:
         return None
-    heads = [h[row, :length] for h in kept["heads"]] if len(kept["heads"]) == blocks else None
-    return CapturedParts([a[row, :length] for a in kept["attention"]],
-                         [m[row, :length] for m in kept["mlp"]], heads,
-                         kept["final"][0][row, :length])
+    final = kept["final"][0]
+    blocks: list[list[torch.Tensor]] = []
+    for b, block in enumerate(structure.blocks):
+        values = [kept[f"{b}.{i}"] for i in range(len(block.parts))]
+        if any(len(value) != 1 or value[0].numel() != final.numel() for value in values):
+            return None
+        blocks.append([value[0].reshape(final.shape)[row, :length] for value in values])
+    heads = [h[row, :length] for h in kept["heads"]] if len(kept["heads"]) == len(blocks) \
+        else None
+    return CapturedParts(blocks, heads, final[row, :length])
 
 
 def attributed_tokens(stats: Any, input_ids: list[int], target_id: int | None
@@ -131,12 +138,12 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
         after = (parts.final if b == blocks - 1 else hidden[b + 1]).to(device)
         # Rebuilt from the stream before the block (float64), to the stream's float
         # rounding: the update alone is small beside a stream with large activations.
-        rebuilt = before.double() + parts.attention[b].to(device).double() + \
-            parts.mlp[b].to(device).double()
+        rebuilt = before.double() + sum(part.to(device).double() for part in parts.blocks[b])
         if not _close(rebuilt, after, tolerance):
             difference = float((rebuilt - after.double()).abs().max())
-            raise LensReportError(f"block {b + 1}'s attention + MLP differ from its residual "
-                                  f"update by {difference:.3g} on this prompt")
+            names = " + ".join(part.name for part in structure.blocks[b].parts)
+            raise LensReportError(f"block {b + 1}'s {names} differ from its residual update by "
+                                  f"{difference:.3g} on this prompt")
     final = parts.final.to(device)
     norm = structure.norm
     scale = norm.scale(final)  # (T,) float64: the full stream's scale
@@ -167,9 +174,9 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
     if head.bias is not None:
         constant += head.bias[padded].double() * factor
     components, attrs = ["embed"], [attr(hidden[0])]
-    for b in range(blocks):
-        components += [f"attn.{b + 1}", f"mlp.{b + 1}"]
-        attrs += [attr(parts.attention[b]), attr(parts.mlp[b])]
+    for b, block in enumerate(structure.blocks):
+        components += [f"{part.name}.{b + 1}" for part in block.parts]
+        attrs += [attr(value) for value in parts.blocks[b]]
     components.append("bias")
     attrs.append(constant.cpu().numpy())
     heads = None

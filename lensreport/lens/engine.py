@@ -241,7 +241,8 @@ class ModelSession:
             for row, index in enumerate(batch):
                 length = len(sequences[index])
                 states = StreamStates(h[row, :length] for h in hidden)
-                states.parts = row_parts(kept, row, length) if kept else None
+                states.parts = row_parts(structure, kept, row, length) \
+                    if structure is not None and kept else None
                 yield index, states, last[row, :length]
             del hidden, last
 
@@ -326,11 +327,17 @@ class ModelSession:
         if structure is None or parts is None:
             return None, (self.reading.blocks_note or "the block parts were not captured") \
                 .replace("no direct logit attribution", "no sub-layer rows")
+        uneven = structure.uneven
+        if uneven is not None:
+            return None, (f"{self.facts.get('architecture')}: no sub-layer rows: they need an "
+                          f"attention then an MLP in every block, and block {uneven[0]} adds "
+                          f"{uneven[1]} part{'s' if uneven[1] > 1 else ''} (a one-part block "
+                          "has no state inside it)")
         if not structure.sequential:
             return None, (f"{self.facts.get('architecture')}: no sub-layer rows: its blocks' "
                           "attention and MLP both read the block's input (parallel "
                           "attention), so there is no state between them")
-        return [hidden[b] + parts.attention[b].to(hidden[b].device)
+        return [hidden[b] + parts.blocks[b][0].to(hidden[b].device)
                 for b in range(len(structure.blocks))], None
 
     def _decomposition(self, encoded: EncodedPrompt, hidden: tuple[torch.Tensor, ...],

@@ -1,23 +1,27 @@
 """What each decoder block adds to the residual stream, found from the model itself.
 
 No table of architectures: :func:`find_blocks` runs the model once on a short probe with
-hooks on every module inside the decoder blocks, and takes as a block's attention and MLP
-the two modules whose outputs sum to the block's residual update (``h_b − h_{b−1}``), the
-outermost such pair (so Gemma's post-attention and post-feedforward norms count as part of
-what the block adds, and an MoE block's MLP is the sum of its experts). A block is
-*sequential* when a module inside it reads ``h_{b−1} + attn_b`` (the state after the
-attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have none. The
-attention splits into heads where its output is an output projection's, linear over the
-concatenated heads. The final norm's linear map at a given scale (the cached-scale
-convention of direct logit attribution) is found the same way: a candidate is accepted only
-when it reproduces the norm's output. Anything that does not check out raises
-LensReportError with one line saying why; the lens still runs without a decomposition.
+hooks on every module inside the decoder blocks, and takes as a block's *parts* the modules
+whose outputs sum to the block's residual update (``h_b − h_{b−1}``): an attention and an
+MLP, a state-space block's single mixer (Mamba, Nemotron-H), or three (Falcon-H1's Mamba,
+attention and MLP); the outermost such modules (so Gemma's post-attention and post-feedforward
+norms count as part of what the block adds, and an MoE block's MLP is the sum of its
+experts), executed in order, none inside another (see :func:`_parts` for which wins). A
+two-part block is *sequential* when a module inside it reads ``h_{b−1} + attn_b`` (the state
+after the attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have
+none. The attention of a two-part block splits into heads where its output is an output
+projection's, linear over the concatenated heads. The final norm's linear map at a given
+scale (the cached-scale convention of direct logit attribution) is found the same way: a
+candidate is accepted only when it reproduces the norm's output. Anything that does not
+check out raises LensReportError with one line saying why; the lens still runs without a
+decomposition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from itertools import combinations
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -52,16 +56,31 @@ class HeadSplit:
         return bias if isinstance(bias, torch.Tensor) else None
 
 
+# A block adds this many parts at most (Falcon-H1: Mamba, attention and MLP side by side).
+MOST_PARTS = 3
+# Component names by the number of parts (lens/decompose.py: "<name>.<block>"): two parts
+# are the attention then the MLP, one part a mixer; three are named by their modules (their
+# paths in the block, dots as underscores), since their order says nothing of what they are
+# (Falcon-H1 runs its Mamba before its attention).
+PART_NAMES = {1: ("mixer",), 2: ("attn", "mlp")}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A module whose output is part of what its block adds to the stream."""
+
+    module: nn.Module
+    path: str  # inside the block
+    name: str  # the component's name before ".<block>"
+
+
 @dataclass(frozen=True)
 class BlockParts:
-    """One block's attention and MLP modules (their outputs are what the block adds)."""
+    """One block's parts, in the order they run (their outputs sum to what it adds)."""
 
-    attention: nn.Module
-    mlp: nn.Module
-    attention_path: str
-    mlp_path: str
-    sequential: bool  # the MLP reads the stream after the attention
-    heads: HeadSplit | None
+    parts: tuple[Part, ...]
+    sequential: bool  # two parts, and the second reads the stream after the first
+    heads: HeadSplit | None  # the first of two parts' heads, where they split
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,16 @@ class Structure:
     def sequential(self) -> bool:
         """Every block has a state after its attention (mid rows exist)."""
         return all(part.sequential for part in self.blocks)
+
+    @property
+    def uneven(self) -> tuple[int, int] | None:
+        """(block number, its part count) of the first block that is not two parts."""
+        return _uneven(self.blocks)
+
+
+def _uneven(blocks: Sequence[BlockParts]) -> tuple[int, int] | None:
+    return next(((b, len(block.parts)) for b, block in enumerate(blocks, 1)
+                 if len(block.parts) != 2), None)
 
 
 @dataclass
@@ -188,23 +217,43 @@ def _inside(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(f"{outer}.")
 
 
-def _pair(calls: dict[nn.Module, _Call], update: torch.Tensor, tolerance: float
-          ) -> tuple[_Call, _Call] | None:
-    """The outermost two modules (executed in that order) whose outputs sum to ``update``."""
+def _parts(calls: dict[nn.Module, _Call], update: torch.Tensor, tolerance: float
+           ) -> tuple[_Call, ...] | None:
+    """The outermost modules (executed in that order, none inside another) whose outputs sum
+    to ``update``: the shallowest deepest part first (Nemotron-H's MoE block is one mixer,
+    not its routed plus its shared experts), then two parts before one before three, then
+    the least total depth, the most parameters, the earliest."""
     shaped = sorted((c for c in calls.values() if c.calls == 1 and c.output is not None
                      and c.output.shape == update.shape), key=lambda c: c.order)
-    found = []
-    for i, first in enumerate(shaped):
-        for second in shaped[i + 1:]:
-            if _inside(second.path, first.path) or _inside(first.path, second.path):
+    best: tuple | None = None
+    for rank, count in enumerate((2, 1, MOST_PARTS)):
+        # Only shallower parts can beat what is found (a block of attention and MLP
+        # searches no triples).
+        allowed = [c for c in shaped if best is None or c.depth < best[0]]
+        for combination in combinations(allowed, count):
+            if any(_inside(a.path, b.path) or _inside(b.path, a.path)
+                   for a, b in combinations(combination, 2)):
                 continue
-            if _close(first.output + second.output, update, tolerance):
-                found.append((first.depth + second.depth, -(first.params + second.params),
-                              first.order, first, second))
-    if not found:
-        return None
-    best = min(found, key=lambda item: item[:3])
-    return best[3], best[4]
+            if _close(sum(c.output for c in combination), update, tolerance):  # type: ignore
+                key = (max(c.depth for c in combination), rank,
+                       sum(c.depth for c in combination), -sum(c.params for c in combination),
+                       tuple(c.order for c in combination), combination)
+                if best is None or key[:5] < best[:5]:
+                    best = key
+    return None if best is None else best[5]
+
+
+def _post_norm(calls: dict[nn.Module, _Call], after: torch.Tensor, tolerance: float
+               ) -> str | None:
+    """The path of a norm whose output is the block's output (a norm after the residual
+    add: post-LN, as BERT and the original transformer), if there is one."""
+    return next((c.path for module, c in calls.items() if "norm" in type(module).__name__.lower()
+                 and c.output is not None and _close(c.output, after, tolerance)), None)
+
+
+def _names(paths: list[str]) -> tuple[str, ...]:
+    """The components' names of a block with these parts (PART_NAMES)."""
+    return PART_NAMES.get(len(paths)) or tuple(path.replace(".", "_") for path in paths)
 
 
 def _heads(model: nn.Module, module: nn.Module, output: torch.Tensor,
@@ -271,9 +320,10 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
 
 
 def find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Structure:
-    """Each block's attention and MLP (proven to sum to its residual update on ``probe``),
-    their heads where they split, and the final norm's map. Raises LensReportError with the
-    reason (one line) where a block or the norm does not check out."""
+    """Each block's parts (proven to sum to its residual update on ``probe``), the heads of
+    two-part blocks' attention where they split, and the final norm's map. Raises
+    LensReportError with the reason (one line) where a block or the norm does not check
+    out."""
     with torch.no_grad():
         return _find_blocks(model, head, probe)
 
@@ -285,24 +335,43 @@ def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Struc
     parts, heads_missing = [], False
     for number, (block, calls, (before, after)) in enumerate(zip(blocks, traces, ends), 1):
         update = after - before
-        pair = _pair(calls, update, tolerance)
-        if pair is None:
-            raise LensReportError(f"block {number}'s residual update is not the sum of two of "
-                                  "its modules' outputs (attention + MLP)")
-        attention, mlp = pair
+        for call in calls.values():  # Llama-4's MoE returns its tokens flattened: (B·T, d)
+            if call.output is not None and call.output.shape != update.shape and \
+                    call.output.shape[-1] == update.shape[-1] and \
+                    call.output.numel() == update.numel():
+                call.output = call.output.reshape(update.shape)
+        found = _parts(calls, update, tolerance)
+        if found is None:
+            post = _post_norm(calls, after, tolerance)
+            if post is not None:
+                raise LensReportError(
+                    f"block {number}'s output is its norm's ({post}), applied after the "
+                    "residual add (post-LN), so it is not its input plus what its modules add")
+            raise LensReportError(f"block {number}'s residual update is not the sum of one, two "
+                                  f"or three of its modules' outputs (attention + MLP, a "
+                                  "mixer, ...)")
         modules = {call.path: module for module, call in calls.items()}
-        mid = before + attention.output
-        sequential = any(call.order > attention.order and call.input is not None
-                         and not _inside(call.path, attention.path)
-                         and call.input.shape == mid.shape and _close(call.input, mid, tolerance)
-                         for call in calls.values())
-        split = _heads(model, modules[attention.path], attention.output, calls, tolerance)
+        names = _names([call.path for call in found])
+        sequential, split = False, None
+        if len(found) == 2:
+            attention = found[0]
+            mid = before + attention.output
+            sequential = any(call.order > attention.order and call.input is not None
+                             and not _inside(call.path, attention.path)
+                             and call.input.numel() == mid.numel()  # OPT reads (B·T, d)
+                             and _close(call.input.reshape(mid.shape), mid, tolerance)
+                             for call in calls.values())
+            split = _heads(model, modules[attention.path], attention.output, calls, tolerance)
         heads_missing |= split is None
-        parts.append(BlockParts(modules[attention.path], modules[mlp.path], attention.path,
-                                mlp.path, sequential, split))
+        parts.append(BlockParts(tuple(Part(modules[call.path], call.path, name)
+                                      for call, name in zip(found, names)), sequential, split))
     norm = _norm_map(head, ends[-1][1], tolerance)
     note = None
-    if heads_missing:
+    uneven = _uneven(parts)
+    if uneven is not None:
+        note = (f"heads are split only where every block adds an attention then an MLP (block "
+                f"{uneven[0]} adds {uneven[1]} part{'s' if uneven[1] > 1 else ''})")
+    elif heads_missing:
         note = ("the attention's output is not an output projection over the concatenated "
                 "heads added to the stream as it is (e.g. a norm after the attention, as "
                 "Gemma-2/3's post-attention norm), so it is not split by head")

@@ -24,7 +24,8 @@ KEY_SCHEMA = 1
 # Bump when the lens computation changes its numbers, so cached results are recomputed
 # (library versions are recorded in each document, not keyed, so caches move between setups).
 # 5: prompt documents carry the direct logit attribution (decomposition)
-LENS_IMPLEMENTATION = 5
+# 6: decompositions of blocks with one or three parts (state-space, hybrid), OPT and Llama-4
+LENS_IMPLEMENTATION = 6
 
 
 def cache_home() -> Path:

@@ -203,6 +203,30 @@ def _check_groups(document: dict[str, Any], rows: int, positions: int) -> None:
                   leaf, expected, depth)
 
 
+COMPONENT = re.compile(r"([A-Za-z0-9_]+)\.([1-9][0-9]*)")
+
+
+def _component_blocks(components: Any) -> int | None:
+    """The number of blocks of a decomposition's ``components`` ("embed", then blocks 1, 2,
+    … in order, each 1–3 parts named "<name>.<block>", distinct within a block, then
+    "bias"), or None where they are not that."""
+    if not isinstance(components, list) or len(components) < 3 or \
+            components[0] != "embed" or components[-1] != "bias":
+        return None
+    parts: list[list[str]] = []
+    for component in components[1:-1]:
+        match = COMPONENT.fullmatch(component) if isinstance(component, str) else None
+        if match is None:
+            return None
+        name, block = match.group(1), int(match.group(2))
+        if block == len(parts) + 1:
+            parts.append([])
+        if block != len(parts) or name in parts[-1] or len(parts[-1]) == 3:  # MOST_PARTS
+            return None
+        parts[-1].append(name)
+    return len(parts) or None
+
+
 def _check_decomposition(document: dict[str, Any], positions: int) -> None:
     """``decomposition``: null, or per component, position and attributed token a number
     (heads: per block and head the same, and a bias per block or null)."""
@@ -215,9 +239,11 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
     if not isinstance(tokens, list) or len(tokens) != positions or not all(
             isinstance(ids, list) and ids and all(_is_count(i) for i in ids) for ids in tokens):
         raise _fail("decomposition.token_ids", f"a list of {positions} lists of token ids")
-    if not isinstance(components, list) or len(components) < 3 or len(components) % 2 or \
-            not all(isinstance(c, str) for c in components):
-        raise _fail("decomposition.components", "embed, attn.1, mlp.1, …, bias")
+    blocks = _component_blocks(components)
+    if blocks is None:
+        raise _fail("decomposition.components",
+                    "embed, then each block's parts in order (<name>.<block>: attn.1, mlp.1, "
+                    "…, or mixer.1, …), then bias")
     widths = [len(ids) for ids in tokens]
 
     def grid(value: Any, where: str) -> None:
@@ -234,7 +260,6 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
     heads = field.get("heads")
     if heads is None:
         return
-    blocks = len(components) // 2 - 1
     per_block, bias = (heads.get("attrs"), heads.get("bias")) if isinstance(heads, dict) \
         else (None, None)
     if not isinstance(per_block, list) or len(per_block) != blocks or not all(

@@ -3,10 +3,12 @@
  *
  * lensreport.js fires 'lensreport:pick' on a figure's section with {figure, layer, position};
  * this script draws, in that section's .attribution panel: a token switch (the final top-k,
- * the next input token, the target, each group's most likely member), the attention and MLP
- * attribution of every block as bars with the running total (the token's direct logit by
- * depth: embeddings and constant terms, then each block added), and a block × head heatmap
- * where the model splits its attention by head. Hover gives the numbers.
+ * the next input token, the target, each group's most likely member), the attribution of
+ * every block's parts as bars, one series per part name (attention and MLP, a state-space
+ * block's mixer, a hybrid's parts by module: components "<name>.<block>"), with the running
+ * total (the token's direct logit by depth: embeddings and constant terms, then each block
+ * added), and a block × head heatmap where the model splits its attention by head. Hover
+ * gives the numbers.
  */
 (function () {
   'use strict';
@@ -60,19 +62,29 @@
     draw(figure, pos, 0);
   }
 
+  /* How a part name reads, and its bars' colour (other names: the palette in turn). */
+  var PARTS = { attn: ['attention', '#2f6fde'], mlp: ['MLP', '#e4572e'], mixer: ['mixer', '#8e5ccf'] };
+  var PALETTE = ['#8e5ccf', '#f2a900', '#5b8c2a', '#c2185b', '#6d4c41'];
+
   function draw(figure, pos, j) {
     var panel = figure.root.querySelector('.attribution');
     var decomposition = figure.d.decomposition, attrs = decomposition.attrs;
     var names = decomposition.components, th = window.lensreport.theme(figure.root);
-    var blocks = (names.length - 2) / 2, attn = [], mlp = [], running = [], xs = [];
+    var series = {}, order = [], perBlock = [], running = [], xs = [];
     var value = function (c) { return attrs[c][pos][j]; };
     var total = value(0) + value(names.length - 1);  // embeddings and constant terms
     var start = total;
-    for (var b = 1; b <= blocks; b++) {
+    for (var c = 1; c < names.length - 1; c++) {  // "<name>.<block>", blocks in order
+      var dot = names[c].lastIndexOf('.'), name = names[c].slice(0, dot);
+      var b = Number(names[c].slice(dot + 1));
+      if (!series[name]) { series[name] = { x: [], y: [] }; order.push(name); }
+      series[name].x.push(b);
+      series[name].y.push(value(c));
+      perBlock[b] = (perBlock[b] || 0) + value(c);
+    }
+    for (b = 1; b < perBlock.length; b++) {
       xs.push(b);
-      attn.push(value(2 * b - 1));
-      mlp.push(value(2 * b));
-      total += value(2 * b - 1) + value(2 * b);
+      total += perBlock[b];
       running.push(total);
     }
     var id = decomposition.token_ids[pos][j], token = text(tokenText(figure, id));
@@ -82,14 +94,17 @@
       value(names.length - 1).toFixed(3) + ' + what each block wrote.' +
       (decomposition.heads ? '' : decomposition.heads_note ? ' ' + decomposition.heads_note + '.' : '');
     var bars = panel.querySelector('.attribution-bars');
-    Plotly.react(bars, [
-      { type: 'bar', name: 'attention', x: xs, y: attn, marker: { color: '#2f6fde' },
-        hovertemplate: 'block %{x} attention: %{y:.3f}<extra>' + token + '</extra>' },
-      { type: 'bar', name: 'MLP', x: xs, y: mlp, marker: { color: '#e4572e' },
-        hovertemplate: 'block %{x} MLP: %{y:.3f}<extra>' + token + '</extra>' },
+    var others = 0;
+    var traces = order.map(function (name) {
+      var known = PARTS[name], label = known ? known[0] : name;
+      var color = known ? known[1] : PALETTE[others++ % PALETTE.length];
+      return { type: 'bar', name: text(label), x: series[name].x, y: series[name].y, marker: { color: color },
+        hovertemplate: 'block %{x} ' + text(label) + ': %{y:.3f}<extra>' + token + '</extra>' };
+    });
+    Plotly.react(bars, traces.concat([
       { type: 'scatter', mode: 'lines+markers', name: 'running total', x: [0].concat(xs), y: [start].concat(running),
         line: { color: '#17a398' }, hovertemplate: 'after block %{x}: %{y:.3f}<extra>running total</extra>' }
-    ], {
+    ]), {
       height: 280, barmode: 'group', margin: { l: 50, r: 10, t: 10, b: 40 },
       paper_bgcolor: th.paper_bgcolor, plot_bgcolor: th.plot_bgcolor, font: th.font,
       xaxis: { title: { text: 'block' } }, yaxis: { title: { text: 'logit' } },
