@@ -59,7 +59,7 @@ class PatchRunner:
             # transformers 5.x names it ``cache`` (``past_key_values`` before).
             self.cache = output.get("cache") if "cache" in output else \
                 output.get("past_key_values")
-            if self.cache is not None and not hasattr(self.cache, "batch_repeat_interleave"):
+            if self.cache is not None and not _replicable(self.cache):
                 self.cache = None  # a cache this runner cannot replicate: run whole prompts
 
     @property
@@ -118,6 +118,15 @@ class PatchRunner:
         if not read:
             raise LensReportError("running the target prompt did not reach the unembedding")
         return read[0]
+
+
+def _replicable(cache: Any) -> bool:
+    """Whether a copy of ``cache`` repeats per cell (state-space layers' caches do not)."""
+    try:
+        copy.deepcopy(cache).batch_repeat_interleave(2)
+    except (AttributeError, NotImplementedError, TypeError, RuntimeError):
+        return False
+    return True
 
 
 def _writer(cells: torch.Tensor, states: torch.Tensor):
