@@ -120,22 +120,14 @@ def test_the_notebook_output_has_the_panel(tmp_path, tiny_models, weights_cache,
     """LensResult's output (the site's renderer, scripts inlined) opens the same panel."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from conftest import open_notebook_output
     from lensreport.api import run_lens
 
     folder = tiny_models("llama", "sentencepiece")
     model = AutoModelForCausalLM.from_pretrained(folder)
     result = run_lens(model, AutoTokenizer.from_pretrained(folder), TEXT, model_name="tiny")
     field = result.document["decomposition"]
-    open_notebook_output(page, tmp_path, result, monkeypatch)
-    section = page.locator("section.figure").first
     position = 3
-    pick_cell(page, section.locator(".heatmap"), 1, position,
-              section.locator(".token-picker").element_handle(),
-              f"el => el.textContent.includes('position {position} ')")
-    bars = section.locator(".attribution-bars")
-    page.wait_for_function("el => el.data && el.data.length === 3", arg=bars.element_handle(),
-                           timeout=10_000)
+    bars = _notebook_panel(page, tmp_path, result, monkeypatch, position, series=3)
     attn = page.evaluate("el => el.data[0].y", bars.element_handle())
     assert attn == [field["attrs"][2 * b - 1][position][0] for b in (1, 2, 3)]
     assert page.errors == []
@@ -148,7 +140,6 @@ def test_the_panel_draws_three_part_blocks_by_name(tmp_path, tokenizers, page, m
     from transformers import AutoModelForCausalLM
 
     import tiny
-    from conftest import open_notebook_output
     from lensreport.api import run_lens
 
     tokenizer = tokenizers["byte_level"]
@@ -158,15 +149,8 @@ def test_the_panel_draws_three_part_blocks_by_name(tmp_path, tokenizers, page, m
     field = result.document["decomposition"]
     names = ("mamba", "self_attn", "feed_forward")
     assert field["components"][1:4] == [f"{name}.1" for name in names] and field["heads"] is None
-    open_notebook_output(page, tmp_path, result, monkeypatch)
-    section = page.locator("section.figure").first
     position = 3
-    pick_cell(page, section.locator(".heatmap"), 1, position,
-              section.locator(".token-picker").element_handle(),
-              f"el => el.textContent.includes('position {position} ')")
-    bars = section.locator(".attribution-bars")
-    page.wait_for_function("el => el.data && el.data.length === 4", arg=bars.element_handle(),
-                           timeout=10_000)
+    bars = _notebook_panel(page, tmp_path, result, monkeypatch, position, series=4)
     traces = page.evaluate("el => el.data.map(t => [t.name, t.x, t.y])", bars.element_handle())
     blocks = (len(field["components"]) - 2) // 3  # embed, 3 parts per block, bias
     for (label, xs, ys), name in zip(traces, names):
@@ -175,7 +159,7 @@ def test_the_panel_draws_three_part_blocks_by_name(tmp_path, tokenizers, page, m
                       for b in range(1, blocks + 1)]
     logit = sum(values[position][0] for values in field["attrs"])
     assert traces[3][0] == "running total" and traces[3][2][-1] == pytest.approx(logit, abs=1e-6)
-    assert section.locator(".attribution-heads").is_hidden()
+    assert page.locator("section.figure .attribution-heads").first.is_hidden()
     assert page.errors == []
 
 
@@ -187,3 +171,19 @@ def test_static_figures_label_rows_by_depth():
     (part,) = heatmap_parts(doc, "title")
     axis = part["layout"]["yaxis"]
     assert axis["tickvals"] == [0, 1, 2] and axis["ticktext"] == ["0", "0.5", "1"]
+
+
+def _notebook_panel(page, tmp_path, result, monkeypatch, position: int, series: int):
+    """The notebook output of ``result`` with row 1's cell at ``position`` picked: its
+    attribution bars once they draw ``series`` traces."""
+    from conftest import open_notebook_output
+
+    open_notebook_output(page, tmp_path, result, monkeypatch)
+    section = page.locator("section.figure").first
+    pick_cell(page, section.locator(".heatmap"), 1, position,
+              section.locator(".token-picker").element_handle(),
+              f"el => el.textContent.includes('position {position} ')")
+    bars = section.locator(".attribution-bars")
+    page.wait_for_function(f"el => el.data && el.data.length === {series}",
+                           arg=bars.element_handle(), timeout=10_000)
+    return bars
