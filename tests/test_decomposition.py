@@ -31,6 +31,10 @@ class Family:
     layernorm: bool  # centres (LayerNorm) or not (RMSNorm)
     plus_one: bool  # RMSNorm multiplies by 1 + weight (Gemma)
     names: tuple[str, ...] = ("attn", "mlp")  # the components' names before ".<block>"
+    # RWKV: block 1 norms its input (this module's output is what the blocks add to), and
+    # at inference the stream is halved after every ``config.rescale_every``-th block.
+    input_norm: str | None = None
+    halves: bool = False
 
 
 FAMILIES = {
@@ -51,6 +55,9 @@ FAMILIES = {
     "falcon_h1": Family("model.layers", ("mamba", "self_attn", "feed_forward"), None, False,
                         "model.final_layernorm", False, False,
                         ("mamba", "self_attn", "feed_forward")),
+    # Block 1 norms the embeddings first; the tiny config halves the stream after every block.
+    "rwkv": Family("rwkv.blocks", ("attention", "feed_forward"), None, False, "rwkv.ln_out",
+                   True, False, input_norm="pre_ln", halves=True),
 }
 
 
@@ -92,12 +99,19 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
         if family.projection:
             hooks.append(_get(block, family.projection).register_forward_pre_hook(
                 lambda _m, args: seen["z"].append(args[0][0].clone())))
+    if family.input_norm:
+        seen["embed"] = []
+        hooks.append(_get(blocks[0], family.input_norm).register_forward_hook(keep("embed")))
     with torch.no_grad():
         m64(input_ids=torch.tensor([ids]), use_cache=False)
     for hook in hooks:
         hook.remove()
     norm = _get(m64, family.norm)
-    x = seen["out"][-1]
+    every = getattr(m64.config, "rescale_every", 0) if family.halves else 0
+    # What the stream is multiplied by after block b (0-based) until the final norm.
+    carried = [0.5 ** sum(1 for later in range(b, len(blocks)) if every and
+                          (later + 1) % every == 0) for b in range(len(blocks))]
+    x = seen["out"][-1] * (0.5 if every and len(blocks) % every == 0 else 1.0)
     eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
     centred = x - x.mean(-1, keepdim=True) if family.layernorm else x
     s = 1.0 / torch.sqrt((centred ** 2).mean(-1) + eps)
@@ -113,9 +127,11 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
             vector = vector - vector.mean()
         return float((vector * s[t] * weight) @ unembed[j])
 
-    components = [seen["in"][0]] + [v for block in zip(*(seen[part] for part in family.parts))
-                                    for v in block]
-    out: dict = {"attrs": [], "logits": [], "heads": [], "mid": seen["in"][0]}
+    start = seen["embed"][0] if family.input_norm else seen["in"][0]
+    components = [start * carried[0]] + [
+        v * carried[b] for b, block in enumerate(zip(*(seen[part] for part in family.parts)))
+        for v in block]
+    out: dict = {"attrs": [], "logits": [], "heads": []}
     for t, ids_t in enumerate(tokens):
         out["attrs"].append([[read(c[t], t, j) for j in ids_t] for c in components] + [[
             (float(beta @ unembed[j]) if beta is not None else 0.0)
@@ -135,7 +151,7 @@ def reference(model, family: Family, ids: list[int], tokens: list[list[int]]) ->
                                         @ w[:, h * width:(h + 1) * width].T, t, j)
                                    for j in ids_t] for t, ids_t in enumerate(tokens)]
                                  for h in range(heads)])
-    out["post_attention"] = [seen["in"][b] + seen[family.parts[0]][b]
+    out["post_attention"] = [(start if b == 0 else seen["in"][b]) + seen[family.parts[0]][b]
                              for b in range(len(blocks))]
     cap = getattr(m64.config, "final_logit_softcapping", None)
     out["mid_probs"] = []  # final norm -> unembedding (-> softcap) of each post-attention state
@@ -420,3 +436,21 @@ def test_transformer_lens_attributes_the_same(family_models, tokenizers, tmp_pat
                                 for b in range(3)]).reshape(12, positions)
             assert np.abs(heads - np.asarray(theirs["head_attrs"][j])[:, 0]).max() < 6e-5
             assert np.abs(heads).max() > 1e-2  # heads that write something
+
+
+def test_the_final_norm_is_told_apart_on_a_centred_stream():
+    """On a stream whose mean is zero at every position an RMSNorm and a LayerNorm (no bias)
+    give the same output; the norm's map is still read as what the module is (it is also
+    checked on the stream shifted along 1, which only a LayerNorm ignores)."""
+    from lensreport.models.blocks import _norm_map
+    from lensreport.models.heads import LensHead
+
+    torch.manual_seed(0)
+    stream = torch.randn(1, 6, 16)
+    stream -= stream.mean(-1, keepdim=True)
+    for module, centers in ((torch.nn.LayerNorm(16, bias=False), True),
+                            (torch.nn.RMSNorm(16, eps=1e-5), False)):
+        with torch.no_grad():
+            module.weight.uniform_(0.5, 1.5)
+        head = LensHead(("norm",), [module], "lm_head", torch.nn.Linear(16, 8, bias=False))
+        assert _norm_map(head, stream, 1e-5).centers is centers, type(module).__name__

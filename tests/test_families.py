@@ -29,16 +29,18 @@ DEFAULT = ["mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm", "recurrent_gemma"
 # Direct logit attribution: these decompose (with llama, gpt2, gemma2, gpt_neox, mixtral:
 # sequential RMSNorm, LayerNorm with Conv1D, sandwich norms, parallel attention, MoE; opt: an
 # MLP over the flattened (B·T, d) stream; mamba, mamba2, falcon_mamba: one part per block;
-# falcon_h1: three); the rest of DEFAULT say why not in one line (roberta, big_bird: post-LN;
-# rwkv: block 1 also norms its input; inkling_text: its final norm's map).
+# falcon_h1: three; rwkv: block 1 norms its input before adding to it; inkling_text: a
+# constant after the final norm); roberta and big_bird say why not in one line (post-LN,
+# and a non-linear prediction head): 19 of the 21 (90 %).
 DECOMPOSED = ["llama", "gpt2", "gemma2", "gpt_neox", "mixtral", "cohere", "granite",
               "deepseek_v3", "qwen3_next", "jamba", "xlstm", "recurrent_gemma", "opt",
-              "mamba", "mamba2", "falcon_mamba", "falcon_h1"]
-# Of the families that work, the share whose blocks must decompose: 133 of 164 (81 %) with
+              "mamba", "mamba2", "falcon_mamba", "falcon_h1", "rwkv", "inkling_text"]
+# Of the families that work, the share whose blocks must decompose: 135 of 164 (82 %) with
 # transformers 5.25; 20 of the rest are post-LN (BERT-style and BART-style decoders: a norm
-# after the residual add, so a block's output is no sum of parts) and 4 have a non-linear
-# prediction head, which no direct logit attribution can split.
-DECOMPOSED_SHARE = 0.8
+# after the residual add, so a block's output is no sum of parts), 4 have a non-linear
+# prediction head, which no direct logit attribution can split, and 5 scale, gate or mix the
+# stream inside their blocks.
+DECOMPOSED_SHARE = 0.82
 # The share of the families instantiable here that must give the reference numbers.
 REQUIRED_SHARE = 0.95
 

@@ -35,12 +35,23 @@ HEAD_DIGITS = 4
 @dataclass
 class CapturedParts:
     """One sequence's block parts from its forward pass: (T, d) per block and part, the
-    heads' input to the output projection (T, heads · d_head) per block, the last block's
+    heads' input to the output projection (T, heads · d_head) per block, each block's
     output."""
 
     blocks: list[list[torch.Tensor]]
     heads_input: list[torch.Tensor] | None
-    final: torch.Tensor
+    outputs: list[torch.Tensor]  # each block's output (the next block may read it rescaled)
+    embed: torch.Tensor | None = None  # the output of the structure's input_norm, if any
+    normed: torch.Tensor | None = None  # the final norm's input, where there is a final norm
+
+    @property
+    def final(self) -> torch.Tensor:
+        return self.outputs[-1]
+
+    def before(self, block: int, hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The stream block ``block`` (0-based) adds to: its input, or for block 0 of a
+        structure with an input norm, that norm's output."""
+        return self.embed if block == 0 and self.embed is not None else hidden[block]
 
 
 class StreamStates(tuple):
@@ -53,9 +64,10 @@ class StreamStates(tuple):
 @contextmanager
 def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Hooks that keep, during one batched forward pass, each block's parts' outputs (under
-    "<block>.<part>"), the heads' inputs to the output projections and the last block's
-    output (cloned: some families add into a sub-layer's output in place afterwards)."""
-    kept: dict[str, list[torch.Tensor]] = {"heads": [], "final": []}
+    "<block>.<part>"), the heads' inputs to the output projections and each block's output
+    ("out.<block>"; cloned: some families add into a sub-layer's output in place
+    afterwards)."""
+    kept: dict[str, list[torch.Tensor]] = {"heads": []}
     handles = []
 
     def keep(name: str) -> Any:
@@ -75,7 +87,14 @@ def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
             handles.append(part.module.register_forward_hook(keep(f"{b}.{i}")))
         if structure.heads_note is None and block.heads is not None:
             handles.append(block.heads.projection.register_forward_pre_hook(keep_input))
-    handles.append(structure.last_block.register_forward_hook(keep("final")))
+    for b, module in enumerate(structure.modules):
+        handles.append(module.register_forward_hook(keep(f"out.{b}")))
+    if structure.input_norm is not None:
+        handles.append(structure.input_norm.register_forward_hook(keep("embed")))
+    if structure.final_norm is not None:
+        kept["normed"] = []
+        handles.append(structure.final_norm.register_forward_pre_hook(
+            lambda _module, args: kept["normed"].append(args[0].detach().clone())))
     try:
         yield kept
     finally:
@@ -87,9 +106,10 @@ def row_parts(structure: Structure, kept: dict[str, list[torch.Tensor]], row: in
               length: int) -> CapturedParts | None:
     """One sequence of a captured batch (None where the pass did not run every hook once).
     A part's output flattened over the batch (Llama-4's MoE: (B·T, d)) is read as (B, T, d)."""
-    if len(kept["final"]) != 1:
+    outputs = [kept[f"out.{b}"] for b in range(len(structure.blocks))]
+    if any(len(output) != 1 for output in outputs):
         return None
-    final = kept["final"][0]
+    final = outputs[-1][0]
     blocks: list[list[torch.Tensor]] = []
     for b, block in enumerate(structure.blocks):
         values = [kept[f"{b}.{i}"] for i in range(len(block.parts))]
@@ -98,7 +118,17 @@ def row_parts(structure: Structure, kept: dict[str, list[torch.Tensor]], row: in
         blocks.append([value[0].reshape(final.shape)[row, :length] for value in values])
     heads = [h[row, :length] for h in kept["heads"]] if len(kept["heads"]) == len(blocks) \
         else None
-    return CapturedParts(blocks, heads, final[row, :length])
+    extra: dict[str, torch.Tensor | None] = {"embed": None, "normed": None}
+    for name in extra:
+        # The final norm's last call is the head's (a weightless norm module may also serve
+        # inside the blocks, as nanochat's).
+        value = kept.get(name, [])[-1:]
+        if name == "embed" and structure.input_norm is not None and len(kept[name]) != 1:
+            return None
+        if value and value[0].numel() == final.numel():
+            extra[name] = value[0].reshape(final.shape)[row, :length]
+    return CapturedParts(blocks, heads, [output[0].reshape(final.shape)[row, :length]
+                                         for output in outputs], **extra)
 
 
 def attributed_tokens(stats: Any, input_ids: list[int], target_id: int | None
@@ -133,9 +163,13 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
     """
     device = head.weight.device
     blocks = len(structure.blocks)
+    # carried[b]: the constants the model multiplies the stream by after block b (between
+    # blocks, before the final norm), multiplied: they scale block b's parts (and for b = 0
+    # the embeddings) on their way to the final norm.
+    carried = [1.0] * blocks
     for b in range(blocks):
-        before = hidden[b].to(device)
-        after = (parts.final if b == blocks - 1 else hidden[b + 1]).to(device)
+        before = parts.before(b, hidden).to(device)
+        after = parts.outputs[b].to(device)
         # Rebuilt from the stream before the block (float64), to the stream's float
         # rounding: the update alone is small beside a stream with large activations.
         rebuilt = before.double() + sum(part.to(device).double() for part in parts.blocks[b])
@@ -144,10 +178,20 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
             names = " + ".join(part.name for part in structure.blocks[b].parts)
             raise LensReportError(f"block {b + 1}'s {names} differ from its residual update by "
                                   f"{difference:.3g} on this prompt")
+        if b < blocks - 1:
+            factor = _rescaling(after, hidden[b + 1].to(device), tolerance, b + 1)
+            carried[:b + 1] = [value * factor for value in carried[:b + 1]]
     final = parts.final.to(device)
+    if parts.normed is not None:  # the final norm may read the last block's output rescaled
+        factor = _rescaling(final, parts.normed.to(device), tolerance, blocks)
+        carried = [value * factor for value in carried]
+        final = parts.normed.to(device)
     norm = structure.norm
     scale = norm.scale(final)  # (T,) float64: the full stream's scale
-    if not _close(norm.apply(final, scale), last_hidden.to(device).double(), tolerance):
+    # A constant after the norm (Inkling's muP input scale) is part of the norm's map.
+    after_norm = head.input_scale
+    if not _close(norm.apply(final, scale) * after_norm, last_hidden.to(device).double(),
+                  tolerance):
         raise LensReportError("the final norm's map does not reproduce its output on this "
                               "prompt")
     counts = [len(ids) for ids in token_ids]
@@ -155,7 +199,7 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
     padded = torch.tensor([ids + ids[:1] * (width - len(ids)) for ids in token_ids],
                           device=device)
     rows = head.weight[padded].double()  # (T, J, d) unembedding rows
-    factor = head.logit_scale
+    factor = head.logit_scale * after_norm
     if norm.weight is None:
         directions = rows * factor
     else:
@@ -172,27 +216,42 @@ def decompose(structure: Structure, head: LensHead, hidden: tuple[torch.Tensor, 
     if norm.bias is not None:
         constant += torch.einsum("tjd,d->tj", rows, norm.bias.double().to(device)) * factor
     if head.bias is not None:
-        constant += head.bias[padded].double() * factor
-    components, attrs = ["embed"], [attr(hidden[0])]
+        constant += head.bias[padded].double() * head.logit_scale
+    components, attrs = ["embed"], [attr(parts.before(0, hidden)) * carried[0]]
     for b, block in enumerate(structure.blocks):
         components += [f"{part.name}.{b + 1}" for part in block.parts]
-        attrs += [attr(value) for value in parts.blocks[b]]
+        attrs += [attr(value) * carried[b] for value in parts.blocks[b]]
     components.append("bias")
     attrs.append(constant.cpu().numpy())
     heads = None
     if structure.heads_note is None and parts.heads_input is not None:
-        heads = _heads(structure, parts, directions, counts)
+        heads = _heads(structure, parts, directions, counts, carried)
     return {"token_ids": token_ids, "components": components,
             "attrs": [_rounded(a, counts) for a in attrs], "heads": heads}
 
 
+def _rescaling(output: torch.Tensor, read: torch.Tensor, tolerance: float, block: int
+               ) -> float:
+    """The constant the model multiplies block ``block``'s output by before the next block
+    (or the final norm) reads it: 1 almost always, 1/2 every few blocks for RWKV at
+    inference."""
+    if _close(output, read, tolerance):
+        return 1.0
+    output, read = output.double(), read.double()
+    factor = float((output * read).sum() / output.pow(2).sum().clamp_min(1e-300))
+    if not _close(output * factor, read, tolerance):
+        raise LensReportError(f"what reads block {block}'s output reads it changed by more "
+                              "than a constant")
+    return factor
+
+
 def _heads(structure: Structure, parts: CapturedParts, directions: torch.Tensor,
-           counts: list[int]) -> dict[str, Any]:
+           counts: list[int], carried: list[float]) -> dict[str, Any]:
     """Per block, head and position: each head's slice of the output projection's input
     through its columns of W_O, read like a component; ``bias`` is W_O's bias."""
     device = directions.device
     per_block, biases = [], []
-    for part, z in zip(structure.blocks, parts.heads_input or []):
+    for part, z, factor in zip(structure.blocks, parts.heads_input or [], carried):
         split = part.heads
         assert split is not None  # heads_note is None: every block splits
         weight = split.weight().detach().to(device).double()  # (d, H·dh)
@@ -205,13 +264,13 @@ def _heads(structure: Structure, parts: CapturedParts, directions: torch.Tensor,
             chunk = z[start:stop].view(z[start:stop].shape[0], split.heads, -1)
             written = torch.einsum("thk,dhk->thd", chunk, per_head)  # each head's vector
             values[:, start:stop] = torch.einsum("thd,tjd->htj", written,
-                                                 directions[start:stop]).cpu().numpy()
+                                                 directions[start:stop]).cpu().numpy() * factor
         per_block.append([_rounded(values[h], counts, HEAD_DIGITS)
                           for h in range(split.heads)])
         bias = split.bias()
         biases.append(None if bias is None else _rounded(torch.einsum(
-            "d,tjd->tj", bias.detach().to(device).double(), directions).cpu().numpy(), counts,
-            HEAD_DIGITS))
+            "d,tjd->tj", bias.detach().to(device).double(), directions).cpu().numpy() * factor,
+            counts, HEAD_DIGITS))
     if all(b is None for b in biases):
         return {"attrs": per_block, "bias": None}
     zeros = [[0.0] * n for n in counts]

@@ -337,7 +337,7 @@ class ModelSession:
             return None, (f"{self.facts.get('architecture')}: no sub-layer rows: its blocks' "
                           "attention and MLP both read the block's input (parallel "
                           "attention), so there is no state between them")
-        return [hidden[b] + parts.blocks[b][0].to(hidden[b].device)
+        return [parts.before(b, hidden) + parts.blocks[b][0].to(hidden[b].device)
                 for b in range(len(structure.blocks))], None
 
     def _decomposition(self, encoded: EncodedPrompt, hidden: tuple[torch.Tensor, ...],

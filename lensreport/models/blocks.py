@@ -120,9 +120,13 @@ class Structure:
     ``heads_note`` says why heads are not split (None where every block's are)."""
 
     blocks: tuple[BlockParts, ...]
-    last_block: nn.Module
+    modules: tuple[nn.Module, ...]  # the decoder blocks themselves
     norm: NormMap
     heads_note: str | None
+    # A norm block 1 applies to its input before adding to it (RWKV's pre_ln): the stream
+    # the blocks add to starts at its output, so the "embed" component is that output.
+    input_norm: nn.Module | None = None
+    final_norm: nn.Module | None = None  # the module ``norm`` maps (None: no final norm)
 
     @property
     def sequential(self) -> bool:
@@ -251,6 +255,19 @@ def _post_norm(calls: dict[nn.Module, _Call], after: torch.Tensor, tolerance: fl
                  and c.output is not None and _close(c.output, after, tolerance)), None)
 
 
+def _input_norm(calls: dict[nn.Module, _Call], before: torch.Tensor, after: torch.Tensor,
+                tolerance: float) -> tuple[nn.Module, _Call] | None:
+    """A norm that reads the block's input first (RWKV's block 1 norms the embeddings with
+    its pre_ln before adding to them), where there is one."""
+    first = min(calls.values(), key=lambda c: c.order, default=None)
+    for module, call in calls.items():
+        if call is first and "norm" in type(module).__name__.lower() and call.calls == 1 \
+                and call.input is not None and call.output is not None \
+                and call.output.shape == after.shape and _close(call.input, before, tolerance):
+            return module, call
+    return None
+
+
 def _names(paths: list[str]) -> tuple[str, ...]:
     """The components' names of a block with these parts (PART_NAMES)."""
     return PART_NAMES.get(len(paths)) or tuple(path.replace(".", "_") for path in paths)
@@ -306,14 +323,18 @@ def _norm_map(head: LensHead, stream: torch.Tensor, tolerance: float) -> NormMap
     if isinstance(bias, torch.Tensor) and bias.device.type == "meta":
         bias = _materialized(norm, "bias")
     bias = bias.detach() if isinstance(bias, torch.Tensor) else None
+    # Also on the stream shifted by its RMS along 1: a LayerNorm ignores the shift, an
+    # RMSNorm does not (a stream whose mean is near zero cannot tell them apart in bf16).
+    shifted = stream + stream.float().pow(2).mean().sqrt().to(stream.dtype)
     with torch.no_grad():
-        expected = norm(stream).double()
+        expected = [norm(stream).double(), norm(shifted).double()]
     weight = weight.detach()
     for centers in (False, True):
         for candidate in (weight, 1.0 + weight.float()):
             for epsilon in ([eps] if eps is not None else DEFAULT_EPSILONS):
                 mapped = NormMap(candidate, bias, centers, float(epsilon))
-                if _close(mapped.apply(stream, mapped.scale(stream)), expected, tolerance):
+                if all(_close(mapped.apply(x, mapped.scale(x)), y, tolerance)
+                       for x, y in zip((stream, shifted), expected)):
                     return mapped
     raise LensReportError(f"its final norm ({type(norm).__name__}) is neither an RMSNorm nor "
                           "a LayerNorm of its weight")
@@ -333,6 +354,7 @@ def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Struc
     traces, ends = _trace_blocks(model, blocks, probe)
     tolerance = _tolerance(model)
     parts, heads_missing = [], False
+    input_norm: tuple[nn.Module, _Call] | None = None
     for number, (block, calls, (before, after)) in enumerate(zip(blocks, traces, ends), 1):
         update = after - before
         for call in calls.values():  # Llama-4's MoE returns its tokens flattened: (B·T, d)
@@ -341,6 +363,13 @@ def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Struc
                     call.output.numel() == update.numel():
                 call.output = call.output.reshape(update.shape)
         found = _parts(calls, update, tolerance)
+        if found is None and number == 1:
+            input_norm = _input_norm(calls, before, after, tolerance)
+            if input_norm is not None:
+                before = input_norm[1].output
+                found = _parts({m: c for m, c in calls.items() if m is not input_norm[0]},
+                               after - before, tolerance)
+                input_norm = input_norm if found is not None else None
         if found is None:
             post = _post_norm(calls, after, tolerance)
             if post is not None:
@@ -375,4 +404,6 @@ def _find_blocks(model: nn.Module, head: LensHead, probe: torch.Tensor) -> Struc
         note = ("the attention's output is not an output projection over the concatenated "
                 "heads added to the stream as it is (e.g. a norm after the attention, as "
                 "Gemma-2/3's post-attention norm), so it is not split by head")
-    return Structure(tuple(parts), blocks[-1], norm, note)
+    return Structure(tuple(parts), tuple(blocks), norm, note,
+                     None if input_norm is None else input_norm[0],
+                     head.norms[0] if head.norms else None)
