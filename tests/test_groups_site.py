@@ -239,8 +239,9 @@ def check_group_metrics(demo_site, page, url: str) -> None:
     assert_grid([row[:-1] for row in trace["z"]], [row[:-1] for row in expected], 1e-9)
     assert all(row[-1] is None for row in trace["z"])  # no next token after the last
     # Hover lists the group's most likely members at the cell, with their probabilities.
-    layer, position = 13, len(document["input_ids"]) - 1
-    text = hover_text(page, section.locator(".heatmap"), layer, position)
+    depth, position = 13, len(document["input_ids"]) - 1
+    text = hover_text(page, section.locator(".heatmap"), depth, position)
+    layer = document["row_depths"].index(depth)  # the row at that depth
     for name, group in groups.items():
         member = document["vocab"][str(group["top_ids"][layer][position][0])]
         assert f"P({name}) " in text and f"rank {group['rank'][layer][position]}" in text
@@ -277,7 +278,7 @@ def test_the_depth_chart_and_trajectories_show_each_group(demo_site, page):
     assert f"P(french) @ {document['vocab'][str(document['input_ids'][last])]} (pos {last})" \
         in shown, shown
     position = 5
-    pick_cell(page, section.locator(".heatmap"), rows - 2, position,
+    pick_cell(page, section.locator(".heatmap"), document["row_depths"][-1] - 1, position,
               section.locator(".token-picker").element_handle(),
               f"el => el.textContent.includes('position {position} ') && "
               "el.querySelector('button[data-group=\"english\"]') !== null")

@@ -88,6 +88,11 @@ def cell_point(page, heatmap, layer: int, position: int) -> tuple[float, float]:
         return [layout.xaxis._offset + layout.xaxis.l2p(position),
                 layout.yaxis._offset + layout.yaxis.l2p(layer)];
     }""", [heatmap.element_handle(), layer, position])
+    # A tall heatmap (sub-layer rows) may hold the cell below the window: bring it in.
+    page.evaluate("""([el, y]) => {
+        const top = el.getBoundingClientRect().top + y;
+        if (top < 20 || top > innerHeight - 20) window.scrollBy(0, top - innerHeight / 2);
+    }""", [heatmap.element_handle(), y])
     box = heatmap.bounding_box()
     return box["x"] + x, box["y"] + y
 

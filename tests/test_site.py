@@ -131,10 +131,11 @@ def test_clicking_a_cell_lists_tokens_to_follow(page, demo_site):
     assert section.locator(".trajectory .main-svg").count() >= 1  # the target, by default
     heatmap = section.locator(".heatmap")
     heatmap.scroll_into_view_if_needed()
-    # Where the last layer's last cell is drawn (Plotly's axis mapping), then a real click.
+    # Where the last row's last cell is drawn (Plotly's axis mapping; y is the row's depth),
+    # then a real click.
     x, y = page.evaluate("""el => {
         const layout = el._fullLayout, data = el.data[0];
-        const last = data.x.length - 1, top = data.y.length - 1;
+        const last = data.x.length - 1, top = data.y[data.y.length - 1];
         return [layout.xaxis._offset + layout.xaxis.l2p(last),
                 layout.yaxis._offset + layout.yaxis.l2p(top)];
     }""", heatmap.element_handle())
