@@ -55,11 +55,12 @@ def reference_logits(model: nn.Module, source_ids: list[int], target_ids: list[i
                 return args, {**kwargs, "hidden_states": hidden}
 
             handle = blocks[layer].register_forward_pre_hook(replace, with_kwargs=True)
-            try:
-                logits = model(input_ids=torch.tensor([target_ids] * count)).logits
+            try:  # the logits from the patched position on (the unembedding is most of it)
+                logits = model(input_ids=torch.tensor([target_ids] * count),
+                               logits_to_keep=len(target_ids) - position).logits
             finally:
                 handle.remove()
-            rows.append(logits[:, position])
+            rows.append(logits[:, 0])
     return torch.stack(rows)
 
 
@@ -172,8 +173,9 @@ def test_smollm2_cells_equal_the_reference(demo_models):
     from lensreport import run_lens
 
     model, tokenizer = demo_models("smollm2-135m")
-    result = run_lens(model, tokenizer, SOURCE, lens="patchscope", top_k=3)
-    ids = tokenizer(SOURCE).input_ids
+    source = "The quick brown fox jumps"  # 5 positions × 30 rows of float64 patched runs
+    result = run_lens(model, tokenizer, source, lens="patchscope", top_k=3)
+    ids = tokenizer(source).input_ids
     target = tokenizer(TOKEN_IDENTITY_PROMPT).input_ids
     assert result.document["lens"]["patchscope"]["target_ids"] == target
     _check_cells(result, reference_logits(model, ids, target, len(target) - 1))
