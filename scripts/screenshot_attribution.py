@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        page = browser.new_page(viewport={"width": 1300, "height": 900},
+        page = browser.new_page(viewport={"width": 960, "height": 900},
                                 device_scale_factor=1)
         page.goto((args.site / "prompts/fox/index.html").resolve().as_uri())
         page.wait_for_selector("html[data-figures-ready]", timeout=60_000)

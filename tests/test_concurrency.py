@@ -80,15 +80,15 @@ def test_a_run_claimed_elsewhere_is_waited_for_and_read(tmp_path, tiny_models, w
         assert not list((tmp_path / "store").rglob("*.lock"))
 
 
-def test_a_plain_build_and_three_shards_started_together(started_together, demo_site):
-    """Three `--shard K/3` builds and a plain build, started at once on an empty weights
+def test_a_plain_build_and_two_shards_started_together(started_together, demo_site):
+    """Two `--shard K/2` builds and a plain build, started at once on an empty weights
     cache, on the packaged SmolLM2 and Gemma-3 (assembled from its chunks, then converted):
     all succeed, each run is computed once, nothing staged remains, and the plain build's
     data files are the bytes of a sequential single build's (the demo build: one process,
     its own results store, these prompts among others)."""
     outcome = started_together
     assert outcome.empty_cache
-    assert outcome.returncodes == [0, 0, 0, 0], outcome.logs
+    assert outcome.returncodes == [0, 0, 0], outcome.logs
     assert sum(outcome.computed) == 2 * 3, outcome.computed
     assert outcome.staged == [], outcome.staged
     assert outcome.converted == 2, outcome.logs  # each model converted once, by one process
