@@ -3,11 +3,14 @@ file://, and pan through the tokens with a range slider instead of a mile-wide c
 
 from __future__ import annotations
 
+import json
+import re
 
 import pytest
 
 import tiny
 from conftest import run_cli, static_server, write_manifest
+from lensreport.results.documents import loads, unpack_grid
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,15 @@ def test_long_figures_inline_the_first_view_only(long_site):
     assert b'"partial":true' in page and b"tracked_probs" not in page
     assert b'"fetch":["../../data/tiny/long.json"]' in page  # the one copy of the numbers
     assert len(page) < len(full) / 3
+    # Its entropy at 2 decimals, as the hover shows it (the document keeps 4).
+    inline = json.loads(re.search(rb'<script type="application/json" class="figure-data">'
+                                  rb'(.*?)</script>', page, re.S).group(1))["documents"][0]
+    assert inline["entropy"]["codec"] == "fixed2"
+    document = loads(full)
+    shown = inline["positions"]
+    assert unpack_grid(inline["entropy"]) == [
+        None if row is None else [round(v * 100) / 100 for v in row[:shown]]
+        for row in document["entropy"]]
     short = (long_site / "prompts" / "short" / "index.html").read_bytes()
     assert b'"partial"' not in short and b"tracked_probs" in short and b'"fetch":null' in short
     assert not list(long_site.rglob("*.figure.json"))

@@ -176,3 +176,6 @@ def test_prob4_keeps_4_significant_digits_down_to_float32s_smallest():
     assert unpack_values(pack_values(fixed, "fixed4"), "fixed4", len(fixed)) == fixed
     logits = [-0.00001, 0.0, -12.34567, 4321.5, None]
     assert unpack_values(pack_values(logits, "fixed5"), "fixed5", len(logits)) == logits
+    nats = [0.0, 0.57, 10.83, None]  # a first view's entropy (2 decimals)
+    assert unpack_values(pack_values(nats, "fixed2"), "fixed2", len(nats)) == nats
+    assert unpack_values(pack_values([0.5749], "fixed2"), "fixed2", 1) == [0.57]

@@ -170,9 +170,10 @@ TRACKED_ORDER = "position, layer, tracked id"
 #           1 + 9000·(−e) + (m − 1000); 0 is 0.0 (so 1.4e-45 survives, as float32 has it)
 #   fixed4  a number at 4 decimals (nats): round(v·10⁴), zigzag-mapped so −0.0001 fits
 #   fixed5  a number at 5 decimals (logits: a decomposition's components), likewise
+#   fixed2  a number at 2 decimals (a page's first view: entropy as its hover shows it)
 NULL_CODE = 0xFFFFFFFF
-CODECS = ("int", "prob4", "fixed4", "fixed5")
-_FIXED = {"fixed4": 10_000, "fixed5": 100_000}  # codec: the scale of its integers
+CODECS = ("int", "prob4", "fixed2", "fixed4", "fixed5")
+_FIXED = {"fixed2": 100, "fixed4": 10_000, "fixed5": 100_000}  # codec: its integers' scale
 _EXACT_POWERS = 22  # 10**k is an exact double up to here, so m / 10**k is correctly rounded
 
 
@@ -418,13 +419,15 @@ def _unpack_decomposition(field: dict[str, Any]) -> None:
             holder[key] = _trimmed(unpack_grid(holder[key]), depth, counts)
 
 
-def encoded(document: dict[str, Any]) -> dict[str, Any]:
+def encoded(document: dict[str, Any], codecs: dict[str, str] | None = None
+            ) -> dict[str, Any]:
     """The document as it is written (schema 3): every numeric field a packed array, what
-    pages inline too (a first view of figures.py included); a corpus document is unchanged."""
+    pages inline too (a first view of figures.py included, with ``codecs`` overriding
+    GRID_CODECS' precision); a corpus document is unchanged."""
     if "prompt" not in document or "schema_version" not in document:
         return document
     out = {**document, "schema_version": SCHEMA_VERSION}
-    for name, codec in GRID_CODECS.items():
+    for name, codec in {**GRID_CODECS, **(codecs or {})}.items():
         if isinstance(document.get(name), list):
             out[name] = pack_grid(document[name], codec)
     if isinstance(document.get("tracked_probs"), list):

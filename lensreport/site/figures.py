@@ -99,6 +99,9 @@ FIRST_VIEW_FIELDS = ("schema_version", "layers", "row_depths", "input_ids", "gen
 # The positions a long prompt's heatmap shows at first (lensreport.js WINDOW): its first view
 # carries these only; the rest of the row comes with the fetched documents.
 FIRST_WINDOW = 120
+# A first view's entropy at 2 decimals, as its hover shows it (its colour cannot show more):
+# the page's largest inline numbers, a third smaller so.
+FIRST_VIEW_CODECS = {"entropy": "fixed2"}
 
 
 def first_view(document: dict[str, Any]) -> dict[str, Any]:

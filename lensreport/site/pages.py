@@ -28,8 +28,8 @@ from ..results.documents import dumps, encoded
 from ..results.metrics import CORPUS_METRICS, MIN_INTERVAL_DOCUMENTS, Metric, metric_table
 from . import furniture
 from .export import ExportJob, figure_digest, write_exports
-from .figures import (depth_curves, display_notes, first_view, gap_text, is_long,
-                      script_json, summary, without_tracks)
+from .figures import (FIRST_VIEW_CODECS, depth_curves, display_notes, first_view, gap_text,
+                      is_long, script_json, summary, without_tracks)
 from .outputs import Output, SiteFiles, check_outputs
 from .search import search_index, search_script
 from .static_figures import corpus_figure, heatmap_parts, lens_title, token_spans
@@ -181,7 +181,7 @@ class Figure:
                   for kind, document in self.lenses]
         if light:
             return {"id": self.id, "model": self.model.name, "lenses": lenses,
-                    "documents": [encoded(first_view(self.document))],
+                    "documents": [encoded(first_view(self.document), FIRST_VIEW_CODECS)],
                     "fetch": [root + self.data_path_for(kind) for kind in self.lens_kinds]}
         documents = [encoded(document if tracks else without_tracks(document))
                      for _, document in self.lenses]

@@ -116,6 +116,7 @@
       // A quotient of exact doubles is correctly rounded: the double Python reads (documents.py).
       return power <= 22 ? m / POW10[power] : parseFloat(m + 'e-' + power);
     },
+    fixed2: function (c) { return ((c >>> 1) ^ -(c & 1)) / 100; },  // zigzag, 2 decimals
     fixed4: function (c) { return ((c >>> 1) ^ -(c & 1)) / 10000; },  // zigzag, 4 decimals
     fixed5: function (c) { return ((c >>> 1) ^ -(c & 1)) / 100000; }  // 5 decimals (logits)
   };
