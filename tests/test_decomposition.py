@@ -246,7 +246,7 @@ def test_attributions_equal_a_float64_computation(name, family_models, tokenizer
         assert len(field["heads"]["attrs"]) == blocks
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt_neox", "mamba"])
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt_neox", "mamba", "rwkv"])
 def test_sublayer_rows_read_the_stream_after_each_attention(name, family_models, tokenizers):
     """rows: sublayer: a row after each block's attention (depth b − 0.5), equal to final
     norm -> unembedding of the post-attention state computed by hand; block rows unchanged;

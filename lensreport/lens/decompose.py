@@ -23,6 +23,7 @@ import torch
 from ..errors import LensReportError
 from ..models.blocks import Structure
 from ..models.heads import LensHead, _close, _first_tensor
+from ..models.states import stream_argument
 
 # Positions per chunk of the per-head computation (bounds its (T, tokens, d) buffers).
 HEAD_CHUNK = 256
@@ -93,8 +94,13 @@ def capture(structure: Structure) -> Iterator[dict[str, list[torch.Tensor]]]:
         handles.append(structure.input_norm.register_forward_hook(keep("embed")))
     if structure.final_norm is not None:
         kept["normed"] = []
-        handles.append(structure.final_norm.register_forward_pre_hook(
-            lambda _module, args: kept["normed"].append(args[0].detach().clone())))
+
+        def keep_normed(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            value = stream_argument(args, kwargs)
+            if value is not None:
+                kept["normed"].append(value.detach().clone())
+        handles.append(structure.final_norm.register_forward_pre_hook(keep_normed,
+                                                                      with_kwargs=True))
     try:
         yield kept
     finally:
@@ -235,7 +241,7 @@ def _rescaling(output: torch.Tensor, read: torch.Tensor, tolerance: float, block
     """The constant the model multiplies block ``block``'s output by before the next block
     (or the final norm) reads it: 1 almost always, 1/2 every few blocks for RWKV at
     inference."""
-    if _close(output, read, tolerance):
+    if torch.equal(output, read):
         return 1.0
     output, read = output.double(), read.double()
     factor = float((output * read).sum() / output.pow(2).sum().clamp_min(1e-300))
