@@ -67,6 +67,8 @@ def test_documents_pack_every_number_and_read_schemas_1_and_2(tmp_path, tiny_mod
     packed = json.loads(text)
     assert packed["schema_version"] == SCHEMA_VERSION == 3
     assert packed["topk_probs"]["codec"] == "prob4" and packed["tracked_probs"]["codec"] == "fixed4"
+    assert packed["tracked_probs"]["order"] == "position, tracked id, layer"
+    assert packed["tracked_ids"]["counts"] == [len(ids) for ids in document["tracked_ids"]]
     # The decomposition's ragged grids (each position's own attributed tokens) pack too.
     decomposition = packed["decomposition"]
     assert decomposition["attrs"]["codec"] == "fixed5"
@@ -104,6 +106,13 @@ def test_documents_pack_every_number_and_read_schemas_1_and_2(tmp_path, tiny_mod
     schema2 = {**plain, "schema_version": 2, "tracked_probs": {
         "dtype": "float16", "order": "position, layer, tracked id",
         "base64": base64.b64encode(halves.tobytes()).decode()}}
+    # Schema 3 as first written: tracked_ids as lists, tracked_probs each layer's ids together.
+    from lensreport.results.documents import pack_values
+
+    early = {**json.loads(dumps(plain)), "tracked_ids": plain["tracked_ids"], "tracked_probs": {
+        "codec": "fixed4", "order": "position, layer, tracked id", "zlib": pack_values(
+            [v for rows in plain["tracked_probs"] for row in rows for v in row], "fixed4")}}
+    assert loads(json.dumps(early))["tracked_probs"] == loads(dumps(plain))["tracked_probs"]
     for name, saved in (("one", old), ("two", schema2)):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(saved))

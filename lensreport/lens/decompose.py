@@ -124,17 +124,18 @@ def row_parts(structure: Structure, kept: dict[str, list[torch.Tensor]], row: in
         blocks.append([value[0].reshape(final.shape)[row, :length] for value in values])
     heads = [h[row, :length] for h in kept["heads"]] if len(kept["heads"]) == len(blocks) \
         else None
-    extra: dict[str, torch.Tensor | None] = {"embed": None, "normed": None}
-    for name in extra:
-        # The final norm's last call is the head's (a weightless norm module may also serve
-        # inside the blocks, as nanochat's).
-        value = kept.get(name, [])[-1:]
-        if name == "embed" and structure.input_norm is not None and len(kept[name]) != 1:
+    embed = None
+    if structure.input_norm is not None:
+        if len(kept["embed"]) != 1:
             return None
-        if value and value[0].numel() == final.numel():
-            extra[name] = value[0].reshape(final.shape)[row, :length]
+        embed = kept["embed"][0].reshape(final.shape)[row, :length]
+    # The final norm's last call is the head's (a weightless norm module may also serve
+    # inside the blocks, as nanochat's).
+    normed = next((value.reshape(final.shape)[row, :length]
+                   for value in kept.get("normed", [])[-1:] if value.numel() == final.numel()),
+                  None)
     return CapturedParts(blocks, heads, [output[0].reshape(final.shape)[row, :length]
-                                         for output in outputs], **extra)
+                                         for output in outputs], embed, normed)
 
 
 def attributed_tokens(stats: Any, input_ids: list[int], target_id: int | None

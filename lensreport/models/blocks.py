@@ -9,7 +9,8 @@ norms count as part of what the block adds, and an MoE block's MLP is the sum of
 experts), executed in order, none inside another (see :func:`_parts` for which wins). A
 two-part block is *sequential* when a module inside it reads ``h_{b−1} + attn_b`` (the state
 after the attention, a row of its own); parallel blocks (GPT-NeoX, GPT-J, Phi, Falcon) have
-none. The attention of a two-part block splits into heads where its output is an output
+none. Where block 1 first norms its input (RWKV's pre_ln), the blocks add to that norm's
+output. The attention of a two-part block splits into heads where its output is an output
 projection's, linear over the concatenated heads. The final norm's linear map at a given
 scale (the cached-scale convention of direct logit attribution) is found the same way: a
 candidate is accepted only when it reproduces the norm's output. Anything that does not
@@ -259,12 +260,13 @@ def _input_norm(calls: dict[nn.Module, _Call], before: torch.Tensor, after: torc
                 tolerance: float) -> tuple[nn.Module, _Call] | None:
     """A norm that reads the block's input first (RWKV's block 1 norms the embeddings with
     its pre_ln before adding to them), where there is one."""
-    first = min(calls.values(), key=lambda c: c.order, default=None)
-    for module, call in calls.items():
-        if call is first and "norm" in type(module).__name__.lower() and call.calls == 1 \
-                and call.input is not None and call.output is not None \
-                and call.output.shape == after.shape and _close(call.input, before, tolerance):
-            return module, call
+    if not calls:
+        return None
+    module, call = min(calls.items(), key=lambda item: item[1].order)  # the first to run
+    if "norm" in type(module).__name__.lower() and call.calls == 1 and call.input is not None \
+            and call.output is not None and call.output.shape == after.shape \
+            and _close(call.input, before, tolerance):
+        return module, call
     return None
 
 

@@ -158,8 +158,6 @@ def restamp(document: dict[str, Any], model_name: str, model_slug: str, prompt_n
     return document
 
 
-TRACKED_ORDER = "position, layer, tracked id"
-
 # Schema 3's packed arrays (see README, "Results JSON"): a numeric field is one object
 # {"codec", "shape", "null_rows", "zlib"}: its values in row-major order as little-endian
 # uint32 codes, stored as byte planes (every value's lowest byte, then the next…), deflated
@@ -323,22 +321,25 @@ def unpack_grid(packed: Any) -> list[Any]:
 # token's are 0 there, as on the chart; per-cell probabilities (top-k, next token, target,
 # groups) keep 4 significant digits. At 4 significant digits they would be most of a site.
 TRACKED_CODEC = "fixed4"
+TRACKED_ORDER = "position, tracked id, layer"
+LAYERS_FIRST = "position, layer, tracked id"  # the order before (schema 3 documents read)
 
 
 def _pack_tracked(document: dict[str, Any]) -> dict[str, Any]:
-    """``tracked_probs`` as one packed array, positions × layers × that position's tracked
-    ids in that order (missing values at rows the lens does not cover)."""
+    """``tracked_probs`` as one packed array, positions × that position's tracked ids ×
+    layers in that order (a token's probabilities by depth side by side: 17 % fewer bytes
+    than layers before ids), missing values at rows the lens does not cover."""
     values: list[Any] = []
     for ids, rows in zip(document["tracked_ids"], document["tracked_probs"]):
-        for row in rows:
-            values.extend([None] * len(ids) if row is None else row)
+        for j in range(len(ids)):
+            values.extend(None if row is None else row[j] for row in rows)
     return {"codec": TRACKED_CODEC, "order": TRACKED_ORDER,
             "zlib": pack_values(values, TRACKED_CODEC)}
 
 
 def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
-    """The lists of a packed ``tracked_probs`` (schema 2's float16, or schema 3's codes);
-    a row of missing values (an uncovered row) is null."""
+    """The lists of a packed ``tracked_probs`` (schema 2's float16, or schema 3's codes in
+    either order); a row of missing values (an uncovered row) is null."""
     packed = document["tracked_probs"]
     layers = len(document["layers"])
     tracked = document["tracked_ids"]
@@ -350,14 +351,36 @@ def _unpack_tracked(document: dict[str, Any]) -> list[Any]:
         if half.size != total:
             raise ValueError("the array does not fit the tracked tokens")
         values = [None if v != v else v for v in half.astype(np.float64).tolist()]
+    by_token = packed.get("order") == TRACKED_ORDER
+    if not by_token and packed.get("order", LAYERS_FIRST) != LAYERS_FIRST:
+        raise ValueError(f"order: expected {TRACKED_ORDER!r}")
     out, start = [], 0
     for ids in tracked:
-        rows = []
-        for _ in range(layers):
-            row = values[start:start + len(ids)]
-            start += len(ids)
-            rows.append(None if ids and all(v is None for v in row) else row)
-        out.append(rows)
+        block = values[start:start + layers * len(ids)]
+        start += layers * len(ids)
+        rows = [block[layer::layers] if by_token else
+                block[layer * len(ids):(layer + 1) * len(ids)] for layer in range(layers)]
+        out.append([None if ids and all(v is None for v in row) else row for row in rows])
+    return out
+
+
+def _pack_ids(lists: list[list[int]]) -> dict[str, Any]:
+    """Per-position lists of token ids (``tracked_ids``) as one packed int array and each
+    position's count."""
+    return {"codec": "int", "counts": [len(ids) for ids in lists],
+            "zlib": pack_values([i for ids in lists for i in ids], "int")}
+
+
+def _unpack_ids(packed: dict[str, Any]) -> list[list[int]]:
+    counts = packed["counts"]
+    if not isinstance(counts, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**6 for n in counts):
+        raise ValueError("counts: expected a list of sizes")
+    values = unpack_values(packed["zlib"], packed.get("codec"), sum(counts))
+    out, start = [], 0
+    for n in counts:
+        out.append(values[start:start + n])
+        start += n
     return out
 
 
@@ -432,6 +455,8 @@ def encoded(document: dict[str, Any], codecs: dict[str, str] | None = None
             out[name] = pack_grid(document[name], codec)
     if isinstance(document.get("tracked_probs"), list):
         out["tracked_probs"] = _pack_tracked(document)
+    if isinstance(document.get("tracked_ids"), list):
+        out["tracked_ids"] = _pack_ids(document["tracked_ids"])
     if document.get("target_groups"):
         out["target_groups"] = [
             {**group, **{name: pack_grid(group[name], codec)
@@ -466,6 +491,12 @@ def decoded(document: Any) -> Any:
             except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as exc:
                 raise InvalidDocument(f"{where}: expected a packed array "
                                       f"({first_line(exc, 80)})") from None
+    if isinstance(document.get("tracked_ids"), dict):
+        try:
+            document["tracked_ids"] = _unpack_ids(document["tracked_ids"])
+        except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as exc:
+            raise InvalidDocument("tracked_ids: expected a packed array of token ids "
+                                  f"({first_line(exc, 80)})") from None
     if isinstance(document.get("tracked_probs"), dict):
         try:
             document["tracked_probs"] = _unpack_tracked(document)

@@ -180,19 +180,37 @@
         if (dec.heads.bias) nested(dec.heads, 'bias');
       }
     }
+    if (doc.tracked_ids && doc.tracked_ids.zlib) {  // one packed array and each position's count
+      var packedIds = doc.tracked_ids;
+      jobs.push(unpackValues(packedIds.zlib, packedIds.codec).then(function (v) {
+        var at = 0;
+        doc.tracked_ids = packedIds.counts.map(function (n) { at += n; return v.slice(at - n, at); });
+      }));
+    }
     if (doc.tracked_probs && doc.tracked_probs.zlib) {
-      jobs.push(unpackValues(doc.tracked_probs.zlib, doc.tracked_probs.codec).then(function (v) { doc.tracked_probs = { values: v }; }));
+      var byToken = doc.tracked_probs.order === 'position, tracked id, layer';
+      jobs.push(unpackValues(doc.tracked_probs.zlib, doc.tracked_probs.codec).then(function (v) {
+        doc.tracked_probs = { values: v, byToken: byToken };
+      }));
     }
     return Promise.all(jobs).then(function () { return doc; });
   }
-  /* tracked_probs per position as [layer][j] flat: one array, positions × layers × that
-     position's tracked ids (null or NaN at uncovered rows): schema 3 packed (4 significant
-     digits), schema 2 float16 in base64; schema 1 lists. */
+  /* tracked_probs per position as [layer][j] flat (null or NaN at uncovered rows), from one
+     array of every position's values: schema 3 packed at 4 decimals (each token's layers
+     together, or before: each layer's tokens together), schema 2 float16 in base64 (each
+     layer's tokens together); schema 1 lists. */
   function trackedProbs(field, tracked, L) {
     if (Array.isArray(field)) return field.map(function (rows, pos) { return cells(rows, L, tracked[pos].length); });
     if (field.values) {
       var from = 0;
-      return tracked.map(function (ids) { var n = L * ids.length; from += n; return field.values.slice(from - n, from); });
+      return tracked.map(function (ids) {
+        var n = ids.length, block = field.values.slice(from, from + L * n);
+        from += L * n;
+        if (!field.byToken) return block;
+        var out = new Array(L * n);  // stored token by token (each one's layers together)
+        for (var j = 0; j < n; j++) for (var l = 0; l < L; l++) out[l * n + j] = block[j * L + l];
+        return out;
+      });
     }
     var bytes = atob(field.base64), at = 0;
     return tracked.map(function (ids) {
