@@ -115,27 +115,30 @@ def row_parts(structure: Structure, kept: dict[str, list[torch.Tensor]], row: in
     outputs = [kept[f"out.{b}"] for b in range(len(structure.blocks))]
     if any(len(output) != 1 for output in outputs):
         return None
-    final = outputs[-1][0]
+    shape = outputs[-1][0].shape
+
+    def one(value: torch.Tensor) -> torch.Tensor:
+        """This sequence's (T, d) of a batch's (B, T, d) (or (B·T, d)) tensor."""
+        return value.reshape(shape)[row, :length]
+
     blocks: list[list[torch.Tensor]] = []
     for b, block in enumerate(structure.blocks):
         values = [kept[f"{b}.{i}"] for i in range(len(block.parts))]
-        if any(len(value) != 1 or value[0].numel() != final.numel() for value in values):
+        if any(len(value) != 1 or value[0].shape.numel() != shape.numel() for value in values):
             return None
-        blocks.append([value[0].reshape(final.shape)[row, :length] for value in values])
+        blocks.append([one(value[0]) for value in values])
     heads = [h[row, :length] for h in kept["heads"]] if len(kept["heads"]) == len(blocks) \
         else None
     embed = None
     if structure.input_norm is not None:
         if len(kept["embed"]) != 1:
             return None
-        embed = kept["embed"][0].reshape(final.shape)[row, :length]
+        embed = one(kept["embed"][0])
     # The final norm's last call is the head's (a weightless norm module may also serve
     # inside the blocks, as nanochat's).
-    normed = next((value.reshape(final.shape)[row, :length]
-                   for value in kept.get("normed", [])[-1:] if value.numel() == final.numel()),
-                  None)
-    return CapturedParts(blocks, heads, [output[0].reshape(final.shape)[row, :length]
-                                         for output in outputs], embed, normed)
+    normed = next((one(value) for value in kept.get("normed", [])[-1:]
+                   if value.shape.numel() == shape.numel()), None)
+    return CapturedParts(blocks, heads, [one(output[0]) for output in outputs], embed, normed)
 
 
 def attributed_tokens(stats: Any, input_ids: list[int], target_id: int | None

@@ -252,8 +252,13 @@ def _post_norm(calls: dict[nn.Module, _Call], after: torch.Tensor, tolerance: fl
                ) -> str | None:
     """The path of a norm whose output is the block's output (a norm after the residual
     add: post-LN, as BERT and the original transformer), if there is one."""
-    return next((c.path for module, c in calls.items() if "norm" in type(module).__name__.lower()
+    return next((c.path for module, c in calls.items() if _is_norm(module)
                  and c.output is not None and _close(c.output, after, tolerance)), None)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A norm by its class's name (LayerNorm, RMSNorm, LlamaRMSNorm, RwkvLayerNorm, ...)."""
+    return "norm" in type(module).__name__.lower()
 
 
 def _input_norm(calls: dict[nn.Module, _Call], before: torch.Tensor, after: torch.Tensor,
@@ -263,7 +268,7 @@ def _input_norm(calls: dict[nn.Module, _Call], before: torch.Tensor, after: torc
     if not calls:
         return None
     module, call = min(calls.items(), key=lambda item: item[1].order)  # the first to run
-    if "norm" in type(module).__name__.lower() and call.calls == 1 and call.input is not None \
+    if _is_norm(module) and call.calls == 1 and call.input is not None \
             and call.output is not None and call.output.shape == after.shape \
             and _close(call.input, before, tolerance):
         return module, call

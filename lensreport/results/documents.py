@@ -291,6 +291,12 @@ def pack_grid(grid: list[Any], codec: str) -> dict[str, Any]:
     return packed
 
 
+def _sizes(values: list[Any], most: int) -> bool:
+    """Every value an int (not a bool) from 0 to ``most``."""
+    return all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= most
+               for n in values)
+
+
 def _shape(value: Any) -> list[int]:
     return [len(value), *_shape(value[0])] if isinstance(value, list) and value else (
         [0] if isinstance(value, list) else [])
@@ -301,8 +307,7 @@ def unpack_grid(packed: Any) -> list[Any]:
     if not isinstance(packed, dict) or set(packed) - {"codec", "shape", "null_rows", "zlib"}:
         raise ValueError("not a packed array")
     shape, nulls = packed.get("shape"), packed.get("null_rows", [])
-    if not isinstance(shape, list) or not shape or not all(
-            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**7 for n in shape):
+    if not isinstance(shape, list) or not shape or not _sizes(shape, 10**7):
         raise ValueError("shape: expected a list of sizes")
     if not isinstance(nulls, list) or not all(isinstance(r, int) and 0 <= r < shape[0]
                                               for r in nulls) or len(set(nulls)) != len(nulls):
@@ -373,8 +378,7 @@ def _pack_ids(lists: list[list[int]]) -> dict[str, Any]:
 
 def _unpack_ids(packed: dict[str, Any]) -> list[list[int]]:
     counts = packed["counts"]
-    if not isinstance(counts, list) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**6 for n in counts):
+    if not isinstance(counts, list) or not _sizes(counts, 10**6):
         raise ValueError("counts: expected a list of sizes")
     values = unpack_values(packed["zlib"], packed.get("codec"), sum(counts))
     out, start = [], 0

@@ -25,7 +25,9 @@ KEY_SCHEMA = 1
 # (library versions are recorded in each document, not keyed, so caches move between setups).
 # 5: prompt documents carry the direct logit attribution (decomposition)
 # 6: decompositions of blocks with one or three parts (state-space, hybrid), OPT and Llama-4
-LENS_IMPLEMENTATION = 6
+# 7: RWKV and Inkling decompose (constants on the stream between blocks and around the final
+#    norm carried)
+LENS_IMPLEMENTATION = 7
 
 
 def cache_home() -> Path:
