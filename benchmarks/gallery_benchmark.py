@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     widest = "prompts/prompt-00/index.html"
     print(f"{args.models} models × {args.prompts} prompts = {runs} runs: build {seconds:.1f} s "
           f"({seconds / runs * 1e3:.1f} ms/run)")
-    print(f"site: {pages / 1e6:.1f} MB without assets ({pages / runs / 1e3:.0f} KB/run), "
+    print(f"site: {pages / 1e6:.1f} MB without assets ({pages / runs / 1e3:.1f} KB/run), "
           f"assets {assets / 1e6:.1f} MB; widest prompt page "
           f"{(site / widest).stat().st_size / 1e6:.2f} MB; index "
           f"{(site / 'index.html').stat().st_size / 1e3:.0f} KB")

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import run_cli, write_manifest
 from lensreport.results.documents import loads
+from lensreport.site.figures import first_view
 from lensreport.site.tables import attribution_csv
 from test_jacobian_site import open_page, pick_cell
 
@@ -50,6 +51,9 @@ def test_the_attribution_csv_holds_the_documents_numbers(sublayer_site):
     token = document["vocab"][str(field["token_ids"][position][j])]
     assert cells[(position, "mlp.2", token)] == field["attrs"][4][position][j]
     assert cells[(position, "attn.3.head1", token)] == field["heads"]["attrs"][2][1][position][j]
+    # A long prompt's inline first view keeps the sub-layer rows' depths (not the default).
+    depths = first_view(document)["row_depths"]
+    assert depths == document["row_depths"] and depths[:3] == [0, 0.5, 1]
 
 
 @pytest.mark.browser

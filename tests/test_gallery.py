@@ -4,9 +4,11 @@ and pages them in real Chromium, and every model reachable from it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from conftest import open_notebook_output, run_cli, static_server
 from gallery_benchmark import FAMILIES, write_gallery  # benchmarks/ (on the path: conftest)
@@ -78,6 +80,42 @@ def test_index_filters_sorts_and_pages_models(gallery, page):
     first = page.eval_on_selector_all("#gallery-table tbody tr:not([hidden]) th a",
                                       "els => els.map(a => a.textContent)")
     assert first == sorted(first, reverse=True) and len(first) == 50
+    assert not page.errors, page.errors
+
+
+@pytest.mark.browser
+def test_a_long_header_list_is_filled_from_the_search_index_when_opened(gallery, page):
+    """More than NAV_SIZE models: no page carries the list (it would grow with models ×
+    pages); opening "Models" lists every model, in order, as links that resolve, ahead of
+    the link to the index. A short list (2 prompts) is written out as before."""
+    model_page = gallery / "models" / f"{FAMILIES[0]}-001-000" / "index.html"
+    html = model_page.read_text(encoding="utf-8")
+    assert html.count('href="../../models/') < 5  # its own embed and data links aside
+    page.goto(model_page.as_uri())
+    models = page.locator("details[data-nav=model]")
+    assert models.locator("li").count() == 1
+    models.locator("summary").click()
+    links = models.locator("li a")
+    expect(links).to_have_count(MODELS + 1)  # the toggle event comes a task after the click
+    hrefs = links.evaluate_all("els => els.map(a => a.href)")
+    names = links.evaluate_all("els => els.map(a => a.textContent)")
+    assert names[-1] == f"All {MODELS} models" and hrefs[-1].endswith("/index.html")
+    index = (gallery / "index.html").read_text(encoding="utf-8")
+    expected = re.findall(r'<th scope="row" data-value="([^"]+)"', index)  # manifest order
+    assert names[:-1] == expected and len(set(expected)) == MODELS
+    for href in hrefs[:-1]:
+        assert Path(href.removeprefix("file://")).is_file(), href
+    assert links.nth(0).is_visible()
+    models.locator("summary").click()  # closed and opened again: not filled twice
+    page.evaluate("""() => { const details = document.querySelector('details[data-nav=model]');
+        window.reopened = new Promise(done => details.addEventListener(
+            'toggle', () => { if (details.open) done(); })); }""")
+    models.locator("summary").click()
+    page.evaluate("() => window.reopened")  # after search.js's own toggle listener ran
+    assert links.count() == MODELS + 1
+    prompts = page.locator(".site-header details", has_text="Prompts")
+    assert prompts.get_attribute("data-nav") is None
+    assert prompts.locator("li a").count() == 2
     assert not page.errors, page.errors
 
 
@@ -197,7 +235,14 @@ def test_gallery_pages_inline_first_views_and_fetch_the_documents(gallery, page)
             assert page.evaluate("() => lensreport.figures[0].d.tracked_probs.length") > 0
             if not path.startswith("embed/"):  # embeds have no trajectory panel
                 page.wait_for_selector(".trajectory .main-svg", timeout=30_000)
-    open_prompt_page(page, (gallery / "embed/llama-001-000/prompt-00.html").as_uri())
+    embed_page = gallery / "embed/llama-001-000/prompt-00.html"
+    open_prompt_page(page, embed_page.as_uri())
+    # What the browser reads as its default is not inlined: one row per block, no marks.
+    inline = json.loads(re.search(r'class="figure-data">(.*?)</script>',
+                                  embed_page.read_text(), re.S).group(1))["documents"][0]
+    assert not {"row_depths", "generated_from", "template_mask"} & set(inline)
+    assert page.evaluate("() => lensreport.figures[0].d.depths") == \
+        list(range(len(inline["layers"])))
     note = page.locator(".figure-note").first
     assert "file://" in note.inner_text() and "lensreport serve" in note.inner_text()
     assert not page.errors, page.errors

@@ -120,8 +120,13 @@ def first_view(document: dict[str, Any]) -> dict[str, Any]:
     used = {str(i) for i in document["input_ids"]}
     used.update(str(cell[0]) for row in top1_ids if row is not None for cell in row)
     model, prompt, lens = document["model"], document["prompt"], document["lens"]
+    # Inlined up to three times a run (prompt, model and embed pages): what the browser
+    # reads as its default (a missing field; depths 0 … L, one row per block) is left out.
+    default_depths = list(range(len(document["layers"])))
     return {
-        **{field: document.get(field) for field in FIRST_VIEW_FIELDS},
+        **{field: document[field] for field in FIRST_VIEW_FIELDS
+           if document.get(field) is not None
+           and not (field == "row_depths" and document[field] == default_depths)},
         "partial": True,
         "positions": shown,
         "entropy": visible("entropy"),

@@ -209,6 +209,9 @@ class Figure:
 # make every page inline first views only (one copy of each run's numbers: its documents).
 # lensreport.js draws pages of more figures than this as they scroll into view (LAZY_AFTER).
 GALLERY_SIZE = 12
+# The header's lists of prompts, corpora and models: a longer list is not written into every
+# page (at 1,000 models that is 80 KB a page) but filled from the search index when opened.
+NAV_SIZE = 24
 
 
 def model_picker(row: list[Figure]) -> list[tuple[str, list[tuple[Figure, bool]]]]:
@@ -343,7 +346,7 @@ def plan_site(manifest: Manifest, documents: dict[tuple[str, str, str], dict[str
     prompts = [p for p in manifest.prompts if any(k[1] == p.name for k in figures)]
     common = {"site": manifest.site, "models": models, "prompts": prompts, "figures": figures,
               "corpora": corpora, "curves": curves, "version": __version__,
-              "live_reload": live_reload, "gallery_size": GALLERY_SIZE,
+              "live_reload": live_reload, "gallery_size": GALLERY_SIZE, "nav_size": NAV_SIZE,
               "compact": max(len(models), len(prompts)) > GALLERY_SIZE}
 
     export = manifest.site.export

@@ -1,4 +1,4 @@
-/* Site search: the index is a script (search-index.js, written at build time) rather than
+/* Site search (and the header's long lists): the index is a script (search-index.js, written at build time) rather than
  * a fetched file, so it works from file:// as over HTTP. Every word of the query must begin
  * a word of an entry (its name, text or note); names rank first. Keys: '/' focuses the
  * box, arrows move through the results, Enter opens one, Escape closes the list.
@@ -84,6 +84,26 @@
       if (!input.parentNode.contains(event.target)) close();
     });
   }
+
+  /* A header list too long to write into every page (data-nav: its kind) is filled from the
+   * index the first time it is opened, ahead of its "All N" link to the index page. */
+  function fillList(details) {
+    var list = details.querySelector('ul'), last = list.lastElementChild;
+    var root = (document.querySelector('input.search-input') || details).getAttribute('data-root') || '';
+    (window.lensreportSearchIndex || []).forEach(function (entry) {
+      if (entry.k !== details.getAttribute('data-nav')) return;
+      var item = document.createElement('li'), link = document.createElement('a');
+      link.href = root + entry.u; link.textContent = entry.t;
+      item.appendChild(link); list.insertBefore(item, last);
+    });
+  }
+  document.querySelectorAll('details[data-nav]').forEach(function (details) {
+    details.addEventListener('toggle', function filled() {
+      if (!details.open) return;
+      details.removeEventListener('toggle', filled);
+      fillList(details);
+    });
+  });
 
   function typing(el) {
     return el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName));
