@@ -366,6 +366,10 @@ def test_saved_documents_check_the_new_fields(family_models, tokenizers):
     with pytest.raises(InvalidDocument, match=r"decomposition.attrs\[2\]: expected per position"):
         check_prompt_document(broken)
     broken = copy.deepcopy(document)
+    broken["decomposition"]["heads"]["attrs"][0][1][2][0] = float("nan")
+    with pytest.raises(InvalidDocument, match=r"heads.attrs\[0\]\[1\]: expected per position"):
+        check_prompt_document(broken)
+    broken = copy.deepcopy(document)
     broken["decomposition"]["heads"]["attrs"].pop()
     with pytest.raises(InvalidDocument, match=r"decomposition.heads.attrs: expected a list of 3"):
         check_prompt_document(broken)

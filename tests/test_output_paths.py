@@ -100,6 +100,28 @@ def test_the_document_check_passes_what_the_writer_writes_and_names_the_place():
         check_prompt_document(_hostile(document, "kind"))
 
 
+@pytest.mark.parametrize("place, value, says", [
+    (("entropy", 2, 3), float("nan"), r"entropy\[2\]\[3\]: expected a number"),
+    (("kl_to_final", 0, 1), float("inf"), r"kl_to_final\[0\]\[1\]: expected a number"),
+    (("topk_ids", 1, 0, 2), True, r"topk_ids\[1\]\[0\]\[2\]: expected token ids"),
+    (("topk_ids", 1, 0, 0), -3, r"topk_ids\[1\]\[0\]\[0\]: expected token ids"),
+    (("topk_probs", 3, 2, 1), float("-inf"), r"topk_probs\[3\]\[2\]\[1\]: expected numbers"),
+    (("next_token_rank", 1, 1), 2.5, r"next_token_rank\[1\]\[1\]: expected a rank"),
+    (("tracked_probs", 2, 1, 0), float("nan"), r"tracked_probs\[2\]\[1\]: expected null or"),
+])
+def test_values_the_writer_never_writes_are_named(place, value, says):
+    """NaN, infinities, booleans, negative ids and fractional ranks among the numbers (which
+    the checks pass over in bulk) are each refused at their place."""
+    document = loads(GOLDEN.read_text(encoding="utf-8"))
+    *path, last = place
+    holder = document
+    for key in path:
+        holder = holder[key]
+    holder[last] = value
+    with pytest.raises(InvalidDocument, match=says):
+        check_prompt_document(document)
+
+
 # --- Derived names never collide ----------------------------------------------------------
 
 

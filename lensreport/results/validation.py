@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import chain
 from typing import Any, Callable
+
+import numpy as np
 
 # A lens kind's name: it becomes a file-name suffix (``<prompt>.<kind>.json``), so letters,
 # digits and '_' only (the registry holds its kinds to this too: lens/kinds/__init__.py).
@@ -33,6 +36,33 @@ def _is_count(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# Fast paths of the per-value checks, for the lists of numbers that are most of a document
+# (10⁵ values with a decomposition): types compared and finiteness tested at C speed; where
+# one says False the values are checked one by one, which finds and names the bad one.
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_COUNT_TYPES = frozenset({int, type(None)})
+
+
+def _numbers(items: list[Any], nulls: bool = True) -> bool:
+    """Every item an int or a finite float (or None where ``nulls``)."""
+    kinds = set(map(type, items))
+    if not kinds <= _NUMBER_TYPES or (not nulls and type(None) in kinds):
+        return False
+    if float not in kinds:
+        return True
+    values = np.array(items, dtype=np.float64)  # None -> NaN: so many NaN as None
+    return int(np.isnan(values).sum()) == items.count(None) and not np.isinf(values).any()
+
+
+def _counts(items: list[Any]) -> bool:
+    """Every item None or an int ≥ 0."""
+    return set(map(type, items)) <= _COUNT_TYPES and not (
+        np.array(items, dtype=np.float64) < 0).any()
+
+
+_FAST = {id(_is_number): _numbers, id(_is_count): _counts}
 
 
 def _optional(check: Check) -> Check:
@@ -59,6 +89,10 @@ def _grid(document: dict[str, Any], name: str, rows: int, columns: int, leaf: Ch
             continue
         if not isinstance(row, list) or len(row) != columns:
             raise _fail(f"{name}[{r}]", f"null or a list of {columns} positions")
+        fast = _FAST.get(id(leaf))
+        if fast and (fast(row) if not depth else all(type(cell) is list for cell in row)
+                     and fast(list(chain.from_iterable(row)))):
+            continue
         for t, cell in enumerate(row):
             items = cell if depth else [cell]
             if depth and not isinstance(cell, list):
@@ -67,6 +101,9 @@ def _grid(document: dict[str, Any], name: str, rows: int, columns: int, leaf: Ch
                 if item is not None and not leaf(item):
                     place = f"{name}[{r}][{t}]" + (f"[{j}]" if depth else "")
                     raise _fail(place, expected)
+
+
+_NO_TEXT = frozenset({int, float, bool, type(None)})  # a value of these types holds no text
 
 
 def _strings(value: Any, where: str) -> None:
@@ -82,8 +119,8 @@ def _strings(value: Any, where: str) -> None:
         for key, item in value.items():
             _strings(key, f"{where} (a key)")
             _strings(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
+    elif isinstance(value, list) and not all(map(_NO_TEXT.__contains__, map(type, value))):
+        for index, item in enumerate(value):  # (a list of numbers is skipped at C speed)
             _strings(item, f"{where}[{index}]")
 
 
@@ -175,7 +212,8 @@ def _check_tracked(document: dict[str, Any], rows: int, positions: int) -> None:
             raise _fail(f"tracked_probs[{t}]", f"a list of {rows} rows")
         for r, row in enumerate(block):
             if row is not None and (not isinstance(row, list) or len(row) != len(tracked)
-                                    or not all(v is None or _is_number(v) for v in row)):
+                                    or not (_numbers(row) or all(v is None or _is_number(v)
+                                                                 for v in row))):
                 raise _fail(f"tracked_probs[{t}][{r}]", f"null or {len(tracked)} numbers")
 
 
@@ -248,8 +286,10 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
 
     def grid(value: Any, where: str) -> None:
         if not isinstance(value, list) or len(value) != positions or not all(
-                isinstance(cell, list) and len(cell) == width and all(map(_is_number, cell))
-                for cell, width in zip(value, widths)):
+                isinstance(cell, list) and len(cell) == width
+                for cell, width in zip(value, widths)) or not (
+                _numbers(list(chain.from_iterable(value)), nulls=False)
+                or all(map(_is_number, chain.from_iterable(value)))):
             raise _fail(where, "per position a number per attributed token")
 
     attrs = field.get("attrs")
