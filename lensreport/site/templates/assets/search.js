@@ -1,7 +1,8 @@
-/* Site search (and the header's long lists): the index is a script (search-index.js, written at build time) rather than
- * a fetched file, so it works from file:// as over HTTP. Every word of the query must begin
- * a word of an entry (its name, text or note); names rank first. Keys: '/' focuses the
- * box, arrows move through the results, Enter opens one, Escape closes the list.
+/* Site search (and the header's long lists): the index is a script (search-index.js,
+ * written at build time) rather than a fetched file, so it works from file:// as over
+ * HTTP. Every word of the query must begin a word of an entry (its name, text or note);
+ * names rank first. Keys: '/' focuses the box, arrows move through the results, Enter
+ * opens one, Escape closes the list.
  * Results are built with textContent only: names and texts are data, never markup. */
 (function () {
   'use strict';
