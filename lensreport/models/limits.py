@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import LensReportError
 from ..results.concurrency import being_written
-from .loading import (ModelRequest, _load_failure, _max_context, text_config,
+from .loading import (ModelRequest, _load_failure, _max_context, load_tokenizer, text_config,
                       weights_cache_folder)
 from .references import ResolvedModel, hub_reachable
 
@@ -42,7 +42,7 @@ def prompt_limit(max_context: int | None, num_layers: int | None, hidden_size: i
 def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[Any, Any] | None:
     """The tokenizer and config of a model without its weights; None where that would cost
     as much as loading (a chunked package not assembled yet)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     location = resolved.location
@@ -60,7 +60,7 @@ def tokenizer_and_config(spec: ModelRequest, resolved: ResolvedModel) -> tuple[A
         else:
             return None
     try:
-        return (AutoTokenizer.from_pretrained(location, **kwargs),
+        return (load_tokenizer(location, **kwargs),
                 AutoConfig.from_pretrained(location, **kwargs))
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise LensReportError(_load_failure(spec, resolved, exc)) from exc

@@ -7,6 +7,7 @@ instead of a minute.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -201,10 +202,26 @@ def _assemble(resolved: ResolvedModel) -> None:
                      kind="partial")
 
 
+def load_tokenizer(location: str | Path, **options: Any) -> Any:
+    """A model's tokenizer, parsed once for a build's prompt check and its load: Gemma-3's
+    tokenizer.json (262k entries) takes ~2 s to parse. A local folder's files changed since
+    (a model saved again while `serve` runs) are read anew."""
+    folder = Path(location)
+    stamp = max((f.stat().st_mtime_ns for f in folder.iterdir() if f.is_file()), default=0) \
+        if folder.is_dir() else None
+    return _tokenizer(str(location), tuple(sorted(options.items())), stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(location: str, options: tuple[tuple[str, Any], ...], stamp: int | None) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(location, **dict(options))
+
+
 def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:
     """Load model and tokenizer; every failure becomes one clear line naming the model."""
     import torch
-    from transformers import AutoTokenizer
 
     device = pick_device(spec.device)
     dtype = _torch_dtype(spec.dtype, resolved)
@@ -218,7 +235,7 @@ def load(spec: ModelRequest, resolved: ResolvedModel) -> LoadedModel:
             location = str(weights_cache_folder(resolved))
             if not (Path(location) / "config.json").is_file():
                 _convert_gguf(resolved, Path(location))
-        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        tokenizer = load_tokenizer(location, **kwargs)
         model = _causal_lm(location, dtype=dtype, **placement, **kwargs)
     except LensReportError:
         raise
