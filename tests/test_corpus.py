@@ -116,10 +116,11 @@ def check_curves(document, model, norm, tokenizer, texts, context, budget, softc
         with torch.no_grad():
             final = torch.log_softmax(model(input_ids=torch.tensor([chunk])).logits[0].float(),
                                       -1)[:-1]
+            final_p = final.exp()
         for layer, logp in enumerate(independent_rows(model, norm, chunk, softcap)):
             logp = logp[:-1]
             ce[layer] += float(-logp.gather(1, targets[:, None]).sum())
-            kl[layer] += float((final.exp() * (final - logp)).sum())
+            kl[layer] += float((final_p * (final - logp)).sum())
             agree[layer] += float((logp.argmax(-1) == final.argmax(-1)).sum())
             del logp
         tokens += len(chunk) - 1
