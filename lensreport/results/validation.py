@@ -62,7 +62,7 @@ def _counts(items: list[Any]) -> bool:
         np.array(items, dtype=np.float64) < 0).any()
 
 
-_FAST = {id(_is_number): _numbers, id(_is_count): _counts}
+_FAST: dict[Check, Callable[[list[Any]], bool]] = {_is_number: _numbers, _is_count: _counts}
 
 
 def _optional(check: Check) -> Check:
@@ -89,9 +89,9 @@ def _grid(document: dict[str, Any], name: str, rows: int, columns: int, leaf: Ch
             continue
         if not isinstance(row, list) or len(row) != columns:
             raise _fail(f"{name}[{r}]", f"null or a list of {columns} positions")
-        fast = _FAST.get(id(leaf))
-        if fast and (fast(row) if not depth else all(type(cell) is list for cell in row)
-                     and fast(list(chain.from_iterable(row)))):
+        fast = _FAST.get(leaf)
+        if fast and (fast(row) if not depth else (all(type(cell) is list for cell in row)
+                                                  and fast(list(chain.from_iterable(row))))):
             continue
         for t, cell in enumerate(row):
             items = cell if depth else [cell]
