@@ -367,7 +367,11 @@ def test_saved_documents_check_the_new_fields(family_models, tokenizers):
         check_prompt_document(broken)
     broken = copy.deepcopy(document)
     broken["decomposition"]["heads"]["attrs"][0][1][2][0] = float("nan")
-    with pytest.raises(InvalidDocument, match=r"heads.attrs\[0\]\[1\]: expected per position"):
+    with pytest.raises(InvalidDocument, match=r"heads.attrs\[0\]\[1\]\[2\]\[0\]: not a finite"):
+        check_prompt_document(broken)
+    broken["decomposition"]["heads"]["attrs"][0][1][2][0] = 1e9  # past what fixed4 packs
+    with pytest.raises(InvalidDocument, match=r"heads.attrs\[0\]\[1\]: expected per position "
+                       r"a number from -214748 to 214748"):
         check_prompt_document(broken)
     broken = copy.deepcopy(document)
     broken["decomposition"]["heads"]["attrs"].pop()

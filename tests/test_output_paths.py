@@ -94,24 +94,41 @@ def test_the_document_check_passes_what_the_writer_writes_and_names_the_place():
     check_prompt_document(loads(dumps(document)))  # schema 3, packed and unpacked
     with pytest.raises(InvalidDocument, match=r"entropy\[1\]: expected null or a list of 6"):
         check_prompt_document(_hostile(document, "shape"))
-    with pytest.raises(InvalidDocument, match=r"topk_probs\[0\]\[0\]\[0\]: expected numbers"):
+    with pytest.raises(InvalidDocument, match=r"topk_probs\[0\]\[0\]\[0\]: expected probabilities from 0 to 1"):
         check_prompt_document(_hostile(document, "number"))
     with pytest.raises(InvalidDocument, match="lens.kind: expected a lens kind"):
         check_prompt_document(_hostile(document, "kind"))
 
 
 @pytest.mark.parametrize("place, value, says", [
-    (("entropy", 2, 3), float("nan"), r"entropy\[2\]\[3\]: expected a number"),
-    (("kl_to_final", 0, 1), float("inf"), r"kl_to_final\[0\]\[1\]: expected a number"),
+    (("entropy", 2, 3), float("nan"), r"entropy\[2\]\[3\]: not a finite number"),
+    (("kl_to_final", 0, 1), float("inf"), r"kl_to_final\[0\]\[1\]: not a finite number"),
     (("topk_ids", 1, 0, 2), True, r"topk_ids\[1\]\[0\]\[2\]: expected token ids"),
     (("topk_ids", 1, 0, 0), -3, r"topk_ids\[1\]\[0\]\[0\]: expected token ids"),
-    (("topk_probs", 3, 2, 1), float("-inf"), r"topk_probs\[3\]\[2\]\[1\]: expected numbers"),
+    (("topk_probs", 3, 2, 1), float("-inf"), r"topk_probs\[3\]\[2\]\[1\]: not a finite"),
     (("next_token_rank", 1, 1), 2.5, r"next_token_rank\[1\]\[1\]: expected a rank"),
-    (("tracked_probs", 2, 1, 0), float("nan"), r"tracked_probs\[2\]\[1\]: expected null or"),
-])
+    (("tracked_probs", 2, 1, 0), float("nan"), r"tracked_probs\[2\]\[1\]\[0\]: not a fin"),
+    # JSON integers have no bound: one past a float's would overflow a float conversion.
+    (("entropy", 1, 1), 10 ** 400, r"entropy\[1\]\[1\]: expected a number"),
+    (("next_token_rank", 2, 0), 2 ** 64, r"next_token_rank\[2\]\[0\]: expected a rank"),
+    (("input_ids", 0), 10 ** 400, r"input_ids: expected a non-empty list of token ids"),
+    # What the packer cannot write (its codecs' ranges) is refused at its place too, as is a
+    # cell of another width than the field's first.
+    (("topk_probs", 1, 0, 0), 1.5, r"topk_probs\[1\]\[0\]\[0\]: expected probabilities from 0"),
+    (("target_prob", 2, 3), -0.25, r"target_prob\[2\]\[3\]: expected a probability from 0"),
+    (("tracked_probs", 1, 2, 0), 3.0, r"tracked_probs\[1\]\[2\]: expected null or"),
+    (("kl_to_final", 1, 2), 1e6, r"kl_to_final\[1\]\[2\]: expected a number from -214748 "),
+    (("topk_ids", 2, 1, 0), 2 ** 32, r"topk_ids\[2\]\[1\]\[0\]: expected token ids"),
+    (("topk_ids", 2, 3), [1], r"topk_ids\[2\]\[3\]: expected a list of \d+ token ids"),
+    (("generator", "torch"), float("nan"), r"document.generator.torch: not a finite number"),
+    (("lens", "final_norm"), [0.5, float("inf")], r"document.lens.final_norm\[1\]: not a fin"),
+], ids=lambda value: f"1e{len(str(value)) - 1}" if type(value) is int and value > 10 ** 6
+    else None)
 def test_values_the_writer_never_writes_are_named(place, value, says):
-    """NaN, infinities, booleans, negative ids and fractional ranks among the numbers (which
-    the checks pass over in bulk) are each refused at their place."""
+    """NaN, infinities, booleans, negative ids, fractional ranks, integers too large for a
+    float, values the packer's codecs cannot hold and cells of another width, among the
+    numbers (which the checks pass over in bulk) or in any other field, are each refused at
+    their place."""
     document = loads(GOLDEN.read_text(encoding="utf-8"))
     *path, last = place
     holder = document
@@ -120,6 +137,51 @@ def test_values_the_writer_never_writes_are_named(place, value, says):
     holder[last] = value
     with pytest.raises(InvalidDocument, match=says):
         check_prompt_document(document)
+
+
+def _leaf_places(value, place=()):
+    """Every place in a document (keys and list indices), its leaves and containers."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaf_places(item, place + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaf_places(item, place + (index,))
+    if place:
+        yield place
+
+
+GOLDEN_DOCUMENT = loads(GOLDEN.read_text(encoding="utf-8"))
+GOLDEN_PLACES = list(_leaf_places(GOLDEN_DOCUMENT))
+HOSTILE_VALUES = st.sampled_from([
+    10 ** 400, -10 ** 400, 2 ** 64, 2 ** 53 + 1, -1, 0, 1.5, 1e6, -1e-9, float("nan"),
+    float("inf"), True, None, "x", "\ud800", [], [1], [[None]], {}, {"a": 1}])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.sampled_from(GOLDEN_PLACES), HOSTILE_VALUES), min_size=1,
+                max_size=3))
+def test_property_a_document_is_refused_by_its_place_or_packs(changes):
+    """Any value anywhere (one past a float's range, NaN, a probability above 1, a cell of
+    another width, a list where a number goes, …): the check refuses the document with
+    InvalidDocument, or the writer packs it and reads the same back. Before, such
+    documents passed the check and failed later in the build with a bare error (a
+    probability outside [0, 1], cells of different lengths, NaN not JSON compliant) or a
+    traceback (OverflowError)."""
+    document = copy.deepcopy(GOLDEN_DOCUMENT)
+    for place, value in changes:
+        holder = document
+        try:
+            for key in place[:-1]:
+                holder = holder[key]
+            holder[place[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier change replaced a container on this path
+    try:
+        check_prompt_document(document)
+    except InvalidDocument:
+        return
+    assert loads(dumps(loads(dumps(document)))) == loads(dumps(document))
 
 
 # --- Derived names never collide ----------------------------------------------------------

@@ -7,9 +7,13 @@ import logging
 
 import pytest
 
-from lensreport.results.documents import pack_grid
+from conftest import REPO
+from lensreport.results.documents import loads, pack_grid
 from lensreport.results.identity import SCHEMA_VERSION
 from lensreport.results.store import ResultsStore
+
+
+GOLDEN = REPO / "tests" / "golden" / "documents" / "tiny" / "fox.json"
 
 
 @pytest.mark.parametrize("url", [False, True])
@@ -24,9 +28,12 @@ def test_a_corrupt_entry_is_a_warning_and_stays_until_rewritten(tmp_path, caplog
         assert store.get(key) is None
     assert any("unreadable" in record.getMessage() for record in caplog.records)
     assert path.read_bytes() == b'{"truncated": '  # the read deleted nothing
-    document = {"schema_version": SCHEMA_VERSION, "cache_key": key, "value": 1}
+    document = {**loads(GOLDEN.read_text(encoding="utf-8")), "cache_key": key}
     store.put(key, document)
     assert store.get(key) == document
+    store.put(key, {"schema_version": SCHEMA_VERSION, "cache_key": key, "value": 1})
+    with caplog.at_level(logging.WARNING, logger="lensreport"):
+        assert store.get(key) is None  # neither a prompt's document nor a corpus's
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
 
 

@@ -37,7 +37,7 @@ from .concurrency import Claim, try_claim, wait_for
 from .documents import dumps, loads
 from .files import atomic_write
 from .identity import READABLE_SCHEMAS
-from .validation import check_prompt_document
+from .validation import check_corpus_document, check_prompt_document
 
 log = logging.getLogger("lensreport")
 
@@ -105,8 +105,8 @@ class ResultsStore:
             if not isinstance(document, dict) or document.get("cache_key") != key or \
                     document.get("schema_version") not in READABLE_SCHEMAS:
                 raise ValueError("mismatched entry")
-            if "prompt" in document:  # a shared store is input too (validation.py)
-                check_prompt_document(document)
+            # A shared store is input too (validation.py).
+            (check_prompt_document if "prompt" in document else check_corpus_document)(document)
             return document
         except ValueError as exc:
             log.warning("results cache entry %s is unreadable (%s); it is recomputed and "

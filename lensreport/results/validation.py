@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from functools import partial
 from itertools import chain
+from operator import is_not
 from typing import Any, Callable
 
 import numpy as np
+
+from .metrics import CORPUS_METRICS
 
 # A lens kind's name: it becomes a file-name suffix (``<prompt>.<kind>.json``), so letters,
 # digits and '_' only (the registry holds its kinds to this too: lens/kinds/__init__.py).
@@ -26,43 +31,63 @@ class InvalidDocument(ValueError):
     """A field of a document that is not what the writer writes (the message says where)."""
 
 
+# JSON integers have no bound; a float conversion of one past a float's range overflows.
+INT_BOUND = 2 ** 53
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT_BOUND
 
 
-def _is_count(value: Any) -> bool:
-    return _is_int(value) and value >= 0
+@dataclass(frozen=True)
+class Numbers:
+    """A leaf check: finite numbers within [low, high] (integers only where ``integral``).
+
+    The bounds are what the writer can write and pack (documents.py's codecs): a
+    probability above 1 or a logit past fixed5's range is refused here, by its place, not
+    when the site packs it. ``every`` is the bulk form, for the lists of numbers that are
+    most of a document (10⁵ values with a decomposition): types compared and values tested
+    at C speed; where it says False the values are checked one by one, which names the bad
+    one."""
+
+    low: float
+    high: float
+    integral: bool = False
+
+    @property
+    def expected(self) -> str:
+        """What an error says was expected."""
+        return f"a number from {self.low:.0f} to {self.high:.0f}"
+
+    def __call__(self, value: Any) -> bool:
+        if self.integral:
+            return _is_int(value) and self.low <= value <= self.high
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and \
+            self.low <= value <= self.high
+
+    def every(self, items: list[Any], nulls: bool = True) -> bool:
+        """Every item passes (or is None where ``nulls``)."""
+        kinds = set(map(type, items))
+        allowed = {int, type(None)} if self.integral else {int, float, type(None)}
+        if not kinds <= allowed or (not nulls and type(None) in kinds):
+            return False
+        try:
+            values = np.array(items, dtype=np.float64)  # None -> NaN
+        except OverflowError:  # an integer past a float's range
+            return False
+        present = values[~np.isnan(values)]
+        return len(present) == len(items) - items.count(None) and bool(np.all(
+            np.isfinite(present) & (present >= self.low) & (present <= self.high)))
 
 
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-# Fast paths of the per-value checks, for the lists of numbers that are most of a document
-# (10⁵ values with a decomposition): types compared and finiteness tested at C speed; where
-# one says False the values are checked one by one, which finds and names the bad one.
-_NUMBER_TYPES = frozenset({int, float, type(None)})
-_COUNT_TYPES = frozenset({int, type(None)})
-
-
-def _numbers(items: list[Any], nulls: bool = True) -> bool:
-    """Every item an int or a finite float (or None where ``nulls``)."""
-    kinds = set(map(type, items))
-    if not kinds <= _NUMBER_TYPES or (not nulls and type(None) in kinds):
-        return False
-    if float not in kinds:
-        return True
-    values = np.array(items, dtype=np.float64)  # None -> NaN: so many NaN as None
-    return int(np.isnan(values).sum()) == items.count(None) and not np.isinf(values).any()
-
-
-def _counts(items: list[Any]) -> bool:
-    """Every item None or an int ≥ 0."""
-    return set(map(type, items)) <= _COUNT_TYPES and not (
-        np.array(items, dtype=np.float64) < 0).any()
-
-
-_FAST: dict[Check, Callable[[list[Any]], bool]] = {_is_number: _numbers, _is_count: _counts}
+# Each field's range, as its codec packs it (documents.py: GRID_CODECS and the others).
+# A probability may pass 1 by float32 rounding (a group's sum of many tokens): not by more
+# than its 4 significant digits show.
+COUNT = Numbers(0, 2 ** 32 - 2, integral=True)  # ids, ranks: the int codec (NULL_CODE)
+PROBABILITY = Numbers(0.0, 1.0005)
+FIXED4 = Numbers(-(2 ** 31 - 1) / 10 ** 4, (2 ** 31 - 1) / 10 ** 4)  # nats, heads' logits
+FIXED5 = Numbers(-(2 ** 31 - 1) / 10 ** 5, (2 ** 31 - 1) / 10 ** 5)  # components' logits
+ANY_NUMBER = Numbers(-math.inf, math.inf)
 
 
 def _optional(check: Check) -> Check:
@@ -77,51 +102,77 @@ def _fail(where: str, expected: str) -> InvalidDocument:
     return InvalidDocument(f"{where}: expected {expected}")
 
 
-def _grid(document: dict[str, Any], name: str, rows: int, columns: int, leaf: Check,
-          expected: str, depth: int = 0) -> None:
-    """A [row][position] field (``depth`` 1: [row][position][j]); a row may be null where the
-    lens does not cover it, a value null where it has none."""
+def _grid(document: dict[str, Any], name: str, rows: int, columns: int, leaf: Numbers,
+          expected: str, depth: int = 0) -> int | None:
+    """A [row][position] field (``depth`` 1: [row][position][j], every cell as long as the
+    first: returns that width); a row may be null where the lens does not cover it, a value
+    null where it has none."""
     value = document.get(name)
     if not isinstance(value, list) or len(value) != rows:
         raise _fail(name, f"a list of {rows} rows")
+    width = None
     for r, row in enumerate(value):
         if row is None:
             continue
         if not isinstance(row, list) or len(row) != columns:
             raise _fail(f"{name}[{r}]", f"null or a list of {columns} positions")
-        fast = _FAST.get(leaf)
-        if fast and (fast(row) if not depth else (all(type(cell) is list for cell in row)
-                                                  and fast(list(chain.from_iterable(row))))):
+        if depth:
+            for t, cell in enumerate(row):
+                if not isinstance(cell, list) or (width is not None and len(cell) != width):
+                    count = "" if width is None else f"{width} "
+                    raise _fail(f"{name}[{r}][{t}]", f"a list of {count}{expected}")
+                width = len(cell)
+            if leaf.every(list(chain.from_iterable(row))):
+                continue
+        elif leaf.every(row):
             continue
         for t, cell in enumerate(row):
-            items = cell if depth else [cell]
-            if depth and not isinstance(cell, list):
-                raise _fail(f"{name}[{r}][{t}]", f"a list of {expected}")
-            for j, item in enumerate(items):
+            for j, item in enumerate(cell if depth else [cell]):
                 if item is not None and not leaf(item):
                     place = f"{name}[{r}][{t}]" + (f"[{j}]" if depth else "")
                     raise _fail(place, expected)
+    return width
 
 
 _NO_TEXT = frozenset({int, float, bool, type(None)})  # a value of these types holds no text
+_NESTED = frozenset({list, type(None)})
 
 
-def _strings(value: Any, where: str) -> None:
-    """Every text in the document encodes as UTF-8 (a lone surrogate from a JSON escape
-    would fail the site's writes: refuse it here, by its place)."""
+def _finite(items: list[Any]) -> bool:
+    """Every number of a list of numbers and nulls is finite (at C speed: most of a
+    document is many short lists); False also where an integer is past a float's range,
+    which the caller then looks at item by item."""
+    try:
+        return all(map(math.isfinite, filter(partial(is_not, None), items)))
+    except OverflowError:
+        return False
+
+
+def _json_values(value: Any, where: str) -> None:
+    """Every text encodes as UTF-8 and every number is finite, in every field (a lone
+    surrogate from a JSON escape, or a NaN JSON reads, would fail the site's writes:
+    refuse it here, by its place)."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidDocument(f"{where}: text with a lone surrogate (not valid "
                                   "Unicode)") from None
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidDocument(f"{where}: not a finite number (NaN or an infinity)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _strings(key, f"{where} (a key)")
-            _strings(item, f"{where}.{key}")
-    elif isinstance(value, list) and not all(map(_NO_TEXT.__contains__, map(type, value))):
-        for index, item in enumerate(value):  # (a list of numbers is skipped at C speed)
-            _strings(item, f"{where}[{index}]")
+            _json_values(key, f"{where} (a key)")
+            _json_values(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        flat, kinds = value, set(map(type, value))
+        while kinds <= _NESTED and list in kinds:  # a grid of numbers: looked at as one list
+            flat = list(chain.from_iterable(filter(partial(is_not, None), flat)))
+            kinds = set(map(type, flat))
+        if kinds <= _NO_TEXT and (float not in kinds or _finite(flat)):
+            return  # numbers, at C speed (else item by item, to name the place)
+        for index, item in enumerate(value):
+            _json_values(item, f"{where}[{index}]")
 
 
 def _field(document: dict[str, Any], where: str, name: str, check: Check, expected: str,
@@ -142,7 +193,7 @@ def check_prompt_document(document: Any) -> None:
     """
     if not isinstance(document, dict):
         raise InvalidDocument("the document: expected a JSON object")
-    _strings(document, "document")
+    _json_values(document, "document")
     for name in ("model", "prompt", "lens"):
         _field(document, "", name, lambda v: isinstance(v, dict), "an object", required=True)
     model, prompt, lens = document["model"], document["prompt"], document["lens"]
@@ -156,7 +207,7 @@ def check_prompt_document(document: Any) -> None:
     _field(lens, "lens.", "top_k", lambda v: _is_int(v) and 1 <= v <= 1000,
            "an integer from 1 to 1000")
     _field(document, "", "input_ids", lambda v: isinstance(v, list) and len(v) > 0
-           and all(_is_count(i) for i in v), "a non-empty list of token ids", required=True)
+           and all(COUNT(i) for i in v), "a non-empty list of token ids", required=True)
     positions = len(document["input_ids"])
     _field(document, "", "layers", lambda v: isinstance(v, list) and len(v) > 0
            and v == list(range(len(v))), "the list of rows 0, 1, …", required=True)
@@ -166,23 +217,25 @@ def check_prompt_document(document: Any) -> None:
         "an object of token id -> text", required=True)
     _field(document, "", "input_tokens", lambda v: isinstance(v, list) and len(v) == positions
            and all(isinstance(s, str) for s in v), f"a list of {positions} texts")
-    for name, leaf, expected, depth in (
-            ("entropy", _is_number, "a number", 0), ("kl_to_final", _is_number, "a number", 0),
-            ("topk_ids", _is_count, "token ids", 1), ("topk_probs", _is_number, "numbers", 1)):
-        _grid(document, name, rows, positions, leaf, expected, depth)
-    for name, leaf, expected in (("next_token_prob", _is_number, "a number"),
-                                 ("next_token_rank", _is_count, "a rank"),
-                                 ("target_prob", _is_number, "a number"),
-                                 ("target_rank", _is_count, "a rank")):
+    for name in ("entropy", "kl_to_final"):
+        _grid(document, name, rows, positions, FIXED4, FIXED4.expected)
+    k = _grid(document, "topk_ids", rows, positions, COUNT, "token ids", 1)
+    if _grid(document, "topk_probs", rows, positions, PROBABILITY,
+             "probabilities from 0 to 1", 1) != k:
+        raise _fail("topk_probs", f"as many probabilities per cell as topk_ids has ids ({k})")
+    for name, leaf, expected in (("next_token_prob", PROBABILITY, "a probability from 0 to 1"),
+                                 ("next_token_rank", COUNT, "a rank"),
+                                 ("target_prob", PROBABILITY, "a probability from 0 to 1"),
+                                 ("target_rank", COUNT, "a rank")):
         if document.get(name) is not None:
             _grid(document, name, rows, positions, leaf, expected)
     _check_tracked(document, rows, positions)
     _check_groups(document, rows, positions)
     _field(document, "", "row_depths", lambda v: isinstance(v, list) and len(v) == rows
-           and all(_is_number(d) for d in v) and v == sorted(v) and v[0] == 0,
+           and all(ANY_NUMBER(d) for d in v) and v == sorted(v) and v[0] == 0,
            f"a list of {rows} ascending depths from 0")
     _check_decomposition(document, positions)
-    _field(document, "", "generated_from", _optional(lambda v: _is_count(v) and v < positions),
+    _field(document, "", "generated_from", _optional(lambda v: COUNT(v) and v < positions),
            f"null or a position below {positions}")
     _field(document, "", "template_mask", _optional(
         lambda v: isinstance(v, list) and len(v) == positions
@@ -203,18 +256,23 @@ def _check_tracked(document: dict[str, Any], rows: int, positions: int) -> None:
         return
     ids, probs = document["tracked_ids"], document.get("tracked_probs")
     if not isinstance(ids, list) or len(ids) != positions or not all(
-            isinstance(i, list) and all(_is_count(t) for t in i) for i in ids):
+            isinstance(i, list) and all(COUNT(t) for t in i) for i in ids):
         raise _fail("tracked_ids", f"a list of {positions} lists of token ids")
     if not isinstance(probs, list) or len(probs) != positions:
         raise _fail("tracked_probs", f"a list of {positions} positions")
     for t, (tracked, block) in enumerate(zip(ids, probs)):
         if not isinstance(block, list) or len(block) != rows:
             raise _fail(f"tracked_probs[{t}]", f"a list of {rows} rows")
+        if all(row is None or (type(row) is list and len(row) == len(tracked))
+               for row in block) and PROBABILITY.every(
+                   list(chain.from_iterable(filter(partial(is_not, None), block)))):
+            continue  # the position's rows at once; else row by row, to name the place
         for r, row in enumerate(block):
             if row is not None and (not isinstance(row, list) or len(row) != len(tracked)
-                                    or not (_numbers(row) or all(v is None or _is_number(v)
-                                                                 for v in row))):
-                raise _fail(f"tracked_probs[{t}][{r}]", f"null or {len(tracked)} numbers")
+                                    or not (PROBABILITY.every(row) or all(
+                                        v is None or PROBABILITY(v) for v in row))):
+                raise _fail(f"tracked_probs[{t}][{r}]",
+                            f"null or {len(tracked)} probabilities from 0 to 1")
 
 
 def _check_groups(document: dict[str, Any], rows: int, positions: int) -> None:
@@ -231,11 +289,11 @@ def _check_groups(document: dict[str, Any], rows: int, positions: int) -> None:
             raise _fail(where, "an object with a name no other group has")
         names.add(group["name"])
         _field(group, f"{where}.", "ids", lambda v: isinstance(v, list)
-               and all(_is_count(i) for i in v), "a list of token ids", required=True)
-        for name, leaf, expected in (("prob", _is_number, "a number"),
-                                     ("rank", _is_count, "a rank"),
-                                     ("top_ids", _is_count, "token ids"),
-                                     ("top_probs", _is_number, "numbers")):
+               and all(COUNT(i) for i in v), "a list of token ids", required=True)
+        for name, leaf, expected in (("prob", PROBABILITY, "a probability from 0 to 1"),
+                                     ("rank", COUNT, "a rank"),
+                                     ("top_ids", COUNT, "token ids"),
+                                     ("top_probs", PROBABILITY, "probabilities from 0 to 1")):
             depth = 1 if name.startswith("top_") else 0
             _grid({f"{where}.{name}": group.get(name)}, f"{where}.{name}", rows, positions,
                   leaf, expected, depth)
@@ -275,7 +333,7 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
         raise _fail("decomposition", "null or an object")
     tokens, components = field.get("token_ids"), field.get("components")
     if not isinstance(tokens, list) or len(tokens) != positions or not all(
-            isinstance(ids, list) and ids and all(_is_count(i) for i in ids) for ids in tokens):
+            isinstance(ids, list) and ids and all(COUNT(i) for i in ids) for ids in tokens):
         raise _fail("decomposition.token_ids", f"a list of {positions} lists of token ids")
     blocks = _component_blocks(components)
     if blocks is None:
@@ -284,19 +342,19 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
                     "…, or mixer.1, …), then bias")
     widths = [len(ids) for ids in tokens]
 
-    def grid(value: Any, where: str) -> None:
+    def grid(value: Any, where: str, numbers: Numbers) -> None:
         if not isinstance(value, list) or len(value) != positions or not all(
                 isinstance(cell, list) and len(cell) == width
                 for cell, width in zip(value, widths)) or not (
-                _numbers(list(chain.from_iterable(value)), nulls=False)
-                or all(map(_is_number, chain.from_iterable(value)))):
-            raise _fail(where, "per position a number per attributed token")
+                numbers.every(list(chain.from_iterable(value)), nulls=False)
+                or all(map(numbers, chain.from_iterable(value)))):
+            raise _fail(where, f"per position {numbers.expected} per attributed token")
 
     attrs = field.get("attrs")
     if not isinstance(attrs, list) or len(attrs) != len(components):
         raise _fail("decomposition.attrs", f"a list of {len(components)} components")
     for index, value in enumerate(attrs):
-        grid(value, f"decomposition.attrs[{index}]")
+        grid(value, f"decomposition.attrs[{index}]", FIXED5)
     heads = field.get("heads")
     if heads is None:
         return
@@ -307,9 +365,45 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
         raise _fail("decomposition.heads.attrs", f"a list of {blocks} blocks of heads")
     for b, block in enumerate(per_block):
         for h, value in enumerate(block):
-            grid(value, f"decomposition.heads.attrs[{b}][{h}]")
+            grid(value, f"decomposition.heads.attrs[{b}][{h}]", FIXED4)
     if bias is not None:
         if not isinstance(bias, list) or len(bias) != blocks:
             raise _fail("decomposition.heads.bias", f"null or a list of {blocks} blocks")
         for b, value in enumerate(bias):
-            grid(value, f"decomposition.heads.bias[{b}]")
+            grid(value, f"decomposition.heads.bias[{b}]", FIXED4)
+
+
+def check_corpus_document(document: Any) -> None:
+    """Raise InvalidDocument at the first field of a corpus document (a results-store entry
+    of curves) that is not as written: per metric a curve of a number or null per row, its
+    interval null or a [low, high] pair per row; token groups likewise."""
+    if not isinstance(document, dict):
+        raise InvalidDocument("the document: expected a JSON object")
+    _json_values(document, "document")
+    for name in ("corpus", "model", "lens"):
+        _field(document, "", name, lambda v: isinstance(v, dict), "an object", required=True)
+    _field(document, "", "layers", lambda v: isinstance(v, list) and len(v) > 0
+           and v == list(range(len(v))), "the list of rows 0, 1, …", required=True)
+    rows = len(document["layers"])
+    for name in ("scored_tokens", "scored_bytes"):
+        _field(document, "", name, COUNT, "a count", required=True)
+
+    def curve(holder: dict[str, Any], where: str, name: str) -> None:
+        _field(holder, where, name, lambda v: isinstance(v, list) and len(v) == rows
+               and FIXED4.every(v), f"a list of {rows} numbers or nulls", required=True)
+        _field(holder, where, f"{name}_ci", _optional(
+            lambda v: isinstance(v, list) and len(v) == rows and all(
+                pair is None or (isinstance(pair, list) and len(pair) == 2
+                                 and FIXED4.every(pair, nulls=False)) for pair in v)),
+            f"null or a list of {rows} [low, high] pairs or nulls")
+
+    for metric in CORPUS_METRICS:
+        curve(document, "", metric.name)
+    groups = document.get("target_groups", [])
+    if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("name"), str) for g in groups):
+        raise _fail("target_groups", "a list of named groups")
+    for index, group in enumerate(groups):
+        _field(group, f"target_groups[{index}].", "ids", lambda v: isinstance(v, list)
+               and all(map(COUNT, v)), "a list of token ids", required=True)
+        curve(group, f"target_groups[{index}].", "prob")
