@@ -94,7 +94,8 @@ def test_the_document_check_passes_what_the_writer_writes_and_names_the_place():
     check_prompt_document(loads(dumps(document)))  # schema 3, packed and unpacked
     with pytest.raises(InvalidDocument, match=r"entropy\[1\]: expected null or a list of 6"):
         check_prompt_document(_hostile(document, "shape"))
-    with pytest.raises(InvalidDocument, match=r"topk_probs\[0\]\[0\]\[0\]: expected probabilities from 0 to 1"):
+    with pytest.raises(InvalidDocument,
+                       match=r"topk_probs\[0\]\[0\]\[0\]: expected probabilities from 0 to 1"):
         check_prompt_document(_hostile(document, "number"))
     with pytest.raises(InvalidDocument, match="lens.kind: expected a lens kind"):
         check_prompt_document(_hostile(document, "kind"))

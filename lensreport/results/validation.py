@@ -39,6 +39,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT_BOUND
 
 
+_INTEGRAL_TYPES = frozenset({int, type(None)})
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+
+
 @dataclass(frozen=True)
 class Numbers:
     """A leaf check: finite numbers within [low, high] (integers only where ``integral``).
@@ -68,8 +72,8 @@ class Numbers:
     def every(self, items: list[Any], nulls: bool = True) -> bool:
         """Every item passes (or is None where ``nulls``)."""
         kinds = set(map(type, items))
-        allowed = {int, type(None)} if self.integral else {int, float, type(None)}
-        if not kinds <= allowed or (not nulls and type(None) in kinds):
+        if not kinds <= (_INTEGRAL_TYPES if self.integral else _NUMBER_TYPES) or (
+                not nulls and type(None) in kinds):
             return False
         try:
             values = np.array(items, dtype=np.float64)  # None -> NaN
@@ -88,6 +92,11 @@ PROBABILITY = Numbers(0.0, 1.0005)
 FIXED4 = Numbers(-(2 ** 31 - 1) / 10 ** 4, (2 ** 31 - 1) / 10 ** 4)  # nats, heads' logits
 FIXED5 = Numbers(-(2 ** 31 - 1) / 10 ** 5, (2 ** 31 - 1) / 10 ** 5)  # components' logits
 ANY_NUMBER = Numbers(-math.inf, math.inf)
+
+
+def _token_ids(value: Any) -> bool:
+    """A list of token ids (ints from 0 below the int codec's null code)."""
+    return isinstance(value, list) and COUNT.every(value, nulls=False)
 
 
 def _optional(check: Check) -> Check:
@@ -138,6 +147,11 @@ _NO_TEXT = frozenset({int, float, bool, type(None)})  # a value of these types h
 _NESTED = frozenset({list, type(None)})
 
 
+def _joined(lists: list[Any]) -> list[Any]:
+    """The items of a list's lists, its nulls skipped (a null row, a missing cell)."""
+    return list(chain.from_iterable(filter(partial(is_not, None), lists)))
+
+
 def _finite(items: list[Any]) -> bool:
     """Every number of a list of numbers and nulls is finite (at C speed: most of a
     document is many short lists); False also where an integer is past a float's range,
@@ -167,7 +181,7 @@ def _json_values(value: Any, where: str) -> None:
     elif isinstance(value, list):
         flat, kinds = value, set(map(type, value))
         while kinds <= _NESTED and list in kinds:  # a grid of numbers: looked at as one list
-            flat = list(chain.from_iterable(filter(partial(is_not, None), flat)))
+            flat = _joined(flat)
             kinds = set(map(type, flat))
         if kinds <= _NO_TEXT and (float not in kinds or _finite(flat)):
             return  # numbers, at C speed (else item by item, to name the place)
@@ -185,17 +199,30 @@ def _field(document: dict[str, Any], where: str, name: str, check: Check, expect
         raise _fail(f"{where}{name}", expected)
 
 
+def _check_frame(document: Any, objects: tuple[str, ...]) -> None:
+    """What every document is: a JSON object of valid text and finite numbers, with these
+    fields objects."""
+    if not isinstance(document, dict):
+        raise InvalidDocument("the document: expected a JSON object")
+    _json_values(document, "document")
+    for name in objects:
+        _field(document, "", name, lambda v: isinstance(v, dict), "an object", required=True)
+
+
+def _check_layers(document: dict[str, Any]) -> int:
+    """``layers`` is the list of rows 0, 1, …: returns how many."""
+    _field(document, "", "layers", lambda v: isinstance(v, list) and len(v) > 0
+           and v == list(range(len(v))), "the list of rows 0, 1, …", required=True)
+    return len(document["layers"])
+
+
 def check_prompt_document(document: Any) -> None:
     """Raise InvalidDocument at the first field of a prompt document that is not as written.
 
     Schemas 1, 2 and 3 alike: packed arrays (schema 3; schema 2's ``tracked_probs``) are
     unpacked by documents.decoded first, which refuses one that does not unpack by its field.
     """
-    if not isinstance(document, dict):
-        raise InvalidDocument("the document: expected a JSON object")
-    _json_values(document, "document")
-    for name in ("model", "prompt", "lens"):
-        _field(document, "", name, lambda v: isinstance(v, dict), "an object", required=True)
+    _check_frame(document, ("model", "prompt", "lens"))
     model, prompt, lens = document["model"], document["prompt"], document["lens"]
     for key in ("name", "reference", "model_type", "architecture", "revision"):
         _field(model, "model.", key, _optional(_is_text), "a text")
@@ -206,12 +233,10 @@ def check_prompt_document(document: Any) -> None:
            "a lens kind's name (lowercase letters, digits and '_', such as logit)")
     _field(lens, "lens.", "top_k", lambda v: _is_int(v) and 1 <= v <= 1000,
            "an integer from 1 to 1000")
-    _field(document, "", "input_ids", lambda v: isinstance(v, list) and len(v) > 0
-           and all(COUNT(i) for i in v), "a non-empty list of token ids", required=True)
+    _field(document, "", "input_ids", lambda v: _token_ids(v) and len(v) > 0,
+           "a non-empty list of token ids", required=True)
     positions = len(document["input_ids"])
-    _field(document, "", "layers", lambda v: isinstance(v, list) and len(v) > 0
-           and v == list(range(len(v))), "the list of rows 0, 1, …", required=True)
-    rows = len(document["layers"])
+    rows = _check_layers(document)
     _field(document, "", "vocab", lambda v: isinstance(v, dict) and all(
         k.isdigit() and isinstance(s, str) for k, s in v.items()),
         "an object of token id -> text", required=True)
@@ -255,8 +280,7 @@ def _check_tracked(document: dict[str, Any], rows: int, positions: int) -> None:
     if "tracked_ids" not in document:
         return
     ids, probs = document["tracked_ids"], document.get("tracked_probs")
-    if not isinstance(ids, list) or len(ids) != positions or not all(
-            isinstance(i, list) and all(COUNT(t) for t in i) for i in ids):
+    if not isinstance(ids, list) or len(ids) != positions or not all(map(_token_ids, ids)):
         raise _fail("tracked_ids", f"a list of {positions} lists of token ids")
     if not isinstance(probs, list) or len(probs) != positions:
         raise _fail("tracked_probs", f"a list of {positions} positions")
@@ -264,8 +288,7 @@ def _check_tracked(document: dict[str, Any], rows: int, positions: int) -> None:
         if not isinstance(block, list) or len(block) != rows:
             raise _fail(f"tracked_probs[{t}]", f"a list of {rows} rows")
         if all(row is None or (type(row) is list and len(row) == len(tracked))
-               for row in block) and PROBABILITY.every(
-                   list(chain.from_iterable(filter(partial(is_not, None), block)))):
+               for row in block) and PROBABILITY.every(_joined(block)):
             continue  # the position's rows at once; else row by row, to name the place
         for r, row in enumerate(block):
             if row is not None and (not isinstance(row, list) or len(row) != len(tracked)
@@ -288,8 +311,7 @@ def _check_groups(document: dict[str, Any], rows: int, positions: int) -> None:
                 or group["name"] in names:
             raise _fail(where, "an object with a name no other group has")
         names.add(group["name"])
-        _field(group, f"{where}.", "ids", lambda v: isinstance(v, list)
-               and all(COUNT(i) for i in v), "a list of token ids", required=True)
+        _field(group, f"{where}.", "ids", _token_ids, "a list of token ids", required=True)
         for name, leaf, expected in (("prob", PROBABILITY, "a probability from 0 to 1"),
                                      ("rank", COUNT, "a rank"),
                                      ("top_ids", COUNT, "token ids"),
@@ -333,7 +355,7 @@ def _check_decomposition(document: dict[str, Any], positions: int) -> None:
         raise _fail("decomposition", "null or an object")
     tokens, components = field.get("token_ids"), field.get("components")
     if not isinstance(tokens, list) or len(tokens) != positions or not all(
-            isinstance(ids, list) and ids and all(COUNT(i) for i in ids) for ids in tokens):
+            _token_ids(ids) and ids for ids in tokens):
         raise _fail("decomposition.token_ids", f"a list of {positions} lists of token ids")
     blocks = _component_blocks(components)
     if blocks is None:
@@ -377,14 +399,8 @@ def check_corpus_document(document: Any) -> None:
     """Raise InvalidDocument at the first field of a corpus document (a results-store entry
     of curves) that is not as written: per metric a curve of a number or null per row, its
     interval null or a [low, high] pair per row; token groups likewise."""
-    if not isinstance(document, dict):
-        raise InvalidDocument("the document: expected a JSON object")
-    _json_values(document, "document")
-    for name in ("corpus", "model", "lens"):
-        _field(document, "", name, lambda v: isinstance(v, dict), "an object", required=True)
-    _field(document, "", "layers", lambda v: isinstance(v, list) and len(v) > 0
-           and v == list(range(len(v))), "the list of rows 0, 1, …", required=True)
-    rows = len(document["layers"])
+    _check_frame(document, ("corpus", "model", "lens"))
+    rows = _check_layers(document)
     for name in ("scored_tokens", "scored_bytes"):
         _field(document, "", name, COUNT, "a count", required=True)
 
@@ -404,6 +420,6 @@ def check_corpus_document(document: Any) -> None:
             isinstance(g, dict) and isinstance(g.get("name"), str) for g in groups):
         raise _fail("target_groups", "a list of named groups")
     for index, group in enumerate(groups):
-        _field(group, f"target_groups[{index}].", "ids", lambda v: isinstance(v, list)
-               and all(map(COUNT, v)), "a list of token ids", required=True)
+        _field(group, f"target_groups[{index}].", "ids", _token_ids, "a list of token ids",
+               required=True)
         curve(group, f"target_groups[{index}].", "prob")
